@@ -1,0 +1,624 @@
+"""site.ini -> typed, validated settings.
+
+Every mistake in a site.ini becomes one :class:`ConfigError` that names the
+file, the section, the key and why, so that ``twistd phaserlink`` can refuse to
+start before it binds a single port.  The settings are frozen dataclasses: the
+rest of the appliance never sees a raw string from the file.
+
+Sections:
+
+``[appliance]``
+    hostname, spool, listen endpoints, TLS, limits, relay policy, smarthost.
+``[printer:NAME]``
+    one per printer: addresses, output, allowed senders, POP3 login, formats,
+    notify policy, mailbox (local or a remote POP3 URL).
+``[group:NAME]``
+    an address that delivers into each member printer's mailbox.
+``[user:NAME]``
+    an SMTP AUTH login allowed to relay through the appliance.
+"""
+
+from __future__ import annotations
+
+import configparser
+import fnmatch
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from phaserlink.passwords import PasswordHash, PasswordHashError
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A site.ini mistake, naming where it is and why."""
+
+    def __init__(self, file: str, section: str | None, key: str | None, why: str):
+        self.file = file
+        self.section = section
+        self.key = key
+        self.why = why
+        where = file
+        if section is not None:
+            where += f": [{section}]"
+        if key is not None:
+            where += f" {key}"
+        super().__init__(f"{where}: {why}")
+
+
+# -- value objects -----------------------------------------------------------
+
+TLS_POLICIES = ("none", "opportunistic", "required")
+NOTIFY_EVENTS = ("received", "printed", "errors", "delayed", "trace")
+FORMATS = ("postscript", "pdf", "pcl", "text")
+MAX_LOCAL_PART = 64
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A PEM certificate (chain) and its private key, both checked readable."""
+
+    certificate: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Smarthost:
+    """Where the outbound queue hands all mail it sends."""
+
+    host: str
+    port: int
+    tls: str  # one of TLS_POLICIES
+    implicit_tls: bool
+    ca_file: Path | None
+    username: str | None
+    password_file: Path | None
+
+
+@dataclass(frozen=True)
+class RemoteMailbox:
+    """``mailbox = pop3://user@host:port`` (or pop3s://) for a printer."""
+
+    host: str
+    port: int
+    username: str
+    password_file: Path | None
+    tls: str  # one of TLS_POLICIES
+    implicit_tls: bool
+    ca_file: Path | None
+
+
+@dataclass(frozen=True)
+class ApplianceConfig:
+    hostname: str
+    spool: Path
+    smtp_listen: tuple[str, ...]
+    pop3_listen: tuple[str, ...]
+    tls: TLSFiles | None
+    max_message_size: int
+    max_recipients: int
+    max_sessions: int
+    max_line_length: int
+    smtp_timeout: float
+    pop3_timeout: float
+    relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    smarthost: Smarthost | None
+    status_sender: str
+    queue_max_age: float
+    queue_retry_min: float
+    queue_retry_max: float
+
+
+@dataclass(frozen=True)
+class PrinterConfig:
+    name: str
+    addresses: tuple[str, ...]
+    output: str  # file:PATH, lpd://host[:port]/queue, socket://host[:port], pull
+    allowed_senders: tuple[str, ...]
+    pop3_user: str
+    pop3_password: PasswordHash | None
+    pop3_apop_secret: bytes | None
+    formats: tuple[str, ...]
+    notify: tuple[str, ...]
+    mailbox: RemoteMailbox | None  # None = the appliance's own store
+    poll_interval: float
+    partial_timeout: float
+    delay_notice: float
+    max_retry_time: float
+    pjl: bool
+    copies_max: int
+
+    def sender_allowed(self, sender: str) -> bool:
+        return sender_matches(sender, self.allowed_senders)
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    name: str
+    address: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    name: str
+    password: PasswordHash
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    path: Path
+    appliance: ApplianceConfig
+    printers: dict[str, PrinterConfig] = field(default_factory=dict)
+    groups: dict[str, GroupConfig] = field(default_factory=dict)
+    users: dict[str, UserConfig] = field(default_factory=dict)
+
+    def printers_for_address(self, address: str) -> tuple[PrinterConfig, ...] | None:
+        """The printers a mail to *address* goes to, or None if it is not ours."""
+        wanted = normalize_address(address)
+        for printer in self.printers.values():
+            if wanted in printer.addresses:
+                return (printer,)
+        for group in self.groups.values():
+            if wanted == group.address:
+                return tuple(self.printers[m] for m in group.members)
+        return None
+
+    def is_local_domain(self, address: str) -> bool:
+        """True if *address* is in a domain one of our printers or groups uses."""
+        domain = normalize_address(address).rpartition("@")[2]
+        return domain in self.local_domains()
+
+    def local_domains(self) -> frozenset[str]:
+        domains = {a.rpartition("@")[2] for p in self.printers.values() for a in p.addresses}
+        domains |= {g.address.rpartition("@")[2] for g in self.groups.values()}
+        domains.add(self.appliance.hostname.lower())
+        return frozenset(domains)
+
+
+# -- helpers shared with the rest of the package ----------------------------
+
+
+def normalize_address(address: str) -> str:
+    """Lower-case an address for comparison (RFC 5321 allows it for the domain;
+    for printer mailboxes we decide local parts are case-insensitive too)."""
+    return address.strip().strip("<>").lower()
+
+
+def sender_matches(sender: str, patterns: Iterable[str]) -> bool:
+    """Shell-style match of a sender address against allowed_senders."""
+    sender = normalize_address(sender)
+    return any(fnmatch.fnmatchcase(sender, pattern) for pattern in patterns)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", re.I)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.I)
+_ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def parse_size(text: str) -> int:
+    """``10M`` -> 10485760.  Suffixes K, M, G are powers of 1024."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size (use bytes or a K, M, G suffix)")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``5m``, ``4h``, ``5d`` or plain seconds -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 4h, 5d)")
+    unit = (m.group(2) or "s").lower()
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def split_list(text: str) -> list[str]:
+    return [item for item in re.split(r"[\s,]+", text.strip()) if item]
+
+
+def check_endpoint(description: str) -> str:
+    """Parse a server endpoint string without listening, to catch mistakes."""
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoints.serverFromString(reactor, description)
+    except Exception as e:  # serverFromString raises many kinds
+        raise ValueError(f"{description!r} is not a Twisted server endpoint: {e}") from None
+    return description
+
+
+# -- the loader ---------------------------------------------------------------
+
+APPLIANCE_KEYS = {
+    "hostname", "spool", "smtp_listen", "pop3_listen", "tls_certificate", "tls_key",
+    "max_message_size", "max_recipients", "max_sessions", "max_line_length",
+    "smtp_timeout", "pop3_timeout", "relay_networks", "smarthost", "smarthost_tls",
+    "smarthost_ca", "smarthost_user", "smarthost_password_file", "status_sender",
+    "queue_max_age", "queue_retry_min", "queue_retry_max",
+}
+PRINTER_KEYS = {
+    "addresses", "output", "allowed_senders", "pop3_user", "pop3_password",
+    "pop3_apop_secret_file", "formats", "notify", "mailbox", "mailbox_password_file",
+    "mailbox_tls", "mailbox_ca", "poll_interval", "partial_timeout", "delay_notice",
+    "max_retry_time", "pjl", "copies_max",
+}
+GROUP_KEYS = {"address", "members"}
+USER_KEYS = {"password"}
+
+
+class _Section:
+    """Typed access to one section; every failure names file, section, key."""
+
+    def __init__(self, loader: "_Loader", name: str, allowed: set[str]):
+        self.loader = loader
+        self.name = name
+        self.raw = loader.parser[name] if loader.parser.has_section(name) else {}
+        for key in self.raw:
+            if key not in allowed:
+                self.error(key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def error(self, key: str | None, why: str) -> ConfigError:
+        raise ConfigError(self.loader.file, self.name, key, why)
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        value = self.raw.get(key)
+        if value is None or value.strip() == "":
+            return default
+        return value.strip()
+
+    def require(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            self.error(key, "is required")
+        return value  # type: ignore[return-value]
+
+    def typed(self, key: str, default: str, convert: Callable[[str], T]) -> T:
+        text = self.get(key, default)
+        try:
+            return convert(text)  # type: ignore[arg-type]
+        except (ValueError, OSError) as e:
+            self.error(key, str(e))
+            raise  # unreachable
+
+    def path(self, key: str, default: str | None = None) -> Path | None:
+        text = self.get(key, default)
+        if text is None:
+            return None
+        return self.loader.resolve(text)
+
+    def readable_file(self, key: str) -> Path | None:
+        path = self.path(key)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            self.error(key, f"cannot read {path}: {e.strerror}")
+        return path
+
+    def boolean(self, key: str, default: bool) -> bool:
+        text = self.get(key)
+        if text is None:
+            return default
+        lowered = text.lower()
+        if lowered in ("yes", "true", "on", "1"):
+            return True
+        if lowered in ("no", "false", "off", "0"):
+            return False
+        self.error(key, f"{text!r} is not yes or no")
+        raise AssertionError
+
+    def choice(self, key: str, default: str, choices: Iterable[str]) -> str:
+        text = (self.get(key) or default).lower()
+        choices = tuple(choices)
+        if text not in choices:
+            self.error(key, f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    def addresses(self, key: str, text: str | None = None) -> tuple[str, ...]:
+        text = text if text is not None else self.require(key)
+        result = []
+        for item in split_list(text):
+            if not _ADDRESS.match(item):
+                self.error(key, f"{item!r} is not a mail address (local@domain)")
+            if len(item.partition("@")[0]) > MAX_LOCAL_PART:
+                self.error(key, f"{item!r}: local part longer than {MAX_LOCAL_PART}")
+            result.append(normalize_address(item))
+        if not result:
+            self.error(key, "needs at least one address")
+        return tuple(result)
+
+
+class _Loader:
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = str(path)
+        self.base = path.parent
+        self.parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+        self.parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            with open(path, encoding="utf-8") as f:
+                self.parser.read_file(f)
+        except OSError as e:
+            raise ConfigError(self.file, None, None, f"cannot read: {e.strerror}") from None
+        except configparser.Error as e:
+            raise ConfigError(self.file, None, None, f"not an ini file: {e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(self.file, None, None, "is not UTF-8 text") from None
+
+    def resolve(self, text: str) -> Path:
+        """Relative paths are relative to the working directory, as twistd's
+        --rundir is; the demo config relies on that to put var/ beside it."""
+        return Path(os.path.expanduser(text))
+
+    def load(self) -> SiteConfig:
+        for name in self.parser.sections():
+            kind = name.partition(":")[0]
+            if name != "appliance" and kind not in ("printer", "group", "user"):
+                raise ConfigError(
+                    self.file, name, None,
+                    "unknown section (expected [appliance], [printer:NAME], [group:NAME], [user:NAME])",
+                )
+            if kind != "appliance" and not _NAME.match(name.partition(":")[2]):
+                raise ConfigError(self.file, name, None, "section name needs a NAME of letters, digits, _ . -")
+        if not self.parser.has_section("appliance"):
+            raise ConfigError(self.file, "appliance", None, "section is missing")
+        appliance = self.appliance(_Section(self, "appliance", APPLIANCE_KEYS))
+        printers: dict[str, PrinterConfig] = {}
+        groups: dict[str, GroupConfig] = {}
+        users: dict[str, UserConfig] = {}
+        seen: dict[str, str] = {}
+
+        def claim(section: _Section, key: str, address: str) -> None:
+            if address in seen:
+                section.error(key, f"address {address} is already used by [{seen[address]}]")
+            seen[address] = section.name
+
+        for name in self.parser.sections():
+            kind, _, short = name.partition(":")
+            if kind == "printer":
+                section = _Section(self, name, PRINTER_KEYS)
+                printer = self.printer(section, short, appliance)
+                for address in printer.addresses:
+                    claim(section, "addresses", address)
+                printers[short] = printer
+        pop3_users: dict[str, str] = {}
+        for printer in printers.values():
+            if printer.pop3_user in pop3_users:
+                raise ConfigError(
+                    self.file, f"printer:{printer.name}", "pop3_user",
+                    f"{printer.pop3_user!r} is already the login of [printer:{pop3_users[printer.pop3_user]}]",
+                )
+            pop3_users[printer.pop3_user] = printer.name
+        for name in self.parser.sections():
+            kind, _, short = name.partition(":")
+            if kind == "group":
+                section = _Section(self, name, GROUP_KEYS)
+                address = section.addresses("address")
+                if len(address) != 1:
+                    section.error("address", "a group has exactly one address")
+                claim(section, "address", address[0])
+                members = tuple(split_list(section.require("members")))
+                for member in members:
+                    if member not in printers:
+                        section.error("members", f"{member!r} is not a [printer:NAME] in this file")
+                groups[short] = GroupConfig(short, address[0], members)
+            elif kind == "user":
+                section = _Section(self, name, USER_KEYS)
+                users[short] = UserConfig(short, self.password(section, "password", required=True))  # type: ignore[arg-type]
+        return SiteConfig(self.path, appliance, printers, groups, users)
+
+    def password(self, section: _Section, key: str, required: bool = False) -> PasswordHash | None:
+        text = section.require(key) if required else section.get(key)
+        if text is None:
+            return None
+        try:
+            return PasswordHash.parse(text)
+        except PasswordHashError as e:
+            section.error(key, str(e))
+            raise
+
+    def appliance(self, s: _Section) -> ApplianceConfig:
+        hostname = s.get("hostname", "localhost")
+        spool = s.path("spool", "var")
+        assert spool is not None
+        self.check_spool(s, spool)
+        smtp_listen = tuple(check_endpoint_in(s, "smtp_listen", "tcp:25"))
+        pop3_listen = tuple(check_endpoint_in(s, "pop3_listen", "tcp:110"))
+        cert = s.readable_file("tls_certificate")
+        key = s.readable_file("tls_key")
+        tls = None
+        if cert or key:
+            if not (cert and key):
+                s.error("tls_key" if cert else "tls_certificate", "tls_certificate and tls_key go together")
+            assert cert and key
+            tls = TLSFiles(cert, key)
+            try:
+                from phaserlink.tls import load_server_certificate
+
+                load_server_certificate(tls)
+            except Exception as e:
+                s.error("tls_certificate", f"cannot load certificate and key: {e}")
+        networks = []
+        for item in split_list(s.get("relay_networks", "127.0.0.0/8 ::1/128") or ""):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                s.error("relay_networks", f"{item!r} is not a network (e.g. 192.0.2.0/24)")
+        smarthost = self.smarthost(s)
+        status_sender = s.addresses("status_sender", s.get("status_sender", f"postmaster@{hostname}"))[0]
+        return ApplianceConfig(
+            hostname=hostname or "localhost",
+            spool=spool,
+            smtp_listen=smtp_listen,
+            pop3_listen=pop3_listen,
+            tls=tls,
+            max_message_size=s.typed("max_message_size", "50M", parse_size),
+            max_recipients=s.typed("max_recipients", "100", _positive_int),
+            max_sessions=s.typed("max_sessions", "500", _positive_int),
+            max_line_length=s.typed("max_line_length", "1000", _positive_int),
+            smtp_timeout=s.typed("smtp_timeout", "5m", parse_duration),
+            pop3_timeout=s.typed("pop3_timeout", "10m", parse_duration),
+            relay_networks=tuple(networks),
+            smarthost=smarthost,
+            status_sender=status_sender,
+            queue_max_age=s.typed("queue_max_age", "5d", parse_duration),
+            queue_retry_min=s.typed("queue_retry_min", "1m", parse_duration),
+            queue_retry_max=s.typed("queue_retry_max", "1h", parse_duration),
+        )
+
+    def check_spool(self, s: _Section, spool: Path) -> None:
+        try:
+            spool.mkdir(parents=True, exist_ok=True)
+            probe = spool / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            s.error("spool", f"{spool} is not a writable directory: {e.strerror}")
+
+    def smarthost(self, s: _Section) -> Smarthost | None:
+        text = s.get("smarthost")
+        if text is None:
+            return None
+        implicit = text.startswith("smtps://")
+        host, port = _host_port(text.removeprefix("smtps://").removeprefix("smtp://"), 465 if implicit else 25)
+        if not host:
+            s.error("smarthost", f"{text!r} is not HOST[:PORT] or smtps://HOST[:PORT]")
+        user = s.get("smarthost_user")
+        password_file = s.readable_file("smarthost_password_file")
+        if user and not password_file:
+            s.error("smarthost_password_file", "smarthost_user needs a password file")
+        return Smarthost(
+            host=host,
+            port=port,
+            tls=s.choice("smarthost_tls", "opportunistic", TLS_POLICIES),
+            implicit_tls=implicit,
+            ca_file=s.readable_file("smarthost_ca"),
+            username=user,
+            password_file=password_file,
+        )
+
+    def printer(self, s: _Section, name: str, appliance: ApplianceConfig) -> PrinterConfig:
+        addresses = s.addresses("addresses", s.get("addresses", f"{name}@{appliance.hostname}"))
+        output = s.get("output", "pull") or "pull"
+        self.check_output(s, output)
+        senders = tuple(p.lower() for p in split_list(s.require("allowed_senders")))
+        formats = tuple(split_list((s.get("formats", "postscript") or "").lower()))
+        for f in formats:
+            if f not in FORMATS:
+                s.error("formats", f"{f!r} is not one of {', '.join(FORMATS)}")
+        notify = tuple(split_list((s.get("notify", "printed, errors") or "").lower()))
+        for n in notify:
+            if n not in NOTIFY_EVENTS + ("none",):
+                s.error("notify", f"{n!r} is not one of {', '.join(NOTIFY_EVENTS)}, none")
+        apop_file = s.readable_file("pop3_apop_secret_file")
+        apop = apop_file.read_bytes().strip() if apop_file else None
+        return PrinterConfig(
+            name=name,
+            addresses=addresses,
+            output=output,
+            allowed_senders=senders,
+            pop3_user=s.get("pop3_user", name) or name,
+            pop3_password=self.password(s, "pop3_password"),
+            pop3_apop_secret=apop,
+            formats=formats,
+            notify=tuple(n for n in notify if n != "none"),
+            mailbox=self.remote_mailbox(s),
+            poll_interval=s.typed("poll_interval", "60s", parse_duration),
+            partial_timeout=s.typed("partial_timeout", "1h", parse_duration),
+            delay_notice=s.typed("delay_notice", "4h", parse_duration),
+            max_retry_time=s.typed("max_retry_time", "5d", parse_duration),
+            pjl=s.boolean("pjl", False),
+            copies_max=s.typed("copies_max", "10", _positive_int),
+        )
+
+    def check_output(self, s: _Section, output: str) -> None:
+        if output == "pull":
+            return
+        if output.startswith("file:"):
+            if not output[5:]:
+                s.error("output", "file: needs a directory, e.g. file:var/printed/NAME")
+            return
+        url = urlsplit(output)
+        if url.scheme == "lpd":
+            if not url.hostname or not url.path.strip("/"):
+                s.error("output", f"{output!r}: use lpd://HOST[:PORT]/QUEUE")
+        elif url.scheme == "socket":
+            if not url.hostname:
+                s.error("output", f"{output!r}: use socket://HOST[:PORT]")
+        else:
+            s.error("output", f"{output!r}: use file:DIR, lpd://HOST[:PORT]/QUEUE, socket://HOST[:PORT] or pull")
+        try:
+            url.port
+        except ValueError:
+            s.error("output", f"{output!r}: bad port")
+
+    def remote_mailbox(self, s: _Section) -> RemoteMailbox | None:
+        text = s.get("mailbox", "local")
+        if text == "local":
+            return None
+        url = urlsplit(text or "")
+        if url.scheme not in ("pop3", "pop3s") or not url.hostname or not url.username:
+            s.error("mailbox", f"{text!r}: use local, pop3://USER@HOST[:PORT] or pop3s://USER@HOST[:PORT]")
+        try:
+            port = url.port or (995 if url.scheme == "pop3s" else 110)
+        except ValueError:
+            s.error("mailbox", f"{text!r}: bad port")
+            raise
+        password_file = s.readable_file("mailbox_password_file")
+        if password_file is None:
+            s.error("mailbox_password_file", "a remote mailbox needs a password file")
+        return RemoteMailbox(
+            host=url.hostname or "",
+            port=port,
+            username=unquote(url.username or ""),
+            password_file=password_file,
+            tls=s.choice("mailbox_tls", "opportunistic", TLS_POLICIES),
+            implicit_tls=url.scheme == "pop3s",
+            ca_file=s.readable_file("mailbox_ca"),
+        )
+
+
+def check_endpoint_in(s: _Section, key: str, default: str) -> list[str]:
+    """A listen key holds one or more endpoint strings separated by spaces."""
+    values = (s.get(key, default) or default).split()
+    for value in values:
+        try:
+            check_endpoint(value)
+        except ValueError as e:
+            s.error(key, str(e))
+    return values
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} must be a positive number")
+    return value
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    try:
+        return host, int(port) if port else default_port
+    except ValueError:
+        return "", 0
+
+
+def load(path: str | os.PathLike[str]) -> SiteConfig:
+    """Read and validate *path*; raise :class:`ConfigError` on any mistake."""
+    return _Loader(Path(path)).load()

@@ -1,0 +1,241 @@
+"""Durable Maildir mailboxes, one per printer.
+
+This is where guarantee 1 ("a 250 is a promise") is kept.  A delivery is
+written into ``tmp/``, the file is fsync'd, then hard-linked into ``new/`` of
+every recipient mailbox and each ``new/`` directory is fsync'd, and only then
+does :meth:`Delivery.commit` return.  A crash before that leaves only a file
+in ``tmp/``, which :meth:`Maildir.clean_tmp` removes at the next start; a crash
+after it leaves the message in every mailbox.
+
+Messages are stored the Maildir way: LF line ends.  File names carry both
+sizes (Maildir++ ``S=`` on disk and ``W=`` on the wire with CRLF), so a POP3
+LIST or STAT needs no read.  The unique part of the name (before ``,``) is the
+message's key, used as its POP3 UIDL: it never changes, across sessions and
+restarts.
+
+The store knows no printer.  When a delivery lands in a mailbox it tells that
+mailbox's observers (:meth:`MaildirStore.subscribe`); the printer retriever is
+one of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from twisted.logger import Logger
+
+log = Logger()
+
+_counter = itertools.count()
+_HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename or link into it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unique_name() -> str:
+    """A Maildir unique name: time, microseconds, pid, counter, host."""
+    now = time.time()
+    return f"{int(now)}.M{int((now % 1) * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOST}"
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message in a mailbox, as listed (no content read)."""
+
+    key: str  # the unique name: stable, used as UIDL
+    path: Path
+    size: int  # bytes on disk (LF line ends)
+    wire_size: int  # bytes as sent over POP3 (CRLF line ends, before stuffing)
+    mtime: float
+
+
+def _parse_sizes(name: str, path: Path) -> tuple[int, int]:
+    size = wire = -1
+    info = name.partition(":")[0]
+    for part in info.split(",")[1:]:
+        if part.startswith("S="):
+            size = int(part[2:])
+        elif part.startswith("W="):
+            wire = int(part[2:])
+    if size < 0 or wire < 0:
+        # A message dropped in by hand or by another MDA: measure it.
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        wire = size + lines
+    return size, wire
+
+
+class Maildir:
+    """One mailbox directory with ``tmp/``, ``new/`` and ``cur/``."""
+
+    def __init__(self, path: Path, name: str):
+        self.path = Path(path)
+        self.name = name
+        self.tmp = self.path / "tmp"
+        self.new = self.path / "new"
+        self.cur = self.path / "cur"
+        for sub in (self.tmp, self.new, self.cur):
+            sub.mkdir(parents=True, exist_ok=True)
+
+    def clean_tmp(self) -> int:
+        """Remove files a crashed delivery left in ``tmp/``; return how many."""
+        removed = 0
+        for entry in self.tmp.iterdir():
+            try:
+                entry.unlink()
+                removed += 1
+            except OSError as e:
+                log.warn("cannot remove stale {path}: {e}", path=entry, e=e)
+        if removed:
+            log.info("mailbox {name}: removed {n} unfinished deliveries from tmp/", name=self.name, n=removed)
+        return removed
+
+    def messages(self) -> list[StoredMessage]:
+        """All messages in ``new/`` and ``cur/``, oldest delivery first."""
+        found = []
+        for sub in (self.new, self.cur):
+            for entry in os.scandir(sub):
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                path = Path(entry.path)
+                try:
+                    size, wire = _parse_sizes(entry.name, path)
+                    mtime = entry.stat().st_mtime
+                except (OSError, ValueError):
+                    continue
+                key = entry.name.partition(",")[0].partition(":")[0]
+                found.append(StoredMessage(key, path, size, wire, mtime))
+        found.sort(key=lambda m: (m.mtime, m.key))
+        return found
+
+    def delete(self, messages: Iterable[StoredMessage]) -> None:
+        """Unlink *messages* and fsync the directories: durable on return."""
+        dirs = set()
+        for message in messages:
+            try:
+                message.path.unlink()
+            except FileNotFoundError:
+                pass
+            dirs.add(message.path.parent)
+        for d in dirs:
+            fsync_dir(d)
+
+
+class Delivery:
+    """One message being written into one or more mailboxes.
+
+    ``write`` as the data arrives (LF line ends); ``commit`` makes it durable
+    in every mailbox or raises ``OSError`` (then nothing was delivered);
+    ``abort`` throws it away.
+    """
+
+    def __init__(self, store: "MaildirStore", mailboxes: list[Maildir]):
+        if not mailboxes:
+            raise ValueError("a delivery needs at least one mailbox")
+        self.store = store
+        self.mailboxes = mailboxes
+        self.name = unique_name()
+        self.tmp_path = mailboxes[0].tmp / self.name
+        self.file = open(self.tmp_path, "xb", buffering=1 << 16)
+        self.size = 0
+        self.lines = 0
+        self.done = False
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+        self.lines += data.count(b"\n")
+
+    def commit(self) -> list[Path]:
+        """fsync, link into every ``new/``, fsync those; return the paths."""
+        if self.done:
+            raise RuntimeError("delivery already finished")
+        linked: list[Path] = []
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            final = f"{self.name},S={self.size},W={self.size + self.lines}"
+            for box in self.mailboxes:
+                target = box.new / final
+                os.link(self.tmp_path, target)
+                linked.append(target)
+            for box in self.mailboxes:
+                fsync_dir(box.new)
+        except OSError:
+            for path in linked:
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+            self.abort()
+            raise
+        self.done = True
+        try:
+            self.tmp_path.unlink()
+        except OSError:
+            pass
+        for box in self.mailboxes:
+            self.store.notify(box.name)
+        return linked
+
+    def abort(self) -> None:
+        self.done = True
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        try:
+            self.tmp_path.unlink()
+        except OSError:
+            pass
+
+
+class MaildirStore:
+    """The appliance's mailboxes under ``SPOOL/mail/NAME`` and who listens."""
+
+    def __init__(self, root: Path, names: Iterable[str]):
+        self.root = Path(root)
+        self.boxes = {name: Maildir(self.root / name, name) for name in names}
+        self.observers: dict[str, list[Callable[[str], None]]] = {}
+
+    def clean(self) -> None:
+        for box in self.boxes.values():
+            box.clean_tmp()
+
+    def mailbox(self, name: str) -> Maildir:
+        return self.boxes[name]
+
+    def deliver(self, names: Iterable[str]) -> Delivery:
+        """Start a delivery into the named mailboxes (each once)."""
+        unique = list(dict.fromkeys(names))
+        return Delivery(self, [self.boxes[n] for n in unique])
+
+    def subscribe(self, name: str, observer: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``observer(name)`` after each delivery into mailbox *name*.
+
+        Returns a function that unsubscribes.
+        """
+        self.observers.setdefault(name, []).append(observer)
+        return lambda: self.observers[name].remove(observer)
+
+    def notify(self, name: str) -> None:
+        for observer in list(self.observers.get(name, ())):
+            try:
+                observer(name)
+            except Exception:
+                log.failure("observer of mailbox {name} failed", name=name)

@@ -1,0 +1,58 @@
+"""Wire the parts into one MultiService, in one reactor.
+
+Start order matters for guarantees, and MultiService starts children in the
+order added: the mailbox store is cleaned and the outbound queue recovered
+before anything listens, and the printers start after the store they read.
+"""
+
+from __future__ import annotations
+
+from twisted.application import internet, service
+from twisted.internet import endpoints
+
+from phaserlink.config import SiteConfig
+from phaserlink.pop3_store.maildir import MaildirStore
+
+
+class StoreService(service.Service):
+    """Cleans stale ``tmp/`` files of crashed deliveries before serving."""
+
+    def __init__(self, store: MaildirStore):
+        self.store = store
+
+    def startService(self) -> None:
+        self.store.clean()
+        super().startService()
+
+
+def make_store(site: SiteConfig) -> MaildirStore:
+    return MaildirStore(site.appliance.spool / "mail", [p.name for p in site.printers.values()])
+
+
+def makeService(site: SiteConfig, reactor=None) -> service.MultiService:
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    from phaserlink.pop3_store.server import build_factory as pop3_factory
+    from phaserlink.printer.service import PrinterService
+    from phaserlink.smtp_relay.queue import OutboundQueue
+    from phaserlink.smtp_relay.server import build_factory as smtp_factory
+
+    top = service.MultiService()
+    store = make_store(site)
+    StoreService(store).setServiceParent(top)
+    queue = OutboundQueue(site, reactor=reactor)
+    queue.setServiceParent(top)
+    printers = PrinterService(site, store, queue, reactor=reactor)
+    printers.setServiceParent(top)
+
+    smtp = smtp_factory(site, store, queue, reactor=reactor)
+    for description in site.appliance.smtp_listen:
+        endpoint = endpoints.serverFromString(reactor, description)
+        internet.StreamServerEndpointService(endpoint, smtp).setServiceParent(top)
+    pop3 = pop3_factory(site, store, reactor=reactor)
+    for description in site.appliance.pop3_listen:
+        endpoint = endpoints.serverFromString(reactor, description)
+        internet.StreamServerEndpointService(endpoint, pop3).setServiceParent(top)
+    return top

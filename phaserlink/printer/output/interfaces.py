@@ -1,0 +1,104 @@
+"""The seam between the job spool and the printers it feeds.
+
+The spool owns a job until an output says the printer has it (guarantee 2
+in DESIGN.md).  So an output's single promise is: the Deferred from
+``send`` fires with an :class:`OutputResult` only when the printer side
+acknowledged *all* of the job; otherwise it fails with
+:class:`PrinterUnavailable` (try again later, the job stays spooled) or
+:class:`PrinterRejected` (retrying will not help; abort the job and tell
+the sender).  Any other exception is a bug and the spool should treat it
+as temporary.
+
+Cancelling the Deferred aborts the transfer (the connection is dropped)
+and fails it with ``CancelledError``; the job stays with the spool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from zope.interface import Attribute, Interface
+
+# IPP printer-state-reasons (RFC 8011 5.4.12, PWG 5100.x) an output uses to
+# explain a failure.  Strings, so that status mail can carry them as is.
+REASON_CONNECTING = "connecting-to-device"  # refused, unreachable, timed out connecting
+REASON_TIMED_OUT = "timed-out"  # connected, then the printer stopped taking data / answering
+REASON_STOPPED = "printer-stopped"  # the printer (queue) says it is not accepting jobs
+REASON_SPOOL_FULL = "spool-area-full"  # LPD: no room for the job
+REASON_DOCUMENT_FORMAT = "document-format-error"  # the printer refused the data itself
+REASON_NOT_FOUND = "destination-uri-failed"  # no such queue / bad URI
+REASON_OTHER = "other"
+
+
+@dataclass(frozen=True)
+class OutputJob:
+    """One job ready to print: its data is a complete file on disk.
+
+    *path* is read while sending, never loaded whole; it must stay in place
+    until the Deferred fires.  *format* is a MIME type such as
+    ``application/postscript`` (the file output uses it for the extension;
+    network outputs send the bytes as they are).  *job_id* is the spool's
+    id (safe as a file name: letters, digits, ``-``, ``_``, ``.``).
+    """
+
+    path: Path
+    job_id: str
+    title: str
+    user: str
+    host: str
+    copies: int = 1
+    format: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class OutputResult:
+    """What the printer side acknowledged, for the job's status report.
+
+    *acknowledged* is human text ("spooled at lpd queue raw on
+    127.0.0.1:5515 as job 042", "all bytes written, connection closed").
+    *pages* is the printer's page count when it reported one (PJL USTATUS),
+    else None.  *detail* is extra text worth logging (bytes sent, PJL
+    status lines, the file written).
+    """
+
+    acknowledged: str
+    pages: int | None = None
+    detail: str = ""
+
+
+class PrinterOutputError(Exception):
+    """A job did not reach the printer.  *reason* is text for a human,
+    *ipp_reason* one of the ``REASON_*`` strings above."""
+
+    def __init__(self, reason: str, ipp_reason: str = REASON_OTHER) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.ipp_reason = ipp_reason
+
+    def __str__(self) -> str:
+        return f"{self.reason} ({self.ipp_reason})"
+
+
+class PrinterUnavailable(PrinterOutputError):
+    """Temporary: refused, unreachable, timed out, reset mid-job.  The job
+    stays spooled and will be sent again (from the start)."""
+
+
+class PrinterRejected(PrinterOutputError):
+    """Permanent: the printer answered and refused this job (no such LPD
+    queue, job refused, data rejected).  Retrying will not help."""
+
+
+class IPrinterOutput(Interface):
+    """A way to hand complete jobs to one printer."""
+
+    uri = Attribute("The output URI this was made from (str), for logs and status mail.")
+
+    def send(job: OutputJob) -> "Deferred[OutputResult]":  # noqa: F821
+        """Send *job*; fire when the printer acknowledged all of it.
+
+        Fails with PrinterUnavailable or PrinterRejected.  One call per
+        job; calls may overlap (each gets its own connection), though a
+        spool normally sends one job at a time per printer.
+        """

@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from support.peers import free_port, wait_for_port
-
-# A fixed, cheap hash of the password "secret" (1000 rounds: tests only).
-SECRET_HASH = None
-
+from support.twistd import TWISTD
 
 def password_hash(password: str) -> str:
+    """A cheap hash (1000 rounds) for test configs."""
     from phaserlink.passwords import hash_password
 
     return hash_password(password, iterations=1000)
@@ -67,7 +65,7 @@ class Appliance:
     def start(self, timeout: float = 20.0) -> "Appliance":
         self.write_config()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "twisted", "-n", "--pidfile=", "--logfile", str(self.log_path),
+            [*TWISTD, "-n", "--pidfile=", "--logfile", str(self.log_path),
              "phaserlink", "--config", str(self.config_path)],
             cwd=self.directory,
             stdout=subprocess.PIPE,

@@ -1,0 +1,174 @@
+"""site.ini validation: each mistake is one message naming file, section, key, why."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from phaserlink import config
+from phaserlink.passwords import PasswordHash, hash_password
+from support.twistd import TWISTD
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD_HASH = hash_password("pw", iterations=1000)
+
+
+def write(tmp_path: Path, body: str, appliance: str | None = None) -> Path:
+    if appliance is None:
+        appliance = f"[appliance]\nspool = {tmp_path / 'var'}\nsmtp_listen = tcp:0\npop3_listen = tcp:0\n"
+    path = tmp_path / "site.ini"
+    path.write_text(appliance + textwrap.dedent(body))
+    return path
+
+
+def error_of(path: Path) -> config.ConfigError:
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    return info.value
+
+
+def test_demo_config_loads():
+    site = config.load(ROOT / "etc" / "site.ini")
+    assert site.appliance.smtp_listen == ("tcp:2525:interface=127.0.0.1",)
+    assert site.appliance.pop3_listen == ("tcp:1110:interface=127.0.0.1",)
+    assert site.printers["demo"].addresses == ("demo@phaserlink.localhost",)
+    assert site.printers["demo"].output == "file:var/printed/demo"
+    pull = site.printers["pull"]
+    assert pull.output == "pull" and pull.pop3_user == "pull"
+    assert pull.pop3_password is not None and pull.pop3_password.check("pull")
+    assert not pull.pop3_password.check("wrong")
+
+
+def test_good_config_types(tmp_path):
+    path = write(tmp_path, f"""
+        [printer:lab]
+        addresses = Lab@Example.COM, lab2@example.com
+        output = lpd://printer.example.com:515/raw
+        allowed_senders = *@example.com
+        pop3_password = {GOOD_HASH}
+        poll_interval = 2m
+        [group:all]
+        address = all@example.com
+        members = lab
+        [user:relay]
+        password = {GOOD_HASH}
+    """)
+    site = config.load(path)
+    lab = site.printers["lab"]
+    assert lab.addresses == ("lab@example.com", "lab2@example.com")
+    assert lab.poll_interval == 120.0
+    assert lab.sender_allowed("Alice@example.com")
+    assert not lab.sender_allowed("mallory@example.org")
+    assert site.printers_for_address("ALL@example.com") == (lab,)
+    assert site.printers_for_address("nobody@example.com") is None
+    assert site.is_local_domain("x@example.com")
+    assert site.users["relay"].password.check("pw")
+
+
+@pytest.mark.parametrize(
+    "body, section, key, why",
+    [
+        ("[printer:p]\nallowed_senders = *\ncolour = yes\n", "printer:p", "colour", "unknown key"),
+        ("[printr:p]\n", "printr:p", None, "unknown section"),
+        ("[printer:p]\nallowed_senders = *\noutput = ftp://x/\n", "printer:p", "output", "use file:"),
+        ("[printer:p]\nallowed_senders = *\npop3_password = secret\n", "printer:p", "pop3_password", "not a pbkdf2-sha256 hash"),
+        ("[printer:p]\nallowed_senders = *\npop3_password = $pbkdf2-sha256$10$AA$AA\n", "printer:p", "pop3_password", "iterations"),
+        ("[printer:p]\n", "printer:p", "allowed_senders", "is required"),
+        ("[printer:p]\nallowed_senders = *\naddresses = not-an-address\n", "printer:p", "addresses", "not a mail address"),
+        ("[printer:p]\nallowed_senders = *\naddresses = a@x\n[printer:q]\nallowed_senders = *\naddresses = A@x\n",
+         "printer:q", "addresses", "already used by [printer:p]"),
+        ("[printer:p]\nallowed_senders = *\n[group:g]\naddress = g@x\nmembers = p, ghost\n", "group:g", "members", "'ghost' is not a [printer:NAME]"),
+        ("[printer:p]\nallowed_senders = *\npoll_interval = soon\n", "printer:p", "poll_interval", "not a duration"),
+        ("[printer:p]\nallowed_senders = *\nformats = postscript, docx\n", "printer:p", "formats", "'docx'"),
+        ("[printer:p]\nallowed_senders = *\nmailbox = imap://u@h\n", "printer:p", "mailbox", "pop3://"),
+        ("[printer:p]\nallowed_senders = *\nmailbox = pop3://u@h\n", "printer:p", "mailbox_password_file", "password file"),
+    ],
+)
+def test_bad_config_names_section_and_key(tmp_path, body, section, key, why):
+    err = error_of(write(tmp_path, body))
+    assert (err.section, err.key) == (section, key)
+    assert why in err.why
+    assert str(tmp_path / "site.ini") in str(err)
+
+
+@pytest.mark.parametrize(
+    "line, key, why",
+    [
+        ("smtp_listen = tcp:notaport", "smtp_listen", "not a Twisted server endpoint"),
+        ("pop3_listen = bogus:1", "pop3_listen", "not a Twisted server endpoint"),
+        ("max_message_size = lots", "max_message_size", "not a size"),
+        ("tls_certificate = /nonexistent/cert.pem\ntls_key = /nonexistent/key.pem", "tls_certificate", "cannot read"),
+        ("relay_networks = 10.0.0.0/33", "relay_networks", "not a network"),
+        ("smarthost_user = u\nsmarthost = mail.example.com:587", "smarthost_password_file", "password file"),
+    ],
+)
+def test_bad_appliance_keys(tmp_path, line, key, why):
+    text = f"[appliance]\nspool = {tmp_path / 'var'}\n{line}\n"
+    err = error_of(write(tmp_path, "", appliance=text))
+    assert (err.section, err.key) == ("appliance", key)
+    assert why in err.why
+
+
+def test_unloadable_certificate(tmp_path):
+    cert = tmp_path / "cert.pem"
+    key = tmp_path / "key.pem"
+    cert.write_text("not a certificate")
+    key.write_text("not a key")
+    text = f"[appliance]\nspool = {tmp_path / 'var'}\ntls_certificate = {cert}\ntls_key = {key}\n"
+    err = error_of(write(tmp_path, "", appliance=text))
+    assert err.key == "tls_certificate" and "cannot load" in err.why
+
+
+def test_unwritable_spool(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    text = f"[appliance]\nspool = {blocker / 'var'}\n"
+    err = error_of(write(tmp_path, "", appliance=text))
+    assert err.key == "spool" and "not a writable directory" in err.why
+
+
+def test_missing_file(tmp_path):
+    err = error_of(tmp_path / "nope.ini")
+    assert "cannot read" in str(err)
+
+
+def test_password_hash_round_trip():
+    text = hash_password("s3cret", iterations=1000)
+    parsed = PasswordHash.parse(text)
+    assert str(parsed) == text
+    assert parsed.check("s3cret") and not parsed.check("s3cres")
+
+
+def test_passwd_command_reads_stdin():
+    out = subprocess.run(
+        [sys.executable, "-m", "phaserlink.passwords", "--iterations", "1000"],
+        input="hunter2\n", capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert PasswordHash.parse(out).check("hunter2")
+
+
+def test_twistd_refuses_bad_config_before_binding(tmp_path):
+    """A bad key stops twistd with the message, and the good port stays free."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    text = (
+        f"[appliance]\nspool = {tmp_path / 'var'}\nsmtp_listen = tcp:{port}:interface=127.0.0.1\n"
+        "pop3_listen = tcp:0\n[printer:p]\nallowed_senders = *\nformats = docx\n"
+    )
+    path = write(tmp_path, "", appliance=text)
+    result = subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "phaserlink", "--config", str(path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"{path}: [printer:p] formats: 'docx' is not one of" in output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # nothing was ever bound there

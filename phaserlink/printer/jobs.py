@@ -1,0 +1,174 @@
+"""Job states and the record the spool keeps for each job.
+
+States and reasons are the IPP job model (RFC 8011 5.3.7 and 5.3.8) as
+plain strings, so that a status report can carry them as they are.  A
+:class:`Job` is what the spool writes to ``state.json`` before anything is
+done about a change; after a crash, the record alone says where to resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# -- job-state (RFC 8011 5.3.7) ----------------------------------------------
+PENDING = "pending"
+PENDING_HELD = "pending-held"
+PROCESSING = "processing"
+COMPLETED = "completed"
+ABORTED = "aborted"
+CANCELED = "canceled"
+
+STATES = (PENDING, PENDING_HELD, PROCESSING, COMPLETED, ABORTED, CANCELED)
+TERMINAL_STATES = frozenset({COMPLETED, ABORTED, CANCELED})
+
+# -- job-state-reasons (RFC 8011 5.3.8) --------------------------------------
+JOB_INCOMING = "job-incoming"  # a message/partial set is still arriving
+JOB_QUEUED = "job-queued"  # spooled, waiting for its turn
+JOB_PRINTING = "job-printing"  # being sent to the printer
+JOB_RESTARTABLE = "job-restartable"  # was processing when the appliance stopped
+PRINTER_STOPPED = "printer-stopped"  # the printer is down; held for a retry
+DOCUMENT_FORMAT_ERROR = "document-format-error"  # nothing printable / conversion failed
+JOB_COMPLETED_SUCCESSFULLY = "job-completed-successfully"
+ABORTED_BY_SYSTEM = "aborted-by-system"  # gave up (timeouts, retries exhausted, a bug)
+JOB_DATA_INSUFFICIENT = "job-data-insufficient"  # incomplete message/partial set
+UNSUPPORTED_DOCUMENT_FORMAT = "unsupported-document-format"
+PRINTER_REJECTED = "job-canceled-at-device"  # the printer refused the job
+SENDER_NOT_ALLOWED = "job-canceled-by-operator"  # not on allowed_senders (no status mail)
+
+
+@dataclass
+class PartialSet:
+    """The fragments of one message/partial id collected so far.
+
+    *parts* maps the fragment number (as a string: JSON keys) to the UIDL
+    it came with.  *total* is only known once the fragment carrying it
+    (RFC 2046 requires it on the last one) arrived.
+    """
+
+    id: str
+    total: int | None = None
+    parts: dict[str, str] = field(default_factory=dict)
+
+    def numbers(self) -> list[int]:
+        return sorted(int(n) for n in self.parts)
+
+    def complete(self) -> bool:
+        return self.total is not None and set(self.numbers()) == set(range(1, self.total + 1))
+
+
+@dataclass
+class Document:
+    """One printable file of a job, relative to the job directory."""
+
+    file: str
+    format: str  # postscript, pdf, pcl, text
+    content_type: str = "application/octet-stream"
+    filename: str | None = None
+    size: int = 0
+
+
+@dataclass
+class Job:
+    """Everything the spool knows about one job (its ``state.json``)."""
+
+    job_id: str
+    printer: str
+    state: str
+    reasons: list[str]
+    created: float
+    changed: float
+    source: str = ""
+    uidls: list[str] = field(default_factory=list)
+    message_id: str | None = None
+    sender: str | None = None
+    title: str = ""
+    copies: int = 1
+    notify: list[str] | None = None  # what the sender asked for (X-PhaserLink-Notify)
+    partial: PartialSet | None = None
+    documents: list[Document] | None = None  # None until extracted
+    printed_documents: int = 0  # how many documents the printer acknowledged
+    pages: int | None = None
+    attempts: int = 0  # failed sends in a row (back-off)
+    delayed_notified: bool = False
+    detail: str = ""  # human text: the last error, or what the printer said
+    acknowledged: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Job":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("partial") is not None:
+            values["partial"] = PartialSet(**values["partial"])
+        if values.get("documents") is not None:
+            values["documents"] = [Document(**d) for d in values["documents"]]
+        job = cls(**values)
+        if job.state not in STATES:
+            raise ValueError(f"unknown job state {job.state!r}")
+        return job
+
+
+def describe_numbers(numbers: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1-3 and 5"``: short even for a 100-part set."""
+    runs: list[str] = []
+    start = prev = None
+    for n in sorted(numbers):
+        if start is None:
+            start = prev = n
+        elif n == prev + 1:  # type: ignore[operator]
+            prev = n
+        else:
+            runs.append(_run(start, prev))  # type: ignore[arg-type]
+            start = prev = n
+    if start is not None:
+        runs.append(_run(start, prev))  # type: ignore[arg-type]
+    if len(runs) <= 1:
+        return "".join(runs)
+    return ", ".join(runs[:-1]) + " and " + runs[-1]
+
+
+def _run(a: int, b: int) -> str:
+    if a == b:
+        return str(a)
+    if b == a + 1:
+        return f"{a}, {b}"
+    return f"{a}-{b}"
+
+
+def _parts_word(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"part {numbers[0]}"
+    return f"parts {describe_numbers(numbers)}"
+
+
+def describe_partial(partial: PartialSet) -> str:
+    """Which fragments of a set arrived and which did not, for a human.
+
+    ``parts 1, 2 and 4 of 5 arrived; parts 3 and 5 are missing``.  When the
+    last fragment (the one that says how many there are) never came, the
+    count is unknown and the text says so rather than guessing.
+    """
+    have = partial.numbers()
+    if partial.total is not None:
+        missing = [n for n in range(1, partial.total + 1) if n not in set(have)]
+        text = f"{_parts_word(have)} of {partial.total} arrived" if have else f"none of {partial.total} parts arrived"
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            text += f"; {_parts_word(missing)} {verb} missing"
+        return text
+    if not have:
+        return "no part arrived"
+    highest = max(have)
+    gaps = [n for n in range(1, highest) if n not in set(have)]
+    text = f"{_parts_word(have)} arrived, but not the last part, which says how many parts there are"
+    if gaps:
+        verb = "is" if len(gaps) == 1 else "are"
+        text += f"; {_parts_word(gaps)} {verb} missing too"
+    return text

@@ -1,0 +1,88 @@
+"""Who may send what to whom: the appliance's recipient and relay policy.
+
+Decisions are made at RCPT time, so a refused recipient costs the client no
+DATA and a sender learns *why* in the reply text (guarantee 4, "nobody prints
+who may not").  The rules, in order:
+
+1. An address of a ``[printer:NAME]`` is accepted if the printer's
+   ``allowed_senders`` match the envelope sender; otherwise 550 5.7.1 with
+   the reason.
+2. A ``[group:NAME]`` address delivers to the members whose
+   ``allowed_senders`` match the sender, and only to them; if no member
+   allows the sender, 550 5.7.1.  Refusing the whole group because one
+   member is strict would make a group as useful as its strictest printer;
+   delivering to a printer that forbids the sender would break rule 1.
+   The reply names the printers that will print.
+3. Any other address in one of our domains (the printers', the groups' and
+   the appliance hostname) is unknown: 550 5.1.1.
+4. Any other domain is relaying: allowed for clients in ``relay_networks``
+   and for sessions authenticated with a ``[user:NAME]`` login (then the
+   message goes into the outbound queue), else 550 5.7.1 relay denied.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from phaserlink.config import SiteConfig, normalize_address
+
+
+@dataclass(frozen=True)
+class RecipientVerdict:
+    """What to do with one RCPT TO address."""
+
+    code: int
+    status: str
+    text: str
+    printers: tuple[str, ...] = ()  # mailboxes to deliver into
+    relay: bool = False  # goes into the outbound queue
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.code < 300
+
+
+class RelayPolicy:
+    """The rules above for one site configuration."""
+
+    def __init__(self, site: SiteConfig):
+        self.site = site
+        self.networks = site.appliance.relay_networks
+
+    def client_may_relay(self, host: str) -> bool:
+        """Is the client's IP address in ``relay_networks``?"""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False  # a UNIX socket or something else without an IP
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address.version == net.version and address in net for net in self.networks)
+
+    def recipient(self, rcpt: str, mail_from: str, may_relay: bool) -> RecipientVerdict:
+        address = normalize_address(rcpt)
+        if "@" not in address:
+            return RecipientVerdict(550, "5.1.1", f"<{rcpt}>: Recipient address rejected: no such printer here")
+        printers = self.site.printers_for_address(address)
+        if printers is not None:
+            allowed = tuple(p.name for p in printers if p.sender_allowed(mail_from))
+            if not allowed:
+                names = ", ".join(p.name for p in printers)
+                return RecipientVerdict(
+                    550, "5.7.1",
+                    f"<{rcpt}>: sender <{mail_from}> is not allowed to print on {names}",
+                )
+            return RecipientVerdict(250, "2.1.5", f"Ok, prints on {', '.join(allowed)}", printers=allowed)
+        if self.site.is_local_domain(address):
+            return RecipientVerdict(550, "5.1.1", f"<{rcpt}>: Recipient address rejected: no such printer here")
+        if may_relay:
+            return RecipientVerdict(250, "2.1.5", "Ok, relayed", relay=True)
+        return RecipientVerdict(550, "5.7.1", f"<{rcpt}>: Relay access denied")
+
+    def check_login(self, username: str, password: bytes) -> bool:
+        """SMTP AUTH against the ``[user:NAME]`` sections (PBKDF2: slow on purpose)."""
+        user = self.site.users.get(username)
+        if user is None:
+            return False
+        return user.password.check(password)

@@ -1,0 +1,660 @@
+"""The appliance's ESMTP server (RFC 5321) taking mail for printers.
+
+Why not ``twisted.mail.smtp.ESMTP``: it hands DATA to Python one line at a
+time (0.45x Postfix at 1 MB messages), answers 550 to a full disk, parses
+the rest of a message as commands after an overlong line, keeps pipelined
+plaintext across STARTTLS and advertises AUTH in the clear (see
+``twisted-notes.md``).  This is a small state machine on a plain
+``Protocol``: commands are split on LF by ``bytes.find``; DATA goes to
+:class:`~phaserlink.smtp_relay.data.DataReader`, which scans whole chunks.
+
+Protocol behaviour chosen here (all replies carry RFC 3463 status codes):
+
+* Greeting ``220``; ``max_sessions`` concurrent sessions, the next one gets
+  ``421 4.3.2`` and is closed.  One timeout (``smtp_timeout``) for idle and
+  per-command waits, also inside DATA: ``421 4.4.2`` and close.
+* EHLO advertises PIPELINING, SIZE <max_message_size>, 8BITMIME,
+  ENHANCEDSTATUSCODES, STARTTLS (only with a certificate, before TLS) and
+  AUTH PLAIN LOGIN (only under TLS and when ``[user:NAME]`` sections exist).
+  HELO/EHLO is required before MAIL (503 5.5.1); EHLO resets the transaction.
+* A command line ends at LF (a CR before it is dropped).  Longer than
+  ``max_line_length`` including CRLF: ``500 5.5.2`` and the line is ignored.
+  NUL in a command: ``500 5.5.2``.  More than ``MAX_BUFFERED_LINE`` bytes
+  without any LF: one ``500 5.5.2`` and the connection is dropped.
+  ``MAX_ERRORS`` bad commands in one session: ``421 4.7.0`` and close.
+* MAIL FROM takes SIZE= (over the limit: 552 5.3.4), BODY=7BIT/8BITMIME and
+  AUTH=; other parameters 555 5.5.4.  RCPT TO takes none.  Recipient policy:
+  :mod:`phaserlink.smtp_relay.policy`; the ``max_recipients``-th + 1 RCPT
+  gets ``452 4.5.3``.
+* DATA: ``354``; then the reader (see there for bare LF/CR, NUL, line length,
+  size lie and loop rules).  The ``250 2.0.0 Ok: queued as ID`` is sent only
+  after the message, with our ``Received:`` line on top (RFC 5321 4.4), is
+  committed (fsync'd) into every mailbox / the outbound queue.  An OSError
+  from the store or the queue is ``451 4.3.0``, never 250 and never 550.
+* STARTTLS (RFC 3207): 220, then every byte the client pipelined after it in
+  plaintext is discarded, and HELO, sender, recipients and AUTH are
+  forgotten (the CVE-2011-0411 class).
+* AUTH PLAIN / LOGIN (RFC 4954) only under TLS (else ``530 5.7.0``); the
+  password check runs in the reactor's thread pool (PBKDF2 is slow on
+  purpose) and input is held meanwhile, so pipelined commands wait for it.
+* VRFY ``252 2.5.2``; EXPN ``502 5.5.1``; NOOP, RSET, HELP, QUIT as RFC 5321.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import os
+import time
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from typing import Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from phaserlink.config import SiteConfig
+from phaserlink.pop3_store.maildir import MaildirStore
+from phaserlink.smtp_relay.data import DataReader
+from phaserlink.smtp_relay.interfaces import IOutboundQueue
+from phaserlink.smtp_relay.policy import RelayPolicy
+from phaserlink.smtp_relay.sink import MessageSink
+
+log = Logger()
+
+#: Bytes without a LF after which the client is not speaking SMTP: a
+#: multiple of the line limit, so an honest long line still gets its 500.
+MAX_BUFFERED_LINE_FACTOR = 4
+#: Bad commands in one session before we hang up (the Postfix way).
+MAX_ERRORS = 20
+#: Limit of an AUTH response line (RFC 4954 4: 12288 octets).
+MAX_AUTH_LINE = 12288
+SOFTWARE = "PhaserLink"
+
+_ids = itertools.count()
+
+
+def new_message_id() -> str:
+    """A short, sortable, unique-enough id for the 250 reply, the Received
+    header and the log (milliseconds, pid, counter)."""
+    return f"{int(time.time() * 1000):X}{os.getpid() & 0xFFFF:04X}{next(_ids) & 0xFFFF:04X}"
+
+
+class _Transaction:
+    """One MAIL ... DATA transaction."""
+
+    __slots__ = ("mail_from", "printers", "relay", "count", "rcpts")
+
+    def __init__(self, mail_from: str):
+        self.mail_from = mail_from
+        self.printers: dict[str, None] = {}
+        self.relay: dict[str, None] = {}
+        self.count = 0
+        self.rcpts: list[str] = []
+
+
+class SMTPServer(Protocol, TimeoutMixin):
+    """One SMTP session.  Bytes in, calls on the state machine, replies out."""
+
+    factory: "SMTPFactory"
+
+    def __init__(self, factory: "SMTPFactory"):
+        self.factory = factory
+        self.site = factory.site
+        self.max_line = factory.site.appliance.max_line_length
+        self._buf = b""
+        self._out: list[bytes] = []
+        self._closed = False
+        self._counted = False
+        self._busy = False  # waiting for an asynchronous check; input held
+        self._line_handler: Callable[[bytes], None] | None = None  # AUTH continuation
+        self._reader: DataReader | None = None
+        self._sink: MessageSink | None = None
+        self._message_id = ""
+        self._errors = 0
+        self.helo: str | None = None
+        self.esmtp = False
+        self.tls = False
+        self.user: str | None = None
+        self.client_ip = ""
+        self.may_relay_by_network = False
+        self.txn: _Transaction | None = None
+
+    # -- connection -----------------------------------------------------
+
+    def callLater(self, period, func):  # TimeoutMixin: use our reactor
+        return self.factory.reactor.callLater(period, func)
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        peer = self.transport.getPeer()
+        self.client_ip = getattr(peer, "host", "") or ""
+        if factory.sessions >= factory.max_sessions:
+            self._closed = True
+            self.transport.write(
+                f"421 4.3.2 {factory.hostname} Error: too many connections, try again later\r\n".encode()
+            )
+            self.transport.loseConnection()
+            return
+        factory.sessions += 1
+        self._counted = True
+        self.tls = ISSLTransport.providedBy(self.transport)  # implicit TLS endpoint
+        self.may_relay_by_network = factory.policy.client_may_relay(self.client_ip)
+        self.setTimeout(factory.timeout)
+        self.transport.write(f"220 {factory.hostname} ESMTP {SOFTWARE}\r\n".encode())
+
+    def connectionLost(self, reason=None) -> None:
+        self.setTimeout(None)
+        if self._counted:
+            self._counted = False
+            self.factory.sessions -= 1
+        self._closed = True
+        self._abort_data()
+
+    def timeoutConnection(self) -> None:
+        log.info("smtp {ip}: timeout", ip=self.client_ip)
+        self._abort_data()
+        self._hangup(421, "4.4.2", f"{self.factory.hostname} Error: timeout exceeded")
+
+    def _hangup(self, code: int, status: str, text: str) -> None:
+        """Reply, flush and close; ignore everything after."""
+        self.reply(code, status, text)
+        self._closed = True
+        self._buf = b""
+        self.flush()
+        self.transport.loseConnection()
+
+    # -- bytes in -------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self.resetTimeout()
+        if self._buf:
+            self._buf += data
+        else:
+            self._buf = data
+        if self._busy:
+            if len(self._buf) > self.max_line * MAX_BUFFERED_LINE_FACTOR * 4:
+                self._hangup(421, "4.7.0", "Error: too much pipelined input")
+            return
+        self._process()
+        self.flush()
+
+    def _process(self) -> None:
+        while self._buf and not self._closed and not self._busy:
+            reader = self._reader
+            if reader is not None:
+                buf, self._buf = self._buf, b""
+                rest = reader.feed(buf)
+                if rest is None:
+                    return
+                self._buf = rest
+                self._end_of_data()
+                continue
+            nl = self._buf.find(b"\n")
+            limit = MAX_AUTH_LINE if self._line_handler is not None else self.max_line
+            if nl < 0:
+                if len(self._buf) > limit * MAX_BUFFERED_LINE_FACTOR:
+                    self._hangup(500, "5.5.2", "Error: line too long and no end of line; closing")
+                return
+            line = self._buf[:nl]
+            self._buf = self._buf[nl + 1 :]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) + 2 > limit:
+                self._line_handler = None
+                self._error(500, "5.5.2", f"Error: line too long (more than {limit} bytes with CRLF)")
+                continue
+            if b"\x00" in line:
+                self._line_handler = None
+                self._error(500, "5.5.2", "Error: NUL character in command")
+                continue
+            handler = self._line_handler
+            if handler is not None:
+                self._line_handler = None
+                handler(line)
+            else:
+                self._command(line)
+
+    # -- replies --------------------------------------------------------
+
+    def reply(self, code: int, status: str, text: str) -> None:
+        self._out.append(f"{code} {status} {text}\r\n".encode())
+
+    def reply_lines(self, code: int, lines: list[str]) -> None:
+        last = len(lines) - 1
+        self._out.append(
+            "".join(f"{code}{' ' if i == last else '-'}{line}\r\n" for i, line in enumerate(lines)).encode()
+        )
+
+    def flush(self) -> None:
+        if self._out:
+            out = b"".join(self._out)
+            self._out = []
+            self.transport.write(out)
+
+    def _error(self, code: int, status: str, text: str) -> None:
+        self.reply(code, status, text)
+        self._errors += 1
+        if self._errors >= MAX_ERRORS:
+            self._hangup(421, "4.7.0", f"{self.factory.hostname} Error: too many errors")
+
+    # -- commands -------------------------------------------------------
+
+    def _command(self, line: bytes) -> None:
+        text = line.decode("latin-1")
+        verb, _, arg = text.strip().partition(" ")
+        handler = self._COMMANDS.get(verb.upper())
+        if handler is None:
+            self._error(500, "5.5.2", "Error: command not recognized")
+            return
+        handler(self, arg.strip())
+
+    def do_HELO(self, arg: str, esmtp: bool = False) -> None:
+        if not arg or " " in arg:
+            self._error(501, "5.5.4", f"Syntax: {'EHLO' if esmtp else 'HELO'} hostname")
+            return
+        self._reset()
+        self.helo = arg
+        self.esmtp = esmtp
+        hostname = self.factory.hostname
+        if not esmtp:
+            self._out.append(f"250 {hostname}\r\n".encode())
+            return
+        lines = [
+            hostname,
+            "PIPELINING",
+            f"SIZE {self.site.appliance.max_message_size}",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+        ]
+        if self.factory.tls_options is not None and not self.tls:
+            lines.append("STARTTLS")
+        if self.tls and self.site.users:
+            lines.append("AUTH PLAIN LOGIN")
+        self.reply_lines(250, lines)
+
+    def do_EHLO(self, arg: str) -> None:
+        self.do_HELO(arg, esmtp=True)
+
+    def do_NOOP(self, arg: str) -> None:
+        self.reply(250, "2.0.0", "Ok")
+
+    def do_RSET(self, arg: str) -> None:
+        self._reset()
+        self.reply(250, "2.0.0", "Ok")
+
+    def do_QUIT(self, arg: str) -> None:
+        self._hangup(221, "2.0.0", "Bye")
+
+    def do_VRFY(self, arg: str) -> None:
+        if not arg:
+            self._error(501, "5.5.4", "Syntax: VRFY address")
+            return
+        self.reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
+
+    def do_EXPN(self, arg: str) -> None:
+        self._error(502, "5.5.1", "Error: EXPN not supported")
+
+    def do_HELP(self, arg: str) -> None:
+        self.reply(
+            214, "2.0.0",
+            "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
+        )
+
+    def do_MAIL(self, arg: str) -> None:
+        if self.helo is None:
+            self._error(503, "5.5.1", "Error: send HELO/EHLO first")
+            return
+        if self.txn is not None:
+            self._error(503, "5.5.1", "Error: nested MAIL command")
+            return
+        parsed = _path(arg, "FROM:")
+        if parsed is None:
+            self._error(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+            return
+        address, params = parsed
+        if address and "@" not in address:
+            self._error(501, "5.1.7", "Bad sender address syntax")
+            return
+        for param in params:
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key == "SIZE" and self.esmtp:
+                if not value.isdigit():
+                    self._error(501, "5.5.4", "Bad SIZE parameter")
+                    return
+                if int(value) > self.site.appliance.max_message_size:
+                    self.reply(552, "5.3.4", "Error: message size exceeds fixed limit")
+                    return
+            elif key == "BODY" and self.esmtp:
+                if value.upper() not in ("7BIT", "8BITMIME"):
+                    self._error(501, "5.5.4", "Bad BODY parameter (7BIT or 8BITMIME)")
+                    return
+            elif key == "AUTH" and self.esmtp:
+                pass  # RFC 4954 5: may be ignored
+            else:
+                self._error(555, "5.5.4", f"Unsupported parameter {key}")
+                return
+        self.txn = _Transaction(address)
+        self.reply(250, "2.1.0", "Ok")
+
+    def do_RCPT(self, arg: str) -> None:
+        txn = self.txn
+        if txn is None:
+            self._error(503, "5.5.1", "Error: need MAIL command")
+            return
+        parsed = _path(arg, "TO:")
+        if parsed is None or not parsed[0]:
+            self._error(501, "5.5.4", "Syntax: RCPT TO:<address>")
+            return
+        address, params = parsed
+        if params:
+            self._error(555, "5.5.4", "RCPT TO parameters not supported")
+            return
+        if txn.count >= self.site.appliance.max_recipients:
+            self.reply(452, "4.5.3", "Error: too many recipients")
+            return
+        verdict = self.factory.policy.recipient(
+            address, txn.mail_from, self.may_relay_by_network or self.user is not None
+        )
+        if not verdict.accepted:
+            log.info("smtp {ip}: refused <{rcpt}> from <{sender}>: {code} {text}", ip=self.client_ip,
+                     rcpt=address, sender=txn.mail_from, code=verdict.code, text=verdict.text)
+            self._error(verdict.code, verdict.status, verdict.text)
+            return
+        txn.count += 1
+        txn.rcpts.append(address)
+        for name in verdict.printers:
+            txn.printers[name] = None
+        if verdict.relay:
+            txn.relay[address] = None
+        self.reply(verdict.code, verdict.status, verdict.text)
+
+    def do_DATA(self, arg: str) -> None:
+        txn = self.txn
+        if arg:
+            self._error(501, "5.5.4", "Syntax: DATA")
+            return
+        if txn is None:
+            self._error(503, "5.5.1", "Error: need MAIL command")
+            return
+        if not txn.count:
+            self._error(554, "5.5.1", "Error: no valid recipients")
+            return
+        factory = self.factory
+        message_id = new_message_id()
+        sink: MessageSink | None = None
+        try:
+            sink = MessageSink.open(factory.store, factory.queue, list(txn.printers), txn.mail_from,
+                                    list(txn.relay))
+            sink.write(self._received(message_id, txn))
+        except OSError as e:
+            log.error("smtp {id}: cannot start storing: {e}", id=message_id, e=e)
+            if sink is not None:
+                sink.abort()
+            self.reply(451, "4.3.0", "Error: cannot store the message now, try again later")
+            return
+        self._sink = sink
+        self._message_id = message_id
+        self._reader = DataReader(sink.write, self.site.appliance.max_message_size, self.max_line)
+        self._out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+
+    def _received(self, message_id: str, txn: _Transaction) -> bytes:
+        """Our trace line (RFC 5321 4.4; protocol names from RFC 3848)."""
+        with_ = "ESMTP" if self.esmtp else "SMTP"
+        if self.tls:
+            with_ += "S"
+        if self.user is not None:
+            with_ += "A"
+        for_ = f"\n\tfor <{txn.rcpts[0]}>" if len(txn.rcpts) == 1 else ""
+        when = format_datetime(datetime.fromtimestamp(self.factory.reactor.seconds(), timezone.utc))
+        helo = _printable(self.helo or "unknown")
+        return (
+            f"Received: from {helo} ([{self.client_ip}])\n"
+            f"\tby {self.factory.hostname} ({SOFTWARE}) with {with_} id {message_id}{for_};\n"
+            f"\t{when}\n"
+        ).encode("utf-8", "replace")
+
+    def _end_of_data(self) -> None:
+        reader, sink, txn = self._reader, self._sink, self.txn
+        self._reader = self._sink = None
+        self.txn = None
+        assert reader is not None and sink is not None and txn is not None
+        refusal = reader.verdict()
+        mid = self._message_id
+        if refusal is not None:
+            sink.abort()
+            if reader.error is not None:
+                log.error("smtp {id}: store failed: {e}", id=mid, e=reader.error)
+            log.info("smtp {id}: refused from <{sender}>: {code} {text}", id=mid, sender=txn.mail_from,
+                     code=refusal.code, text=refusal.text)
+            self.reply(refusal.code, refusal.status, refusal.text)
+            return
+        try:
+            sink.commit()
+        except OSError as e:
+            sink.abort()
+            log.error("smtp {id}: commit failed: {e}", id=mid, e=e)
+            self.reply(451, "4.3.0", "Error: cannot store the message now, try again later")
+            return
+        log.info(
+            "smtp {id}: from=<{sender}> size={size} printers={printers} relay={relay} queue={qid}",
+            id=mid, sender=txn.mail_from, size=reader.size, printers=",".join(txn.printers),
+            relay=",".join(txn.relay), qid=sink.queue_id,
+        )
+        self.reply(250, "2.0.0", f"Ok: queued as {mid}")
+
+    def _abort_data(self) -> None:
+        if self._sink is not None:
+            self._sink.abort()
+        self._sink = self._reader = None
+
+    def _reset(self) -> None:
+        self.txn = None
+
+    # -- STARTTLS and AUTH ----------------------------------------------
+
+    def do_STARTTLS(self, arg: str) -> None:
+        options = self.factory.tls_options
+        if options is None:
+            self._error(502, "5.5.1", "Error: STARTTLS not available")
+            return
+        if self.tls:
+            self._error(503, "5.5.1", "Error: TLS already active")
+            return
+        if arg:
+            self._error(501, "5.5.4", "Syntax: STARTTLS")
+            return
+        start = getattr(self.transport, "startTLS", None)
+        if start is None:
+            self.reply(454, "4.7.0", "TLS not available due to temporary reason")
+            return
+        self.reply(220, "2.0.0", "Ready to start TLS")
+        self.flush()
+        # RFC 3207 4.2: forget everything learnt in plaintext, and throw away
+        # whatever the client sent after STARTTLS before the handshake.
+        self._buf = b""
+        self.helo = None
+        self.esmtp = False
+        self.user = None
+        self._reset()
+        self.tls = True
+        start(options)
+
+    def do_AUTH(self, arg: str) -> None:
+        if not self.tls or not self.site.users:
+            if self.factory.tls_options is not None and not self.tls:
+                self._error(530, "5.7.0", "Must issue a STARTTLS command first")
+            else:
+                self._error(502, "5.5.1", "Error: authentication not enabled")
+            return
+        if self.helo is None:
+            self._error(503, "5.5.1", "Error: send EHLO first")
+            return
+        if self.user is not None:
+            self._error(503, "5.5.1", "Error: already authenticated")
+            return
+        if self.txn is not None:
+            self._error(503, "5.5.1", "Error: MAIL transaction in progress")
+            return
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper()
+        initial = initial.strip()
+        if mechanism == "PLAIN":
+            if initial:
+                self._auth_plain(initial.encode("latin-1"))
+            else:
+                self._out.append(b"334 \r\n")
+                self._line_handler = self._auth_plain
+        elif mechanism == "LOGIN":
+            if initial:
+                self._auth_login_user(initial.encode("latin-1"))
+            else:
+                self._out.append(b"334 VXNlcm5hbWU6\r\n")
+                self._line_handler = self._auth_login_user
+        else:
+            self._error(504, "5.5.4", "Error: unsupported authentication mechanism")
+
+    def _decode64(self, line: bytes) -> bytes | None:
+        if line.strip() == b"*":
+            self._error(501, "5.0.0", "Authentication cancelled")
+            return None
+        try:
+            return base64.b64decode(line.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            self._error(501, "5.5.2", "Error: cannot decode response")
+            return None
+
+    def _auth_plain(self, line: bytes) -> None:
+        decoded = self._decode64(line)
+        if decoded is None:
+            return
+        parts = decoded.split(b"\x00")
+        if len(parts) != 3:
+            self._error(501, "5.5.2", "Error: bad PLAIN response")
+            return
+        authzid, username, password = parts
+        if authzid and authzid != username:
+            self._error(535, "5.7.8", "Error: authentication failed")
+            return
+        self._check_login(username, password)
+
+    def _auth_login_user(self, line: bytes) -> None:
+        decoded = self._decode64(line)
+        if decoded is None:
+            return
+        self._out.append(b"334 UGFzc3dvcmQ6\r\n")
+        self._line_handler = lambda l: self._auth_login_password(decoded, l)
+
+    def _auth_login_password(self, username: bytes, line: bytes) -> None:
+        decoded = self._decode64(line)
+        if decoded is not None:
+            self._check_login(username, decoded)
+
+    def _check_login(self, username: bytes, password: bytes) -> None:
+        name = username.decode("utf-8", "replace")
+        self._busy = True
+        self.transport.pauseProducing()
+        d = self.factory.check_login(name, password)
+
+        def done(ok: bool) -> None:
+            if ok:
+                self.user = name
+                log.info("smtp {ip}: authenticated as {user}", ip=self.client_ip, user=name)
+                self.reply(235, "2.7.0", "Authentication successful")
+            else:
+                log.info("smtp {ip}: AUTH failed for {user}", ip=self.client_ip, user=name)
+                self._error(535, "5.7.8", "Error: authentication failed")
+
+        def failed(f) -> None:
+            log.failure("smtp: password check failed", f)
+            self.reply(454, "4.7.0", "Temporary authentication failure")
+
+        def resume(_: object) -> None:
+            self._busy = False
+            if self._closed:
+                return
+            self.transport.resumeProducing()
+            self._process()
+            self.flush()
+
+        d.addCallbacks(done, failed).addBoth(resume)
+
+    _COMMANDS: dict[str, Callable[["SMTPServer", str], None]] = {}
+
+
+SMTPServer._COMMANDS = {
+    name[3:]: getattr(SMTPServer, name) for name in dir(SMTPServer) if name.startswith("do_")
+}
+
+
+def _path(arg: str, prefix: str) -> tuple[str, list[str]] | None:
+    """``FROM:<a@b> SIZE=1`` -> ("a@b", ["SIZE=1"]); None on bad syntax.
+
+    A space after the colon is tolerated (many clients send one)."""
+    if arg[: len(prefix)].upper() != prefix:
+        return None
+    rest = arg[len(prefix):].lstrip()
+    if not rest.startswith("<"):
+        return None
+    end = rest.find(">")
+    if end < 0:
+        return None
+    address = rest[1:end]
+    if any(c in address for c in " <>\t") or len(address) > 254:
+        return None
+    if ":" in address:  # obsolete source route <@a,@b:user@c> (RFC 5321 4.1.2)
+        address = address.rpartition(":")[2]
+    return address, rest[end + 1 :].split()
+
+
+def _printable(text: str) -> str:
+    return "".join(c if 32 < ord(c) < 127 else "?" for c in text)[:255]
+
+
+class SMTPFactory(ServerFactory):
+    """Shared state of all sessions: config, store, queue, session count."""
+
+    def __init__(self, site: SiteConfig, store: MaildirStore, queue: IOutboundQueue, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.site = site
+        self.store = store
+        self.queue = queue
+        self.reactor = reactor
+        self.hostname = site.appliance.hostname
+        self.timeout = site.appliance.smtp_timeout
+        self.max_sessions = site.appliance.max_sessions
+        self.sessions = 0
+        self.policy = RelayPolicy(site)
+        self.tls_options = None
+        if site.appliance.tls is not None:
+            from phaserlink.tls import server_options
+
+            self.tls_options = server_options(site.appliance.tls)
+
+    def buildProtocol(self, addr) -> SMTPServer:
+        return SMTPServer(self)
+
+    def check_login(self, username: str, password: bytes) -> defer.Deferred:
+        """Check in the reactor's thread pool when it has one (PBKDF2 takes
+        ~0.1 s and must not stall other sessions), else inline (tests)."""
+        get_pool = getattr(self.reactor, "getThreadPool", None)
+        if get_pool is not None:
+            from twisted.internet import threads
+
+            return threads.deferToThreadPool(self.reactor, get_pool(), self.policy.check_login, username, password)
+        return defer.maybeDeferred(self.policy.check_login, username, password)
+
+
+def build_factory(site: SiteConfig, store: MaildirStore, queue: IOutboundQueue, reactor=None) -> SMTPFactory:
+    """The SMTP server factory the appliance listens with (see service.py)."""
+    return SMTPFactory(site, store, queue, reactor=reactor)

@@ -43,7 +43,6 @@ def server_options(files: "TLSFiles") -> ssl.CertificateOptions:
         privateKey=key,
         certificate=leaf,
         extraCertChain=chain,
-        method=None,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
 

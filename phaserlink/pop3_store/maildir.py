@@ -72,10 +72,17 @@ def _parse_sizes(name: str, path: Path) -> tuple[int, int]:
             wire = int(part[2:])
     if size < 0 or wire < 0:
         # A message dropped in by hand or by another MDA: measure it.
+        # Another MDA may have stored CRLF: only a bare LF grows on the wire.
         size = path.stat().st_size
+        bare_lf = 0
+        previous = b""
         with open(path, "rb") as f:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        wire = size + lines
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                bare_lf += chunk.count(b"\n") - chunk.count(b"\r\n")
+                if previous == b"\r" and chunk[:1] == b"\n":
+                    bare_lf -= 1
+                previous = chunk[-1:]
+        wire = size + bare_lf
     return size, wire
 
 

@@ -52,7 +52,7 @@ def header_line(name: str, value: str) -> bytes:
     value = _CRLF.sub(" ", value).strip()
     if value.isascii() and len(name) + 2 + len(value) <= MAX_HEADER_LINE:
         text = value
-    elif value.isascii() and "=?" not in value:
+    elif value.isascii():  # already ASCII (maybe encoded-words): fold only
         text = _fold_ascii(name, value)
     else:
         text = Header(value, "utf-8", header_name=name).encode(linesep="\n")
@@ -137,15 +137,18 @@ def write_job_message(
         header_line("From", sender),
         header_line("To", recipient),
         header_line("Date", format_datetime(when)),
-        header_line("Subject", title),
-        header_line("Message-ID", message_id),
         header_line(fields.JOB_ID, job_id),
         header_line(fields.TITLE, title),
         header_line(fields.COPIES, str(copies)),
     ]
     if events is not None:
         head.append(header_line(fields.NOTIFY, ", ".join(events) if events else "none"))
+    # Subject, Message-ID, MIME-Version, Content-* last: RFC 2046 5.2.2.1
+    # reassembly puts exactly these after the rest, so a split job
+    # reassembles byte for byte.
     head += [
+        header_line("Subject", title),
+        header_line("Message-ID", message_id),
         b"MIME-Version: 1.0\n",
         header_line("Content-Type", content_type),
         b"Content-Transfer-Encoding: base64\n",

@@ -1,15 +1,472 @@
-"""PLACEHOLDER until the outbound queue lands: refuses to queue."""
+"""The appliance's durable outbound queue: relayed mail and status mail.
+
+Everything the appliance sends goes through here and on to one configured
+smarthost (``[appliance] smarthost``).  There is no MX lookup and no direct
+delivery to the recipients' domains: an appliance behind a firewall has a
+mail server to hand mail to, and DNS-based delivery (MX, fallback, DANE,
+per-domain policy) is that server's job.  Without a smarthost, mail stays
+queued (a log line says so) until one is configured and the appliance is
+restarted.
+
+On disk, under ``<spool>/queue/``::
+
+    tmp/            files being written (removed at start: never committed)
+    data/ID         the message, RFC 5322 with LF line ends, never changed
+    env/ID.json     the envelope: sender, recipients still to do, times
+
+The envelope is the commit record: a message exists once ``env/ID.json``
+does.  :meth:`QueuedMessage.commit` fsyncs the data file, renames it into
+``data/`` and fsyncs that directory, then does the same for the envelope;
+only then does it return.  Every later change of the envelope (recipients
+delivered or bounced, next attempt time) is a new file renamed over the old
+one, so a crash leaves either the old or the new envelope, never half of
+one.  Delivery is at least once: a crash after the smarthost's 250 and before
+the envelope update sends that message again after the restart.
+
+Outcomes per recipient, from the smarthost's replies:
+
+* accepted: removed from the envelope.
+* 5xx to RCPT, or to MAIL/DATA/end of data (then for all): bounced.
+* 4xx, connection failures, timeouts, TLS or AUTH problems: retried after
+  ``queue_retry_min``, doubling up to ``queue_retry_max``; once the message
+  is ``queue_max_age`` old (one last attempt is made at that age) the rest
+  is bounced with the last error.
+
+A bounce is a DSN (RFC 3464, :mod:`phaserlink.smtp_relay.bounce`) from the
+null reverse-path to the original sender, queued like any message and
+committed *before* the recipients leave the envelope, so a crash may repeat
+a bounce but never lose one.  A message from the null sender (a bounce,
+or the printer side's status mail) is never bounced: its failures are only
+logged and the message dropped, which prevents bounce loops.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+from collections import deque
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
 
 from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
 from zope.interface import implementer
 
-from phaserlink.smtp_relay.interfaces import IOutboundQueue
+from phaserlink.net import smtp_client
+from phaserlink.smtp_relay import bounce
+from phaserlink.smtp_relay.interfaces import IOutboundQueue, IQueuedMessage
+
+log = Logger()
+
+MAX_CONCURRENT_DELIVERIES = 4  # connections to the smarthost at once
+DELIVERY_TIMEOUT = smtp_client.DEFAULT_TIMEOUT  # per reply / per stalled write
+ENVELOPE_VERSION = 1
+_counter = itertools.count()
+
+# Failures at these stages say something about the message, so a 5xx there
+# is final; elsewhere (greeting, EHLO, STARTTLS, AUTH) a 5xx says the
+# smarthost or our configuration is wrong, which an admin can fix: retry.
+_MESSAGE_STAGES = (smtp_client.STAGE_MAIL, smtp_client.STAGE_RCPT, smtp_client.STAGE_DATA, smtp_client.STAGE_MESSAGE)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_address(address: str) -> str:
+    if any(c in address for c in "\r\n<>\0") or address != address.strip():
+        raise ValueError(f"not a usable mail address: {address!r}")
+    return address
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the queue knows about one message, as stored in env/ID.json."""
+
+    id: str
+    mail_from: str  # '' = null reverse-path
+    recipients: tuple[str, ...]  # still to deliver
+    created: float  # reactor time of commit
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str | None = None
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["version"] = ENVELOPE_VERSION
+        data["recipients"] = list(self.recipients)
+        return json.dumps(data, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Envelope":
+        data = json.loads(raw)
+        if data.pop("version", None) != ENVELOPE_VERSION:
+            raise ValueError("unknown envelope version")
+        data["recipients"] = tuple(data["recipients"])
+        return cls(**data)
+
+
+@dataclass
+class _Failure:
+    """Why one recipient (or all) failed this attempt."""
+
+    code: int | None
+    enhanced: str | None
+    text: str
+    permanent: bool
+
+    def diagnostic(self) -> str:
+        if self.code is None:
+            return f"X-PhaserLink; {self.text}"
+        return f"smtp; {self.code} {self.text}"
+
+
+@implementer(IQueuedMessage)
+class QueuedMessage:
+    """A message being written into the queue (see IQueuedMessage)."""
+
+    def __init__(self, queue: "OutboundQueue", mail_from: str, recipients: tuple[str, ...]):
+        self.queue = queue
+        self.mail_from = mail_from
+        self.recipients = recipients
+        self.id = queue._new_id()
+        self._tmp = queue.tmp_dir / f"{self.id}.data"
+        self._file = open(self._tmp, "xb")
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def commit(self) -> str:
+        if self._done:
+            raise RuntimeError("message already committed or aborted")
+        self._done = True
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.rename(self._tmp, self.queue.data_dir / self.id)
+            fsync_dir(self.queue.data_dir)
+            envelope = Envelope(self.id, self.mail_from, self.recipients, self.queue.reactor.seconds())
+            self.queue._store_envelope(envelope)
+        except BaseException:
+            self._file.close()
+            for path in (self._tmp, self.queue.data_dir / self.id):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+            raise
+        self.queue._committed(envelope)
+        return self.id
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._file.close()
+        try:
+            self._tmp.unlink()
+        except FileNotFoundError:
+            pass
 
 
 @implementer(IOutboundQueue)
 class OutboundQueue(service.Service):
-    def __init__(self, site, reactor=None):
-        self.site, self.reactor = site, reactor
+    """The durable outbound queue as a service (see the module docstring)."""
 
-    def submit(self, mail_from, recipients):
-        raise OSError("outbound queue not implemented yet")
+    name = "outbound-queue"
+
+    def __init__(self, site: Any, reactor: Any = None):
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.site = site
+        self.reactor = reactor
+        self.directory = Path(site.appliance.spool) / "queue"
+        self.tmp_dir = self.directory / "tmp"
+        self.data_dir = self.directory / "data"
+        self.env_dir = self.directory / "env"
+        self.max_concurrent = MAX_CONCURRENT_DELIVERIES
+        # The SMTP client; tests replace it with a fake of the same signature.
+        self.send: Callable[..., defer.Deferred] = smtp_client.send
+        self._entries: dict[str, Envelope] = {}
+        self._timers: dict[str, Any] = {}
+        self._ready: deque[str] = deque()
+        self._active: dict[str, defer.Deferred] = {}
+        self._make_dirs()
+
+    # -- IOutboundQueue ---------------------------------------------------------
+
+    def submit(self, mail_from: str, recipients: "list[str]") -> QueuedMessage:
+        if mail_from:
+            _check_address(mail_from)
+        recipients = tuple(_check_address(r) for r in recipients)
+        if not recipients:
+            raise ValueError("a message needs at least one recipient")
+        return QueuedMessage(self, mail_from, recipients)
+
+    # -- what is queued (for status pages and tests) ----------------------------
+
+    def queued(self) -> list[Envelope]:
+        return sorted(self._entries.values(), key=lambda e: (e.created, e.id))
+
+    def data_path(self, queue_id: str) -> Path:
+        return self.data_dir / queue_id
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._make_dirs()
+        for stale in self.tmp_dir.iterdir():
+            stale.unlink()
+        self._recover()
+        if self.site.appliance.smarthost is None and self._entries:
+            log.warn(
+                "outbound queue: no smarthost configured; {count} message(s) stay queued",
+                count=len(self._entries),
+            )
+
+    def stopService(self) -> defer.Deferred | None:
+        super().stopService()
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        self._ready.clear()
+        if not self._active:
+            return None
+        # Let attempts in flight finish (each is bounded by its timeouts), so
+        # their results are written down and not repeated after the restart.
+        return defer.DeferredList(list(self._active.values()), consumeErrors=True)
+
+    def _make_dirs(self) -> None:
+        for d in (self.tmp_dir, self.data_dir, self.env_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def _recover(self) -> None:
+        for path in sorted(self.env_dir.glob("*.json")):
+            queue_id = path.name[: -len(".json")]
+            try:
+                envelope = Envelope.from_json(path.read_bytes())
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                log.error("outbound queue: unreadable envelope {path} ({why}); left in place", path=str(path), why=e)
+                continue
+            if not (self.data_dir / queue_id).exists():
+                log.error("outbound queue: {id} has an envelope but no data; dropping it", id=queue_id)
+                path.unlink()
+                continue
+            self._entries[queue_id] = envelope
+            self._schedule(envelope)
+        # Data without an envelope: a commit that crashed half-way.
+        for path in self.data_dir.iterdir():
+            if path.name not in self._entries and not (self.env_dir / f"{path.name}.json").exists():
+                path.unlink()
+        if self._entries:
+            log.info("outbound queue: recovered {count} message(s)", count=len(self._entries))
+
+    # -- storage ------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"{int(self.reactor.seconds()):010d}{next(_counter) % 10000:04d}{secrets.token_hex(4)}"
+
+    def _store_envelope(self, envelope: Envelope) -> None:
+        tmp = self.tmp_dir / f"{envelope.id}.json"
+        with open(tmp, "wb") as f:
+            f.write(envelope.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, self.env_dir / f"{envelope.id}.json")
+        fsync_dir(self.env_dir)
+
+    def _remove(self, queue_id: str) -> None:
+        """Forget a finished message: envelope first (the commit record)."""
+        self._entries.pop(queue_id, None)
+        timer = self._timers.pop(queue_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        try:
+            (self.env_dir / f"{queue_id}.json").unlink()
+            fsync_dir(self.env_dir)
+        except FileNotFoundError:
+            pass
+        try:
+            (self.data_dir / queue_id).unlink()
+        except FileNotFoundError:
+            pass
+
+    # -- scheduling -------------------------------------------------------------
+
+    def _committed(self, envelope: Envelope) -> None:
+        self._entries[envelope.id] = envelope
+        log.info(
+            "outbound queue: {id} queued from <{sender}> to {rcpts}",
+            id=envelope.id, sender=envelope.mail_from, rcpts=", ".join(envelope.recipients),
+        )
+        if self.running:
+            self._schedule(envelope)
+
+    def _schedule(self, envelope: Envelope) -> None:
+        if self.site.appliance.smarthost is None:
+            log.warn(
+                "outbound queue: no smarthost configured; {id} stays queued "
+                "(set [appliance] smarthost and restart)",
+                id=envelope.id,
+            )
+            return
+        old = self._timers.pop(envelope.id, None)
+        if old is not None and old.active():
+            old.cancel()
+        delay = max(0.0, envelope.next_attempt - self.reactor.seconds())
+        self._timers[envelope.id] = self.reactor.callLater(delay, self._due, envelope.id)
+
+    def _due(self, queue_id: str) -> None:
+        self._timers.pop(queue_id, None)
+        if queue_id in self._entries and queue_id not in self._active and queue_id not in self._ready:
+            self._ready.append(queue_id)
+        self._pump()
+
+    def _pump(self) -> None:
+        while self.running and self._ready and len(self._active) < self.max_concurrent:
+            queue_id = self._ready.popleft()
+            if queue_id not in self._entries:
+                continue
+            d = defer.Deferred.fromCoroutine(self._attempt(queue_id))
+            self._active[queue_id] = d
+            d.addErrback(lambda f, q=queue_id: log.failure("outbound queue: {id}: attempt crashed", f, id=q))
+            d.addBoth(self._attempt_done, queue_id)
+
+    def _attempt_done(self, _: Any, queue_id: str) -> None:
+        self._active.pop(queue_id, None)
+        self._pump()
+
+    # -- one delivery attempt ---------------------------------------------------
+
+    def retry_delay(self, attempts: int) -> float:
+        """Seconds before attempt number *attempts* + 1 (after *attempts* failures)."""
+        a = self.site.appliance
+        return min(a.queue_retry_min * (2 ** max(0, attempts - 1)), a.queue_retry_max)
+
+    async def _attempt(self, queue_id: str) -> None:
+        envelope = self._entries[queue_id]
+        smarthost = self.site.appliance.smarthost
+        if smarthost is None:
+            return
+        password = None
+        failures: dict[str, _Failure] = {}
+        delivered: list[str] = []
+        try:
+            if smarthost.username is not None and smarthost.password_file is not None:
+                password = Path(smarthost.password_file).read_text(encoding="utf-8").strip()
+            result = await self.send(
+                self.reactor, smarthost.host, smarthost.port, envelope.mail_from, list(envelope.recipients),
+                str(self.data_dir / queue_id),
+                helo=self.site.appliance.hostname, tls=smarthost.tls, implicit_tls=smarthost.implicit_tls,
+                ca_file=smarthost.ca_file, username=smarthost.username, password=password,
+                timeout=DELIVERY_TIMEOUT,
+            )
+        except smtp_client.RecipientsRefused as e:
+            for r in e.recipients:
+                failures[r.address] = _Failure(r.reply.code, r.reply.enhanced, r.reply.text, r.reply.permanent)
+        except smtp_client.SMTPError as e:
+            permanent = e.permanent and e.stage in _MESSAGE_STAGES
+            for rcpt in envelope.recipients:
+                failures[rcpt] = _Failure(e.code, e.enhanced, e.text, permanent)
+        except OSError as e:
+            for rcpt in envelope.recipients:
+                failures[rcpt] = _Failure(None, None, f"local error: {e}", False)
+        else:
+            for r in result.recipients:
+                if r.accepted:
+                    delivered.append(r.address)
+                else:
+                    failures[r.address] = _Failure(r.reply.code, r.reply.enhanced, r.reply.text, r.reply.permanent)
+        self._record(envelope, delivered, failures, smarthost.host)
+
+    def _record(self, envelope: Envelope, delivered: list[str], failures: dict[str, _Failure], remote: str) -> None:
+        now = self.reactor.seconds()
+        if delivered:
+            log.info("outbound queue: {id} delivered to {rcpts} via {host}", id=envelope.id, rcpts=", ".join(delivered), host=remote)
+        expired = now >= envelope.created + self.site.appliance.queue_max_age
+        give_up = {a: f for a, f in failures.items() if f.permanent or expired}
+        retry = [a for a in envelope.recipients if a in failures and a not in give_up]
+        for address, f in failures.items():
+            log.info(
+                "outbound queue: {id} to <{rcpt}>: {what}: {why}",
+                id=envelope.id, rcpt=address, why=f.diagnostic(),
+                what="failed" if address in give_up else "deferred",
+            )
+        if give_up:
+            try:
+                self._bounce(envelope, give_up, remote, expired)
+            except OSError as e:
+                # No bounce on disk: keep the recipients, so it is tried again.
+                log.error("outbound queue: {id}: cannot queue the bounce: {why}", id=envelope.id, why=e)
+                retry = [a for a in envelope.recipients if a in failures]
+        if not retry:
+            self._remove(envelope.id)
+            return
+        last = next(iter(failures[a] for a in retry))
+        attempts = envelope.attempts + 1
+        deadline = envelope.created + self.site.appliance.queue_max_age
+        next_attempt = now + self.retry_delay(attempts)
+        if now < deadline:
+            next_attempt = min(next_attempt, deadline)  # one last try at the deadline
+        updated = replace(
+            envelope, recipients=tuple(retry), attempts=attempts, next_attempt=next_attempt,
+            last_error=last.diagnostic(),
+        )
+        try:
+            self._store_envelope(updated)
+        except OSError as e:
+            # The old envelope stays: delivered recipients may get it twice.
+            log.error("outbound queue: {id}: cannot update envelope: {why}", id=envelope.id, why=e)
+        self._entries[envelope.id] = updated
+        if self.running:
+            self._schedule(updated)
+
+    def _bounce(self, envelope: Envelope, failed: dict[str, _Failure], remote: str, expired: bool) -> None:
+        if envelope.mail_from == "":
+            log.warn(
+                "outbound queue: {id} from the null sender failed for {rcpts}; dropped (never bounced)",
+                id=envelope.id, rcpts=", ".join(failed),
+            )
+            return
+        items = [
+            bounce.FailedRecipient(
+                address,
+                bounce.status_for(f.code, f.enhanced),
+                f.diagnostic() if not (expired and not f.permanent) else f"{f.diagnostic()} (gave up after "
+                f"{self.site.appliance.queue_max_age:g}s in the queue)",
+                remote if f.code is not None else None,
+            )
+            for address, f in failed.items()
+        ]
+        message = self.submit("", [envelope.mail_from])
+        try:
+            bounce.write_dsn(
+                message,
+                reporting_mta=self.site.appliance.hostname,
+                from_address=self.site.appliance.status_sender,
+                to_address=envelope.mail_from,
+                arrival=envelope.created,
+                now=self.reactor.seconds(),
+                failed=items,
+                headers=bounce.original_headers(self.data_dir / envelope.id),
+                queue_id=envelope.id,
+            )
+            bounce_id = message.commit()
+        except BaseException:
+            message.abort()
+            raise
+        log.info("outbound queue: {id} bounced to <{sender}> as {bounce}", id=envelope.id, sender=envelope.mail_from, bounce=bounce_id)

@@ -26,9 +26,12 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 log = Logger()
 
@@ -200,6 +203,61 @@ class Delivery:
             self.store.notify(box.name)
         return linked
 
+    def commit_async(self, reactor=None) -> "Deferred[list[Path]]":
+        """Like :meth:`commit`, without blocking the reactor on fsync.
+
+        The file's fsync runs in a worker thread; the directory fsyncs are
+        group-committed by the store's :class:`DirectorySyncer`, so many
+        sessions finishing at once share one fsync per directory.  The
+        Deferred fires only when the message is durable in every mailbox,
+        and fails with ``OSError`` (nothing delivered) otherwise.
+        """
+        from twisted.internet import defer, threads
+
+        if self.done:
+            return defer.fail(RuntimeError("delivery already finished"))
+        self.done = True
+        if reactor is None:
+            from twisted.internet import reactor
+        linked: list[Path] = []
+
+        def fsync_file() -> None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+        def link(_: object) -> "Deferred[None]":
+            final = f"{self.name},S={self.size},W={self.size + self.lines}"
+            for box in self.mailboxes:
+                target = box.new / final
+                os.link(self.tmp_path, target)
+                linked.append(target)
+            return self.store.syncer.sync(reactor, [box.new for box in self.mailboxes])
+
+        def done(_: object) -> list[Path]:
+            try:
+                self.tmp_path.unlink()
+            except OSError:
+                pass
+            for box in self.mailboxes:
+                self.store.notify(box.name)
+            return linked
+
+        def failed(failure):
+            for path in linked:
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+            self.done = False
+            self.abort()
+            return failure
+
+        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), fsync_file)
+        d.addCallback(link)
+        d.addCallbacks(done, failed)
+        return d
+
     def abort(self) -> None:
         self.done = True
         try:
@@ -212,6 +270,54 @@ class Delivery:
             pass
 
 
+class DirectorySyncer:
+    """Group commit for directory fsyncs.
+
+    A caller that has just linked a file into a directory asks for that
+    directory to be synced.  If no sync is running, one starts in a worker
+    thread; callers arriving while it runs wait for the next round (their
+    link may have come after the running fsync began), which then syncs all
+    the directories they asked for at once.
+    """
+
+    def __init__(self) -> None:
+        self.running = False
+        self.waiting: list[tuple[set[Path], "Deferred[None]"]] = []
+
+    def sync(self, reactor, directories: Iterable[Path]) -> "Deferred[None]":
+        from twisted.internet import defer
+
+        d: defer.Deferred[None] = defer.Deferred()
+        self.waiting.append((set(directories), d))
+        if not self.running:
+            self._round(reactor)
+        return d
+
+    def _round(self, reactor) -> None:
+        from twisted.internet import threads
+
+        batch, self.waiting = self.waiting, []
+        if not batch:
+            self.running = False
+            return
+        self.running = True
+        dirs = set().union(*(wanted for wanted, _ in batch))
+
+        def sync_all() -> None:
+            for directory in sorted(dirs):
+                fsync_dir(directory)
+
+        def finished(result):
+            for _, d in batch:
+                if isinstance(result, Exception) or hasattr(result, "raiseException"):
+                    d.errback(result)
+                else:
+                    d.callback(None)
+            self._round(reactor)
+
+        threads.deferToThreadPool(reactor, reactor.getThreadPool(), sync_all).addBoth(finished)
+
+
 class MaildirStore:
     """The appliance's mailboxes under ``SPOOL/mail/NAME`` and who listens."""
 
@@ -219,6 +325,7 @@ class MaildirStore:
         self.root = Path(root)
         self.boxes = {name: Maildir(self.root / name, name) for name in names}
         self.observers: dict[str, list[Callable[[str], None]]] = {}
+        self.syncer = DirectorySyncer()
 
     def clean(self) -> None:
         for box in self.boxes.values():

@@ -379,13 +379,13 @@ class SMTPServer(Protocol, TimeoutMixin):
     def do_DATA(self, arg: str) -> None:
         txn = self.txn
         if arg:
-            self._error(501, "5.5.4", "Syntax: DATA")
+            self._refuse_data(501, "5.5.4", "Syntax: DATA")
             return
         if txn is None:
-            self._error(503, "5.5.1", "Error: need MAIL command")
+            self._refuse_data(503, "5.5.1", "Error: need MAIL command")
             return
         if not txn.count:
-            self._error(554, "5.5.1", "Error: no valid recipients")
+            self._refuse_data(554, "5.5.1", "Error: no valid recipients")
             return
         factory = self.factory
         message_id = new_message_id()
@@ -398,12 +398,21 @@ class SMTPServer(Protocol, TimeoutMixin):
             log.error("smtp {id}: cannot start storing: {e}", id=message_id, e=e)
             if sink is not None:
                 sink.abort()
-            self.reply(451, "4.3.0", "Error: cannot store the message now, try again later")
+            self._refuse_data(451, "4.3.0", "Error: cannot store the message now, try again later")
             return
         self._sink = sink
         self._message_id = message_id
         self._reader = DataReader(sink.write, self.site.appliance.max_message_size, self.max_line)
         self._out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+
+    def _refuse_data(self, code: int, status: str, text: str) -> None:
+        """DATA refused.  A client that already sent bytes after DATA did not
+        wait for the 354 (RFC 2920 3.1): what it sent is message text, and
+        reading it as commands is exactly SMTP smuggling.  Hang up instead."""
+        self._error(code, status, text)
+        if self._buf and not self._closed:
+            log.info("smtp {ip}: data sent before 354, closing", ip=self.client_ip)
+            self._hangup(554, "5.5.0", "Error: SMTP protocol synchronization (message sent before 354)")
 
     def _received(self, message_id: str, txn: _Transaction) -> bytes:
         """Our trace line (RFC 5321 4.4; protocol names from RFC 3848)."""

@@ -1,0 +1,217 @@
+"""Raw TCP output (port 9100, "AppSocket"/JetDirect): ``socket://host[:port]``.
+
+The protocol has no acknowledgement, so "the printer has the job" means:
+every byte was written, we half-closed (our FIN went out after the last
+byte) and the printer then closed its side cleanly.  A reset, or a
+printer that stops reading or never closes for ``timeout`` seconds, is
+PrinterUnavailable and the job is sent again later.  (A printer that
+takes the job and dies before printing cannot be detected without PJL.)
+
+With PJL the job is wrapped in ``@PJL JOB``/``EOJ`` with ``USTATUS
+JOB=ON`` and we wait (up to the PJL end timeout) for the printer's
+``USTATUS JOB END`` for our job name, which carries the page count.  A
+printer that never reports (p910nd, a PJL-less device) still completes
+the job when it closes cleanly: every byte was accepted, and sending it
+again would print it twice.
+
+Copies: with PJL, ``@PJL SET QTY=n``; without, the data is sent n times
+in the same connection, except for PDF (two PDFs end to end are not a
+PDF): then it is sent once and the result says so.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from . import pjl
+from .interfaces import (
+    REASON_CONNECTING,
+    IPrinterOutput,
+    OutputJob,
+    OutputResult,
+    PrinterUnavailable,
+)
+from .transfer import CONNECT_TIMEOUT, FileProducer, JobProtocol, connect, repeat_reader
+
+SOCKET_PORT = 9100
+# A printer busy rendering may stop reading for minutes; five minutes
+# without taking a byte (or without closing once it has everything) is hung.
+SOCKET_TIMEOUT = 300.0
+# Longest wait for "USTATUS JOB END" after the last byte: the printer
+# reports it only when the last page is out.
+PJL_END_TIMEOUT = 600.0
+# Formats that cannot be repeated end to end for copies.
+NOT_REPEATABLE = ("application/pdf",)
+
+log = Logger()
+
+
+@implementer(IHalfCloseableProtocol)
+class RawJobProtocol(JobProtocol):
+    """Stream one job, half-close, wait for the printer's close.
+
+    States: 'sending' (producer running), 'pjl-end' (all handed to the
+    transport, waiting for USTATUS JOB END), 'closing' (our FIN is queued
+    or sent; waiting for the printer's).
+    """
+
+    def __init__(self, clock, timeout: float, *, data_file, data_size: int,
+                 pjl_name: str | None, pjl_copies: int = 1,
+                 pjl_end_timeout: float = PJL_END_TIMEOUT) -> None:
+        super().__init__(clock, timeout)
+        self.data_file, self.data_size = data_file, data_size
+        self.pjl_name, self.pjl_copies = pjl_name, pjl_copies
+        self.pjl_end_timeout = pjl_end_timeout
+        self.parser = pjl.StatusParser()
+        self.state = "connecting"
+        self.written = False  # our FIN went out: every byte is with the kernel peer
+        self.peer_closed = False
+        self.pages: int | None = None
+        self.statuses: list[str] = []
+        self.bytes_sent = 0
+        self.end_reported = False
+        self.producer: FileProducer | None = None
+
+    def connectionMade(self) -> None:
+        self.state = "sending"
+        if self.pjl_name is not None:
+            self.transport.write(pjl.header(self.pjl_name, self.pjl_copies))
+        self.watch("sending the job (the printer stopped reading)")
+        self.producer = FileProducer(self.data_file, self.data_size, self.transport,
+                                     progress=self.alive)
+        self.producer.start().addCallbacks(self._all_handed_over, self._producer_failed)
+
+    def _producer_failed(self, failure) -> None:
+        if not self.decided:
+            self.fail(failure.value)
+
+    def _all_handed_over(self, sent: int) -> None:
+        if self.decided:
+            return
+        self.bytes_sent = sent
+        if self.pjl_name is not None:
+            self.transport.write(pjl.trailer(self.pjl_name))
+            if not self.peer_closed:
+                self.state = "pjl-end"
+                self.watch("waiting for the PJL job end report", self.pjl_end_timeout)
+                return
+        self._half_close()
+
+    def _half_close(self) -> None:
+        self.state = "closing"
+        self.watch("waiting for the printer to close the connection")
+        self.transport.loseWriteConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.decided:
+            return
+        self.alive()
+        for message in self.parser.feed(data):
+            self.statuses.append(message.text)
+            log.debug("printer status: {text}", text=message.text)
+            if (message.category == "JOB" and message.event == "END"
+                    and message.name == self.pjl_name):
+                self.end_reported = True
+                self.pages = message.pages
+                if self.state == "pjl-end":
+                    self._half_close()
+
+    def timed_out(self, what: str) -> None:
+        if self.state == "pjl-end":
+            # Everything was accepted; the printer just does not report.
+            log.info("no PJL job end report within {t}s; closing", t=self.pjl_end_timeout)
+            self._half_close()
+        else:
+            super().timed_out(what)
+
+    # IHalfCloseableProtocol
+    def writeConnectionLost(self) -> None:
+        """Our FIN went out after the last byte."""
+        self.written = True
+        if self.peer_closed:
+            self._done()
+
+    def readConnectionLost(self) -> None:
+        """The printer closed its side (FIN)."""
+        self.peer_closed = True
+        if self.decided:
+            return
+        if self.state == "sending":
+            self.fail(PrinterUnavailable(
+                f"the printer closed the connection after {self._progress()} of the job",
+                REASON_CONNECTING))
+        elif self.state == "pjl-end":
+            self._half_close()
+        elif self.written:
+            self._done()
+
+    def _progress(self) -> str:
+        sent = self.producer.sent if self.producer is not None else 0
+        return f"{sent} of {self.data_size} bytes"
+
+    def _done(self) -> None:
+        self.transport.loseConnection()
+        self.succeed(self)
+
+    def lost(self, reason) -> None:
+        if reason.check(ConnectionDone) and self.written and self.state == "closing":
+            self.succeed(self)
+            return
+        self.fail(PrinterUnavailable(
+            f"connection to the printer lost while {self._waiting_for or self.state}: "
+            f"{reason.getErrorMessage()}", REASON_CONNECTING))
+
+
+@implementer(IPrinterOutput)
+class SocketOutput:
+    """Sends each job over its own raw TCP connection."""
+
+    def __init__(self, uri: str, host: str, port: int, *, reactor, pjl: bool = False,
+                 timeout: float = SOCKET_TIMEOUT, connect_timeout: float = CONNECT_TIMEOUT,
+                 pjl_end_timeout: float = PJL_END_TIMEOUT) -> None:
+        self.uri, self.host, self.port, self.reactor = uri, host, port, reactor
+        self.pjl, self.timeout, self.connect_timeout = pjl, timeout, connect_timeout
+        self.pjl_end_timeout = pjl_end_timeout
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def send(self, job: OutputJob) -> defer.Deferred:
+        return defer.ensureDeferred(self._send(job))
+
+    async def _send(self, job: OutputJob) -> OutputResult:
+        copies = max(1, job.copies)
+        repeat = 1 if self.pjl or job.format in NOT_REPEATABLE else copies
+        data, size = repeat_reader(job.path, repeat)
+        try:
+            protocol = RawJobProtocol(
+                self.reactor, self.timeout, data_file=data, data_size=size,
+                pjl_name=pjl.job_name(job.job_id) if self.pjl else None,
+                pjl_copies=copies, pjl_end_timeout=self.pjl_end_timeout)
+            await connect(self.reactor, self.host, self.port, protocol,
+                          timeout=self.connect_timeout)
+            await protocol.finished
+        finally:
+            data.close()
+        notes = [f"{size} bytes to {self.where}"]
+        if copies > 1:
+            notes.append(f"{copies} copies " + (
+                "as PJL QTY" if self.pjl else
+                "sent one after another" if repeat > 1 else
+                f"not applied ({job.format} cannot be repeated on a raw socket)"))
+        if self.pjl:
+            notes.append("PJL job end reported" if protocol.end_reported
+                         else "no PJL job end report")
+            notes += protocol.statuses
+        acknowledged = "all bytes written, connection closed"
+        if protocol.end_reported:
+            acknowledged += "; the printer reported the job printed"
+        log.info("job {job_id} sent to {where}: {ack}", job_id=job.job_id,
+                 where=self.where, ack=acknowledged)
+        return OutputResult(acknowledged=acknowledged, pages=protocol.pages,
+                            detail="; ".join(notes))

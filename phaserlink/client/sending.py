@@ -306,6 +306,18 @@ def limit_from_server(advertised: int | None) -> int:
     return max(MIN_LIMIT, advertised - headroom)
 
 
+WIRE_LINE = 78
+"""A base64 line on the wire: 76 characters and CRLF (77 bytes on disk)."""
+SPLIT_SLACK = 2048
+"""Bytes kept back for the fragment header's shorter lines (more CRs per byte)."""
+
+
+def disk_limit(wire_limit: int) -> int:
+    """split_message counts bytes on disk (LF ends); each line gains a CR on
+    the wire, so aim lower to keep every fragment within *wire_limit*."""
+    return max(MIN_LIMIT // 2, wire_limit * (WIRE_LINE - 1) // WIRE_LINE - SPLIT_SLACK)
+
+
 def needs_split(message_wire_size: int, limit: int) -> bool:
     return message_wire_size > limit
 
@@ -320,7 +332,7 @@ def split(message: Path, limit: int, out_dir: Path, job_id: str) -> list[Fragmen
 
     parts_dir = out_dir / f"{message.name}.parts"
     parts_dir.mkdir(exist_ok=True)
-    paths = partial.split_message(message, limit, parts_dir, id=None)
+    paths = partial.split_message(message, disk_limit(limit), parts_dir, id=None)
     return [Fragment(p, read_message_id(p), p.stat().st_size) for p in paths]
 
 
@@ -466,7 +478,8 @@ def describe_smtp_error(e: Any, server: Server) -> str:
     if e.code is not None:
         enhanced = f"{e.enhanced} " if e.enhanced and not e.text.startswith(e.enhanced) else ""
         return f"{server.endpoint} refused ({e.stage}): {e.code} {enhanced}{e.text}"
-    return f"{server.endpoint}: {e.text}"
+    text = e.text or str(e)
+    return text if str(server.endpoint) in text else f"{server.endpoint}: {text}"
 
 
 async def send_job(

@@ -94,7 +94,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="phaserlink-bench-"))
     app = Appliance(work / "appliance")
     app.directory.mkdir()
-    app.appliance_extra = "max_message_size = 300M\nmax_sessions = 1000\nhostname = appliance.bench\n"
+    app.appliance_extra = "max_message_size = 300M\nmax_sessions = 1000\n"
     app.sections = (
         f"[printer:{MAILBOX}]\naddresses = {MAILBOX}@{DOMAIN}\noutput = pull\nallowed_senders = *\n"
     )

@@ -559,9 +559,14 @@ def _decode_base64(chunks: Iterator[bytes]) -> Iterator[bytes]:
         if pads and eq != 0:
             raise DecodeError(f"base64 data continues after the '=' padding (character {seen})")
         if eq != -1:
-            pads += len(data) - eq
-            if data[eq:].strip(b"=") or pads > 2:
-                raise DecodeError(f"'=' inside base64 data at encoded character {seen + eq}")
+            after = data[eq:]
+            rest = after.lstrip(b"=")
+            if rest:
+                at = seen + len(data) - len(rest)
+                raise DecodeError(f"base64 data continues after the '=' padding (encoded character {at})")
+            pads += len(after)
+            if pads > 2:
+                raise DecodeError(f"too much '=' padding in base64 data (encoded character {seen + eq})")
         seen += len(data)
         data = carry + data
         usable = len(data) - len(data) % 4

@@ -1,0 +1,102 @@
+"""A printer's mail source on a remote POP3 server (``mailbox = pop3://...``).
+
+This is the seed's "POP3 server attached to the printer" (Dovecot, say): the
+retriever logs in every ``poll_interval``, lists, retrieves each message into
+its spool, fsyncs, deletes, and QUITs (which is when the server commits the
+deletions).  Nothing tells us when mail arrives there, so ``on_new_mail`` is a
+no-op and the retriever polls.
+
+The password is read from ``mailbox_password_file`` at each login, so it can
+be changed without a restart and is never in site.ini.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from phaserlink.net import pop3_client
+from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceMessage
+
+__all__ = ["RemoteMailSource", "RemoteMailSession", "read_password"]
+
+
+def read_password(path: Path) -> str:
+    """The first line of *path* without its line end (trailing spaces kept:
+    they may be part of the password)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return text.split("\n", 1)[0].rstrip("\r")
+
+
+@implementer(IMailSource)
+class RemoteMailSource:
+    """One printer's remote POP3 mailbox."""
+
+    def __init__(self, printer, reactor, *, timeout: float = pop3_client.DEFAULT_TIMEOUT):
+        if printer.mailbox is None:
+            raise ValueError(f"printer {printer.name!r} has a local mailbox, not a remote one")
+        self.printer = printer
+        self.mailbox = printer.mailbox
+        self.reactor = reactor
+        self.timeout = timeout
+        mb = self.mailbox
+        scheme = "pop3s" if mb.implicit_tls else "pop3"
+        self.description = f"{scheme}://{mb.username}@{mb.host}:{mb.port}"
+
+    def open(self) -> defer.Deferred:
+        mb = self.mailbox
+        try:
+            if mb.password_file is None:
+                raise pop3_client.POP3AuthError(f"{self.description}: no mailbox_password_file configured")
+            password = read_password(mb.password_file)
+        except OSError as e:
+            return defer.fail(
+                pop3_client.POP3AuthError(f"{self.description}: cannot read password file: {e}")
+            )
+        except pop3_client.POP3Error as e:
+            return defer.fail(e)
+        d = pop3_client.connect(
+            self.reactor,
+            mb.host,
+            mb.port,
+            username=mb.username,
+            password=password,
+            tls=mb.tls,
+            implicit_tls=mb.implicit_tls,
+            ca_file=mb.ca_file,
+            timeout=self.timeout,
+        )
+        return d.addCallback(RemoteMailSession)
+
+    def on_new_mail(self, callback: Callable[[], None]) -> None:
+        """Never called back: a remote server gives no event; the retriever polls."""
+
+    def __repr__(self) -> str:
+        return f"<RemoteMailSource {self.description}>"
+
+
+@implementer(IMailSession)
+class RemoteMailSession:
+    """IMailSession over a logged-in :class:`pop3_client.POP3Session`."""
+
+    def __init__(self, session: pop3_client.POP3Session):
+        self.session = session
+
+    def list(self) -> defer.Deferred:
+        d = self.session.list_uidl()
+        return d.addCallback(lambda entries: [SourceMessage(uidl, size) for uidl, size in entries])
+
+    def retrieve(self, uidl: str, out: BinaryIO) -> defer.Deferred:
+        return self.session.retrieve(uidl, out).addCallback(lambda _: None)
+
+    def delete(self, uidl: str) -> defer.Deferred:
+        return self.session.delete(uidl)
+
+    def close(self) -> defer.Deferred:
+        return self.session.quit()
+
+    def abort(self) -> None:
+        self.session.abort()

@@ -180,6 +180,9 @@ class POP3Server(Protocol, TimeoutMixin):
         if self.producer is not None:
             self.producer.stopProducing()
         if not self.deleting:
+            if self.logout is not None:
+                log.info("pop3: {peer} left mailbox {name} without QUIT: nothing deleted",
+                         peer=self._peer(), name=self.mailbox.name)
             self._release()
         if self.counted:
             self.counted = False
@@ -548,6 +551,7 @@ class POP3Factory(ServerFactory):
     """Shared state of all sessions: portal, TLS, limits, clock."""
 
     protocol = POP3Server
+    noisy = False
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ CUPS backend's callers): 0 done; 1 refused for good (a 5xx reply) or, with
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -54,13 +55,16 @@ def _format(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: "--password x" must not quietly mean "--password-file x".
     parser = argparse.ArgumentParser(
         prog=PROG,
+        allow_abbrev=False,
         description="Print over the Internet by email (PhaserLink client).",
         epilog="Exit codes: 0 done, 1 refused or not printed, 2 usage or config error, "
                "75 temporary failure (try again later).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser = functools.partial(sub.add_parser, allow_abbrev=False)  # type: ignore[method-assign]
 
     # send
     p = sub.add_parser("send", help="send files to a printer, a group or a printer's mail address",
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description=f"Entries live in {dmod.user_path()} merged over the site file "
                                    f"{dmod.site_path()} (${dmod.SITE_ENV} overrides its path).")
     dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    dsub.add_parser = functools.partial(dsub.add_parser, allow_abbrev=False)  # type: ignore[method-assign]
     dsub.add_parser("list", help="list every destination and server", description="List every entry.")
     q = dsub.add_parser("show", help="show one entry", description="Show one entry and where it is defined.")
     q.add_argument("name", metavar="NAME")

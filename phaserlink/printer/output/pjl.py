@@ -63,6 +63,10 @@ class StatusMessage:
 def parse_message(raw: bytes) -> StatusMessage | None:
     """Parse one message (without its form feed); None if not USTATUS."""
     text = raw.decode("latin-1")
+    start = text.upper().find("@PJL USTATUS")  # skip junk before it (resync)
+    if start < 0:
+        return None
+    text = text[start:]
     lines = [line.strip() for line in text.replace("\r", "").split("\n") if line.strip()]
     if not lines or not lines[0].upper().startswith("@PJL USTATUS"):
         return None

@@ -15,7 +15,13 @@ from typing import BinaryIO, Callable
 
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    connectProtocol,
+)
 from twisted.internet.interfaces import IConsumer, IPullProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -230,7 +236,12 @@ async def connect(reactor, host: str, port: int, protocol: JobProtocol, *,
     side to *bind_port* when given.  Raises error.ConnectBindError if that
     port is taken, PrinterUnavailable for every other failure."""
     bind = ("", bind_port) if bind_port is not None else None
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout, bindAddress=bind)
+    if isIPAddress(host):  # no name to resolve: fail as soon as the connect fails
+        endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout, bindAddress=bind)
+    elif isIPv6Address(host):
+        endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout, bindAddress=bind)
+    else:
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout, bindAddress=bind)
     try:
         await connectProtocol(endpoint, protocol)
     except (error.ConnectBindError, CancelledError):

@@ -136,6 +136,7 @@ class _GhostscriptProcess(ProcessProtocol):
         self.done = done
         self.messages = bytearray()
         self.killed_for_timeout = False
+        self.reason: Failure | None = None
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
         room = MAX_DIAGNOSTICS - len(self.messages)
@@ -143,7 +144,8 @@ class _GhostscriptProcess(ProcessProtocol):
             self.messages += data[:room]
 
     def processEnded(self, reason: Failure) -> None:
-        self.done.callback(reason)
+        self.reason = reason
+        self.done.callback(None)  # not the Failure itself: that would be an errback
 
 
 def _summary(messages: str) -> str:
@@ -200,7 +202,8 @@ def convert(
 
     timer = reactor.callLater(timeout, on_timeout)
 
-    def ended(reason: Failure) -> Path:
+    def ended(_) -> Path:
+        reason = proto.reason
         if timer.active():
             timer.cancel()
         messages = proto.messages.decode("utf-8", "replace")

@@ -116,30 +116,23 @@ class Job:
 
 
 def describe_numbers(numbers: list[int]) -> str:
-    """``[1, 2, 3, 5]`` -> ``"1-3 and 5"``: short even for a 100-part set."""
-    runs: list[str] = []
-    start = prev = None
-    for n in sorted(numbers):
-        if start is None:
-            start = prev = n
-        elif n == prev + 1:  # type: ignore[operator]
-            prev = n
+    """``[1, 2, 4, 5]`` -> ``"1, 2, 4 and 5"``; runs of three or more are
+    shortened, ``[1, 2, 3, 5]`` -> ``"1-3 and 5"``, so a 100-part set stays short."""
+    items: list[str] = []
+    ordered = sorted(set(numbers))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        if j - i >= 2:
+            items.append(f"{ordered[i]}-{ordered[j]}")
         else:
-            runs.append(_run(start, prev))  # type: ignore[arg-type]
-            start = prev = n
-    if start is not None:
-        runs.append(_run(start, prev))  # type: ignore[arg-type]
-    if len(runs) <= 1:
-        return "".join(runs)
-    return ", ".join(runs[:-1]) + " and " + runs[-1]
-
-
-def _run(a: int, b: int) -> str:
-    if a == b:
-        return str(a)
-    if b == a + 1:
-        return f"{a}, {b}"
-    return f"{a}-{b}"
+            items.extend(str(n) for n in ordered[i:j + 1])
+        i = j + 1
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _parts_word(numbers: list[int]) -> str:

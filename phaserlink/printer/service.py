@@ -1,9 +1,132 @@
-"""PLACEHOLDER until the printer-side issue lands: hosts no printers yet."""
+"""The printer side of the appliance: one retriever and one print queue per
+printer, in the appliance's reactor.
+
+For each printer with ``output`` other than ``pull`` (a printer that pulls
+its own mail over POP3 needs nothing from us), a :class:`PrinterRunner`
+owns the chain source -> retriever -> intake -> spool -> dispatcher ->
+output, with status mail through the outbound queue.  On start it first
+takes back every job the spool holds, in its recorded state, and only then
+retrieves new mail.
+
+Disk work that grows with the job (copying a message, extracting,
+reassembling) runs in the reactor's thread pool so that a 500 MB job never
+stalls SMTP or POP3 sessions; small metadata writes stay in the reactor
+thread, in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
 
 from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from phaserlink.config import PrinterConfig, SiteConfig
+from phaserlink.printer.dispatch import Dispatcher
+from phaserlink.printer.intake import Intake
+from phaserlink.printer.journal import Journal
+from phaserlink.printer.local_source import LocalMailSource, run_inline
+from phaserlink.printer.retriever import Retriever
+from phaserlink.printer.spool import JobSpool
+from phaserlink.printer.status import StatusMailer
+from phaserlink.printer.toolkit import Toolkit, default_toolkit
+
+log = Logger()
+
+JOBS_DIR = "jobs"
+
+
+def thread_runner(reactor) -> Callable[..., defer.Deferred]:
+    """Run blocking disk work in *reactor*'s thread pool (inline if it has none,
+    as a task.Clock in tests)."""
+    if not hasattr(reactor, "getThreadPool"):
+        return run_inline
+
+    def run(f, *args, **kwargs) -> defer.Deferred:
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args, **kwargs)
+
+    return run
+
+
+class PrinterRunner(service.Service):
+    """Everything that moves one printer's jobs."""
+
+    def __init__(self, site: SiteConfig, printer: PrinterConfig, store, queue, reactor, *,
+                 tools: Toolkit | None = None, source=None, output=None,
+                 blocking: Callable[..., defer.Deferred] | None = None):
+        self.name = printer.name
+        self.site = site
+        self.printer = printer
+        self.reactor = reactor
+        self.blocking = blocking or thread_runner(reactor)
+        self.tools = tools or default_toolkit()
+        if source is None:
+            if printer.mailbox is None:
+                source = LocalMailSource(store, printer.name, self.blocking)
+            else:
+                from phaserlink.printer.remote_source import RemoteMailSource
+
+                source = RemoteMailSource(printer, reactor)
+        if output is None:
+            from phaserlink.printer.output import make_output
+
+            output = make_output(printer.output, reactor=reactor, pjl=printer.pjl)
+        self.source = source
+        self.output = output
+        self.spool = JobSpool(Path(site.appliance.spool) / JOBS_DIR / printer.name, printer.name)
+        self.journal = Journal(self.spool.journal_path)
+        self.status = StatusMailer(site, printer, queue, self.tools.write_report)
+        self.dispatcher = Dispatcher(printer, self.spool, self.journal, output, self.status, self.tools, reactor,
+                                     blocking=self.blocking, hostname=site.appliance.hostname)
+        self.intake = Intake(printer, self.spool, self.journal, self.status, self.tools, reactor,
+                             self.dispatcher.submit, blocking=self.blocking)
+        self.retriever = Retriever(printer.name, source, self.spool, self.journal, self.intake, reactor,
+                                   printer.poll_interval, blocking=self.blocking)
+
+    def startService(self) -> None:
+        super().startService()
+        index = self.journal.load()
+        recovered = list(self.spool.recover())
+        for job in recovered:
+            index.add_job(job)
+        self.dispatcher.start()
+        for job in recovered:
+            self.intake.recover(job)
+        log.info("printer {printer}: {source} -> {output}; {n} job(s) resumed from the spool",
+                 printer=self.name, source=self.source.description, output=getattr(self.output, "uri", "?"),
+                 n=len(recovered))
+        self.retriever.start()
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        self.intake.stop()
+        d = defer.DeferredList([self.retriever.stop(), self.dispatcher.stop()])
+        d.addBoth(lambda _: self.journal.close())
+        return d
 
 
 class PrinterService(service.MultiService):
-    def __init__(self, site, store, queue, reactor=None):
+    """One :class:`PrinterRunner` per printer the appliance prints for."""
+
+    def __init__(self, site: SiteConfig, store, queue, reactor=None, *, tools: Toolkit | None = None,
+                 sources: dict | None = None, outputs: dict | None = None,
+                 blocking: Callable[..., defer.Deferred] | None = None):
+        """*tools*, *sources* and *outputs* (by printer name) and *blocking*
+        replace the real ones in tests."""
         super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
         self.site, self.store, self.queue, self.reactor = site, store, queue, reactor
+        self.runners: dict[str, PrinterRunner] = {}
+        for printer in site.printers.values():
+            if printer.output == "pull":
+                continue
+            runner = PrinterRunner(site, printer, store, queue, reactor, tools=tools,
+                                   source=(sources or {}).get(printer.name),
+                                   output=(outputs or {}).get(printer.name), blocking=blocking)
+            runner.setServiceParent(self)
+            self.runners[printer.name] = runner

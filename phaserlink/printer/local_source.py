@@ -1,0 +1,94 @@
+"""A printer's mail in the appliance's own Maildir store, read in-process.
+
+No POP3 round trips and no polling: the store's delivery event wakes the
+retriever, which is what lets a job reach the printer within milliseconds
+of the SMTP 250.  Copying a message runs in a worker thread (when one is
+given) so that a 500 MB job never stalls the reactor; deletions are made
+durable by :meth:`Maildir.delete`, which fsyncs, when the session closes.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Callable
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from phaserlink.pop3_store.maildir import MaildirStore, StoredMessage
+from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceMessage
+
+COPY_CHUNK = 1 << 20
+
+Blocking = Callable[..., "defer.Deferred"]
+
+
+def run_inline(f, *args, **kwargs) -> defer.Deferred:
+    """The default 'worker': run now, in the caller's thread."""
+    return defer.maybeDeferred(f, *args, **kwargs)
+
+
+def copy_file(src_path, out: BinaryIO) -> int:
+    n = 0
+    with open(src_path, "rb") as src:
+        while chunk := src.read(COPY_CHUNK):
+            out.write(chunk)
+            n += len(chunk)
+    return n
+
+
+@implementer(IMailSource)
+class LocalMailSource:
+    def __init__(self, store: MaildirStore, mailbox_name: str, blocking: Blocking = run_inline):
+        self.store = store
+        self.name = mailbox_name
+        self.blocking = blocking
+        self.description = f"local mailbox {mailbox_name}"
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def open(self) -> defer.Deferred:
+        return defer.succeed(LocalMailSession(self.store.mailbox(self.name), self.blocking))
+
+    def on_new_mail(self, callback: Callable[[], None]) -> None:
+        self.stop()
+        self._unsubscribe = self.store.subscribe(self.name, lambda _name: callback())
+
+    def stop(self) -> None:
+        """Stop waking anybody (the service is stopping)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+
+@implementer(IMailSession)
+class LocalMailSession:
+    def __init__(self, maildir, blocking: Blocking):
+        self.maildir = maildir
+        self.blocking = blocking
+        self.messages: dict[str, StoredMessage] = {}
+        self.marked: dict[str, StoredMessage] = {}
+
+    def list(self) -> defer.Deferred:
+        found = self.maildir.messages()
+        self.messages = {m.key: m for m in found}
+        return defer.succeed([SourceMessage(m.key, m.size) for m in found])
+
+    def retrieve(self, uidl: str, out: BinaryIO) -> defer.Deferred:
+        message = self.messages.get(uidl)
+        if message is None:
+            return defer.fail(KeyError(f"no message {uidl} in {self.maildir.name}"))
+        return self.blocking(copy_file, message.path, out).addCallback(lambda _n: None)
+
+    def delete(self, uidl: str) -> defer.Deferred:
+        message = self.messages.get(uidl)
+        if message is not None:
+            self.marked[uidl] = message
+        return defer.succeed(None)
+
+    def close(self) -> defer.Deferred:
+        marked, self.marked = list(self.marked.values()), {}
+        if not marked:
+            return defer.succeed(None)
+        return self.blocking(self.maildir.delete, marked)
+
+    def abort(self) -> None:
+        self.marked.clear()

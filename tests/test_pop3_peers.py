@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import poplib
 import smtplib
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -153,7 +154,10 @@ def test_poplib_over_stls(pull):
 def test_poplib_plaintext_login_on_loopback(pull):
     """The demo: a pull printer on 127.0.0.1 logs in without TLS."""
     put(pull.mailbox, MESSAGES[0], "1700000000.M1P1Q1.test")
+    stale = pull.mailbox / "tmp" / "1699999999.M1P1Q9.crashed"
+    stale.write_bytes(b"Subject: half a delivery\n\nhal")
     pull.start()
+    assert not stale.exists()  # a crashed delivery's leftovers are gone at start
     client = poplib.POP3("127.0.0.1", pull.pop3_port, timeout=30)
     assert "USER" in client.capa()
     client.user("pull")
@@ -280,3 +284,27 @@ def test_smtp_delivery_then_pop3_retrieval(pull):
     assert got.endswith(body)
     assert hashlib.sha256(got[len(got) - len(body):]).digest() == hashlib.sha256(body).digest()
     client.quit()
+
+
+def test_stls_drops_commands_pipelined_in_plaintext(pull):
+    """STARTTLS-injection (CVE-2011-0411 class) over a real TLS stack."""
+    pull.start()
+    raw = socket.create_connection(("127.0.0.1", pull.pop3_port), timeout=30)
+    reader = raw.makefile("rb", buffering=0)
+    assert reader.readline().startswith(b"+OK PhaserLink")
+    raw.sendall(b"STLS\r\nUSER pull\r\nPASS pull\r\n")  # one segment
+    assert reader.readline() == b"+OK begin TLS negotiation\r\n"
+    context = ssl.create_default_context(cafile=str(pull.ca))
+    tls = context.wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(b"STAT\r\nPASS pull\r\nQUIT\r\n")
+    replies = b""
+    while not replies.endswith(b"signing off\r\n"):
+        chunk = tls.recv(4096)
+        assert chunk, replies
+        replies += chunk
+    assert replies == (
+        b"-ERR STAT is not valid in the AUTHORIZATION state\r\n"
+        b"-ERR send USER first\r\n"
+        b"+OK PhaserLink POP3 server signing off\r\n"
+    )
+    tls.close()

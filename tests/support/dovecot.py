@@ -112,8 +112,8 @@ class Dovecot:
         else:
             lines += [
                 "ssl = yes",
-                f"ssl_cert = <{self.cert.certificate}",
-                f"ssl_key = <{self.cert.key}",
+                f"ssl_cert = <{d}/ssl/cert.pem",
+                f"ssl_key = <{d}/ssl/key.pem",
                 "disable_plaintext_auth = yes",
             ]
         return "\n".join(lines) + "\n"
@@ -140,6 +140,13 @@ class Dovecot:
             home = self.dir / "home" / u
             home.mkdir(exist_ok=True)
             os.chown(home, self.uid, self.gid)
+        if self.cert is not None:
+            # A private copy: another test may issue a new "localhost" cert
+            # from the same CA (same file names) while this server runs.
+            (self.dir / "ssl").mkdir(exist_ok=True)
+            shutil.copyfile(self.cert.certificate, self.dir / "ssl" / "cert.pem")
+            shutil.copyfile(self.cert.key, self.dir / "ssl" / "key.pem")
+            (self.dir / "ssl" / "key.pem").chmod(0o600)
         conf = self.dir / "dovecot.conf"
         conf.write_text(self._config())
         self.proc = subprocess.Popen(

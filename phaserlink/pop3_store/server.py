@@ -171,7 +171,7 @@ class POP3Server(Protocol, TimeoutMixin):
         self.setTimeout(self.factory.timeout)
         self.send(b"+OK PhaserLink POP3 server ready " + self.banner)
 
-    def connectionLost(self, reason=Failure(ConnectionError("connection lost"))) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.closing = True
         self.setTimeout(None)
         if self.delayed is not None and self.delayed.active():
@@ -577,9 +577,8 @@ class POP3Factory(ServerFactory):
         stamp = f"<{os.getpid()}.{int(self.reactor.seconds())}.{next(self._banners)}.{secrets.token_hex(4)}@{self.hostname}>"
         return stamp.encode("ascii", "replace")
 
-    def buildProtocol(self, addr):
-        p = self.protocol(self)
-        return p
+    def buildProtocol(self, addr) -> POP3Server:
+        return self.protocol(self)
 
 
 def thread_runner(reactor) -> Runner:

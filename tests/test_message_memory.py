@@ -1,0 +1,105 @@
+"""Memory does not grow with the job (DESIGN guarantee 6).
+
+A ~200 MB job message (a Thunderbird-style multipart/mixed with a 150 MB
+attachment, so the boundary scanner walks all of it) is split into
+message/partial fragments, reassembled from shuffled fragments and
+extracted, in a fresh subprocess; the peak RSS growth over the run must stay
+far below the job size.  A parser that held the message even once would
+grow by 200 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+DATA_MB = 150
+MAX_GROWTH_MB = 30
+
+SCRIPT = textwrap.dedent(
+    """
+    import base64, hashlib, json, os, random, resource, sys, time
+    from pathlib import Path
+    from phaserlink.message.partial import split_message, reassemble
+    from phaserlink.message.extract import extract_documents
+
+    tmp = Path(sys.argv[1]); size = int(sys.argv[2]) << 20
+    def rss_mb():
+        # VmHWM: this process image's peak RSS (ru_maxrss would carry the
+        # forking pytest's peak across exec and hide growth below it)
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = rss_mb()
+    src_hash = hashlib.sha256()
+    msg = tmp / "job.eml"
+    with open(msg, "wb") as f:
+        f.write(b'From: a@example.org\\nTo: lp@print.example\\nSubject: big\\nMIME-Version: 1.0\\n'
+                b'Content-Type: multipart/mixed; boundary="------------BiG"\\n\\n'
+                b'--------------BiG\\nContent-Type: text/plain\\n\\nplease print\\n'
+                b'--------------BiG\\nContent-Type: application/octet-stream\\n'
+                b'Content-Disposition: attachment; filename="big.pdf"\\n'
+                b'Content-Transfer-Encoding: base64\\n\\n')
+        left = size
+        first = True
+        rnd = random.Random(1)
+        block = bytes(rnd.getrandbits(8) for _ in range(57 * 1024))
+        n = 0
+        while left > 0:
+            chunk = (b"%PDF-1.4\\n" + block[9:]) if first else block[:min(len(block), left)]
+            chunk = chunk[:left]
+            first = False
+            chunk = bytes([n % 251]) + chunk[1:] if n else chunk
+            n += 1
+            src_hash.update(chunk)
+            f.write(base64.encodebytes(chunk))
+            left -= len(chunk)
+        f.write(b"--------------BiG--\\n")
+    t0 = time.monotonic()
+    (tmp / "frags").mkdir()
+    frags = split_message(msg, 50 << 20, tmp / "frags")
+    t1 = time.monotonic()
+    msg_size = msg.stat().st_size
+    msg.unlink()
+    random.Random(2).shuffle(frags)
+    whole = tmp / "whole.eml"
+    reassemble(frags, whole)
+    t2 = time.monotonic()
+    for p in frags:
+        p.unlink()
+    (tmp / "out").mkdir()
+    docs = extract_documents(whole, tmp / "out")
+    t3 = time.monotonic()
+    out_hash = hashlib.sha256()
+    with open(docs[0].path, "rb") as f:
+        for c in iter(lambda: f.read(1 << 20), b""):
+            out_hash.update(c)
+    print(json.dumps(dict(
+        base=base, peak=rss_mb(), fragments=len(frags), message=msg_size,
+        docs=[(d.format, d.size) for d in docs], same=out_hash.digest() == src_hash.digest(),
+        split=t1 - t0, reassemble=t2 - t1, extract=t3 - t2,
+    )))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_200mb_job_streams_with_flat_memory(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), str(DATA_MB)],
+        capture_output=True, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    print(r)
+    assert r["same"], "extracted document differs from the original data"
+    assert r["docs"] == [["pdf", DATA_MB << 20]]
+    assert r["fragments"] == 5 and r["message"] > 200 << 20
+    growth = r["peak"] - r["base"]
+    assert growth < MAX_GROWTH_MB, f"peak RSS grew by {growth:.0f} MB for a {r['message'] >> 20} MB job"

@@ -72,6 +72,7 @@ def run_send(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: 
 
             assert dests.mailbox is not None and mailbox_password is not None
             waited = await wait_for(reactor, dests.mailbox, mailbox_password, [r.job_id for r in results],
+                                    message_ids=[r.message_id for r in results if r.message_id],
                                     timeout=args.wait_timeout, interval=args.wait_interval,
                                     stdout=stdout, stderr=stderr)
             return results, waited

@@ -81,6 +81,7 @@ class JobResult:
     job_id: str
     document: str
     fragments: list[Fragment] = field(default_factory=list)
+    message_id: str | None = None  # the job message's own (status reports name it)
     sent: int = 0  # fragments accepted by the server
     error: str | None = None
     reply_code: int | None = None
@@ -506,6 +507,7 @@ async def send_job(
         password = passwords(target.server)
         message = build_message(target, data_path, work_dir, job_id=job_id, format=fmt, filename=filename,
                                 title=title, copies=copies, notify=notify)
+        result.message_id = read_message_id(message)
         limit = await limits(target)
         result.fragments = split(message, limit, work_dir, job_id)
     except (JobError, OSError, ValueError) as e:
@@ -516,7 +518,54 @@ async def send_job(
         result.error = str(e)
         result.permanent = True
         return result
-    return await send_fragments(reactor, result, password=password, progress=progress)
+    await send_fragments(reactor, result, password=password, progress=progress)
+    if result.ok:
+        remember(result)
+    return result
+
+
+JOURNAL_NAME = "jobs"
+"""``$XDG_STATE_HOME/phaserlink/jobs``: one line per sent job, ``job-id TAB
+Message-ID TAB address TAB unix-time``, so ``phaserlink status JOB`` can find
+the status mail of a job by the Message-ID the appliance quotes."""
+JOURNAL_KEEP = 5000
+
+
+def journal_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "phaserlink" / JOURNAL_NAME
+
+
+def remember(result: JobResult) -> None:
+    """Append the job to the journal (best effort: a read-only home must not
+    fail a job that was sent)."""
+    if not result.message_id:
+        return
+    line = f"{result.job_id}\t{result.message_id}\t{result.target.address}\t{int(time.time())}\n"
+    try:
+        path = journal_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def read_journal() -> dict[str, str]:
+    """Message-ID -> client job id, newest last."""
+    try:
+        lines = journal_path().read_text(encoding="utf-8").splitlines()[-JOURNAL_KEEP:]
+    except OSError:
+        return {}
+    table = {}
+    for line in lines:
+        parts = line.split("\t")
+        if len(parts) >= 2:
+            table[parts[1]] = parts[0]
+    return table
 
 
 def report_lines(result: JobResult) -> list[str]:

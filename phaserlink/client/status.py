@@ -52,6 +52,8 @@ class JobStatus:
     when: str
     uidl: str
     order: int  # position in the mailbox, oldest first
+    printer_job: str = ""  # the appliance's own job id
+    message_id: str | None = None  # the job message the report is about
 
     @property
     def final(self) -> bool:
@@ -66,13 +68,20 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def from_report(report: Any, uidl: str, order: int) -> JobStatus:
-    """Our view of a parsed report (attribute names of report.StatusReport)."""
+def from_report(report: Any, uidl: str, order: int, journal: dict[str, str] | None = None) -> JobStatus:
+    """Our view of a parsed report.  The job is named by the id ``phaserlink
+    send`` printed when the report quotes a Message-ID from our journal,
+    else by the appliance's job id."""
     reasons = getattr(report, "reasons", None) or getattr(report, "state_reasons", None) or ()
     if isinstance(reasons, str):
         reasons = tuple(r.strip() for r in reasons.split(",") if r.strip())
+    printer_job = _text(getattr(report, "job_id", ""))
+    message_id = getattr(report, "original_message_id", None)
+    client_job = (journal or {}).get(message_id or "")
     return JobStatus(
-        job_id=_text(getattr(report, "job_id", "")),
+        job_id=client_job or printer_job,
+        printer_job=printer_job,
+        message_id=message_id,
         printer=_text(getattr(report, "printer", "")),
         state=_text(getattr(report, "state", "")),
         reasons=tuple(reasons),
@@ -118,13 +127,17 @@ async def fetch(
     delete_final: bool = False,
     only: set[str] | None = None,
 ) -> list[JobStatus]:
-    """Every status report in the mailbox, oldest first."""
+    """Every status report in the mailbox, oldest first; *only*: those
+    whose job id (ours or the appliance's) or Message-ID is in the set."""
+    from phaserlink.client.sending import read_journal
+
     from phaserlink.message.report import parse_status_report
     from phaserlink.net import pop3_client
 
     cache_file = cache_path(mailbox)
     not_status = read_cache(cache_file)
     known = set(not_status)
+    journal = read_journal()
     session = await pop3_client.connect(
         reactor, mailbox.endpoint.host, mailbox.endpoint.port, username=mailbox.username, password=password,
         tls=mailbox.tls, implicit_tls=mailbox.endpoint.implicit_tls, ca_file=mailbox.ca_file,
@@ -144,8 +157,8 @@ async def fetch(
                     not_status.append(uidl)
                     known.add(uidl)
                     continue
-                status = from_report(report, uidl, order)
-                if only is None or status.job_id in only:
+                status = from_report(report, uidl, order, journal)
+                if only is None or {status.job_id, status.printer_job, status.message_id} & only:
                     found.append(status)
         if delete_final:
             finished = {s.job_id for s in latest(found) if s.final}
@@ -228,6 +241,7 @@ async def wait_for(
     password: str,
     job_ids: list[str],
     *,
+    message_ids: list[str] | None = None,
     timeout: float,
     interval: float = POLL_INTERVAL,
     stdout: TextIO,
@@ -241,19 +255,22 @@ async def wait_for(
 
     deadline = time.monotonic() + timeout
     pending = set(job_ids)
+    wanted = pending | set(message_ids or ())
+    by_message_id = dict(zip(message_ids or (), job_ids)) if message_ids and len(message_ids) == len(job_ids) else {}
     failed = False
     while True:
         try:
-            found = await fetch(reactor, mailbox, password, only=pending)
+            found = await fetch(reactor, mailbox, password, only=wanted)
         except POP3Error as e:
             print(f"phaserlink: status mailbox: {e} (will retry)", file=stderr)
             found = []
         for status in latest(found):
-            if status.final and status.job_id in pending:
-                pending.discard(status.job_id)
+            job = status.job_id if status.job_id in pending else by_message_id.get(status.message_id or "")
+            if status.final and job in pending:
+                pending.discard(job)
                 reasons = f" ({', '.join(status.reasons)})" if status.reasons else ""
                 pages = f", {status.pages} pages" if status.pages is not None else ""
-                print(f"job {status.job_id}: {status.state} on {status.printer}{pages}{reasons}",
+                print(f"job {job}: {status.state} on {status.printer}{pages}{reasons}",
                       file=stdout if status.state == "completed" else stderr)
                 failed |= status.state != "completed"
         if not pending:

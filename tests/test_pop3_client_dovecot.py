@@ -8,13 +8,11 @@ password / missing STLS / wrong CA / silent server each give their own error.
 from __future__ import annotations
 
 import base64
-import os
 import random
 import socket
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 
 from phaserlink.net.pop3_client import (
     POP3AuthError,

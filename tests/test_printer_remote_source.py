@@ -130,3 +130,12 @@ def test_unverifiable_server_is_refused(dovecot, tmp_path):
     printer = printer_config(tmp_path, f"pop3://printer3@127.0.0.1:{dovecot.port}")
     with pytest.raises(POP3TLSError):
         yield RemoteMailSource(printer, reactor()).open()
+
+
+@pytest_twisted.inlineCallbacks
+def test_unreadable_password_file_fails_open_clearly(tmp_path):
+    printer = printer_config(tmp_path, "pop3://printer1@127.0.0.1:1")
+    printer.mailbox.password_file.unlink()
+    with pytest.raises(POP3AuthError) as e:
+        yield RemoteMailSource(printer, reactor()).open()
+    assert "cannot read password file" in str(e.value)

@@ -35,7 +35,6 @@ from typing import BinaryIO, Callable
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
@@ -64,8 +63,6 @@ MAX_LISTING_LINES = 1_000_000
 #: Longest server text kept in an error message.
 MAX_ERROR_TEXT = 512
 TLS_MODES = ("none", "opportunistic", "required")
-
-log = Logger()
 
 
 class POP3Error(Exception):
@@ -221,7 +218,6 @@ class POP3ClientProtocol(Protocol, TimeoutMixin):
         self._tls_starting = False
         self._closing = False
         self._lost = False
-        self._timed_out = False
         self._failure: POP3Error | None = None
 
     # -- connection -----------------------------------------------------
@@ -320,7 +316,6 @@ class POP3ClientProtocol(Protocol, TimeoutMixin):
     def timeoutConnection(self) -> None:
         what = self._current.log_line if self._current else "idle"
         self._fail_all(POP3Timeout(f"{self.host}: no answer to {what} within {self.timeout:g} s"))
-        self._timed_out = True
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:

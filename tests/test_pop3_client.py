@@ -438,3 +438,48 @@ def test_write_error_fails_retrieve_with_the_os_error():
     f = outcome(d)
     assert f.check(OSError) and "No space" in str(f.value)
     assert s.t.disconnected
+
+
+# -- connect() on a MemoryReactorClock ---------------------------------------
+
+
+def test_connect_timeout_is_pop3_timeout():
+    from twisted.internet import error
+    from twisted.internet.testing import MemoryReactorClock
+
+    from phaserlink.net.pop3_client import connect
+
+    r = MemoryReactorClock()
+    d = connect(r, "127.0.0.1", 110, username="u", password="p", timeout=5)
+    r.advance(0.1)
+    (host, port, factory, timeout, _bind), = r.tcpClients
+    assert (host, port, timeout) == ("127.0.0.1", 110, 5)
+    factory.clientConnectionFailed(None, Failure(error.TimeoutError()))
+    r.advance(1)
+    f = outcome(d)
+    assert f.check(POP3Timeout) and "connect timed out after 5 s" in str(f.value)
+
+
+def test_connect_logs_in_and_uses_the_reactor_clock_for_timeouts():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from phaserlink.net.pop3_client import connect
+
+    r = MemoryReactorClock()
+    d = connect(r, "127.0.0.1", 110, username="printer1", password="pw", tls="none", timeout=7)
+    r.advance(0.1)
+    (_h, _p, factory, _t, _b), = r.tcpClients
+    proto = factory.buildProtocol(None)
+    t = TLSStringTransport()
+    proto.makeConnection(t)
+    proto.dataReceived(b"+OK hi\r\n")
+    proto.dataReceived(b"+OK\r\n.\r\n")
+    proto.dataReceived(b"+OK\r\n")
+    proto.dataReceived(b"+OK\r\n")
+    session = outcome(d)
+    assert isinstance(session, POP3Session)
+    assert t.value() == b"CAPA\r\nUSER printer1\r\nPASS pw\r\n"
+    q = session.quit()
+    r.advance(7.1)  # the server never answers QUIT
+    f = outcome(q)
+    assert f.check(POP3Timeout) and "QUIT" in str(f.value)

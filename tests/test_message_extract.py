@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from email.message import EmailMessage
 from pathlib import Path
 

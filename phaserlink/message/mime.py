@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.header import decode_header, make_header
 from os import PathLike
 from typing import BinaryIO, Iterator, Mapping

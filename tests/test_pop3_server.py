@@ -153,6 +153,16 @@ def test_too_many_failed_logins_close_the_connection(factory):
     assert s.transport.disconnecting
 
 
+def test_printers_the_appliance_prints_for_cannot_log_in(factory):
+    s = Session(factory)
+    s.login(b"local", b"local")
+    s.clock.advance(pop3.FAILED_LOGIN_DELAY)
+    assert s.take() == b"-ERR [AUTH] invalid user name or password\r\n"
+    apop(s, user=b"local")
+    s.clock.advance(pop3.FAILED_LOGIN_DELAY)
+    assert s.take() == b"-ERR [AUTH] invalid user name or password\r\n"
+
+
 def test_pass_without_user(factory):
     assert Session(factory).command(b"PASS pull") == b"-ERR send USER first\r\n"
 

@@ -15,6 +15,9 @@ A POP3 login names a printer's mailbox (``pop3_user``).  Two ways in:
     ``pop3_apop_secret_file`` set (a file holding the shared secret).
     Printers with only ``pop3_password`` cannot use APOP.
 
+Only printers with ``output = pull`` (and a local mailbox) may log in at
+all: the others' mailboxes belong to the appliance's own retriever.
+
 The realm hands out a :class:`MailboxAvatar` over the printer's Maildir and
 keeps RFC 1939's exclusive-access rule: one session per mailbox at a time
 (a second login gets :class:`MailboxInUse`, answered ``-ERR [IN-USE]``).
@@ -143,9 +146,19 @@ def _printer_for_user(site: SiteConfig, username: bytes) -> PrinterConfig | None
     except UnicodeDecodeError:
         return None
     for printer in site.printers.values():
-        if printer.pop3_user == wanted and printer.mailbox is None:
+        if printer.pop3_user == wanted and pop3_login_possible(printer):
             return printer
     return None
+
+
+def pop3_login_possible(printer: PrinterConfig) -> bool:
+    """Only ``output = pull`` printers with a local mailbox may log in.
+
+    Any other printer's mailbox is read by the appliance's own retriever; a
+    POP3 client fetching from it too would print jobs twice (guarantee 3)
+    or delete them under the retriever's feet.
+    """
+    return printer.output == "pull" and printer.mailbox is None
 
 
 # A hash no password matches, checked for unknown users so that a wrong user
@@ -214,6 +227,7 @@ __all__ = [
     "PrinterPasswordChecker",
     "apop_digest",
     "build_portal",
+    "pop3_login_possible",
     "run_inline",
 ]
 

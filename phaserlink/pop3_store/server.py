@@ -24,6 +24,8 @@ Behaviour chosen, and why:
   directory fsync) before the ``+OK``; if that fails QUIT says ``-ERR``.
   A connection that drops, times out or is killed deletes nothing.
 * **One session per mailbox**: a second login gets ``-ERR [IN-USE]``.
+* **Only pull printers log in**: the mailbox of a printer the appliance
+  prints for itself is read by its retriever; POP3 access would print twice.
 * **Failed logins** are answered ``-ERR [AUTH]`` only after
   :data:`FAILED_LOGIN_DELAY` seconds (on the reactor clock, other sessions
   go on), and the connection is closed after :data:`MAX_LOGIN_FAILURES`.
@@ -60,6 +62,7 @@ from phaserlink.pop3_store.auth import (
     MailboxInUse,
     Runner,
     build_portal,
+    pop3_login_possible,
     run_inline,
 )
 from phaserlink.pop3_store.maildir import MaildirStore, StoredMessage
@@ -79,6 +82,8 @@ FAILED_LOGIN_DELAY = 2.0
 MAX_LOGIN_FAILURES = 3
 #: Unknown or malformed commands per connection before we hang up.
 MAX_BAD_COMMANDS = 20
+#: RFC 1939 section 3: an autologout timer of at least 10 minutes.
+RFC_MIN_TIMEOUT = 600.0
 #: RFC 2449 UIDL: 1-70 characters in 0x21-0x7E.
 MAX_UIDL = 70
 
@@ -604,5 +609,14 @@ def build_factory(site: SiteConfig, store: MaildirStore, reactor=None) -> POP3Fa
         from phaserlink.tls import server_options
 
         tls_options = server_options(site.appliance.tls)
+    for printer in site.printers.values():
+        has_login = printer.pop3_password is not None or printer.pop3_apop_secret is not None
+        if has_login and not pop3_login_possible(printer):
+            log.warn(
+                "pop3: printer {name} has a POP3 login but output = {output}: its mailbox is read by the "
+                "appliance itself, so POP3 logins to it are refused", name=printer.name, output=printer.output)
+    if site.appliance.pop3_timeout < RFC_MIN_TIMEOUT:
+        log.warn("pop3: pop3_timeout {t}s is below RFC 1939's 10 minutes; clients may be cut off",
+                 t=site.appliance.pop3_timeout)
     runner = thread_runner(reactor)
     return POP3Factory(site, build_portal(site, store, runner), reactor, tls_options, runner)

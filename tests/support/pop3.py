@@ -18,8 +18,9 @@ APOP_SECRET = b"tanstaaf-shared-secret"
 
 
 def make_site(directory: Path, tls=None, extra: str = "") -> config.SiteConfig:
-    """A site with printers ``pull`` (password "pull", an APOP secret) and
-    ``other`` (password "other", no APOP secret)."""
+    """A site with printers ``pull`` (password "pull", an APOP secret),
+    ``other`` (password "other", no APOP secret) and ``local`` (printed by
+    the appliance itself, password "local" and the APOP secret: no login)."""
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "apop.secret"
     secret.write_bytes(APOP_SECRET + b"\n")
@@ -47,6 +48,12 @@ def make_site(directory: Path, tls=None, extra: str = "") -> config.SiteConfig:
         output = pull
         allowed_senders = *
         pop3_password = {password_hash("other")}
+
+        [printer:local]
+        output = file:{directory / 'printed'}
+        allowed_senders = *
+        pop3_password = {password_hash("local")}
+        pop3_apop_secret_file = {secret}
         """
     )
     path = directory / "site.ini"

@@ -194,6 +194,13 @@ def test_plaintext_user_allowed_on_loopback_with_tls_configured(tls_site):
     assert s.login().startswith(b"+OK mailbox pull has 0 messages")
 
 
+@pytest.mark.parametrize("peer,allowed", [("::1", True), ("::ffff:127.0.0.1", True), ("127.5.5.5", True),
+                                           ("::ffff:192.0.2.7", False), ("2001:db8::1", False)])
+def test_loopback_detection(tls_site, peer, allowed):
+    s = Session(factory_for(tls_site, make_store(tls_site)), peer=peer)
+    assert s.protocol.plaintext_login_allowed() is allowed
+
+
 def test_plaintext_user_allowed_anywhere_without_certificate(factory):
     assert Session(factory, peer="192.0.2.7").login().startswith(b"+OK mailbox pull")
 

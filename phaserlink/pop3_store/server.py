@@ -218,9 +218,11 @@ class POP3Server(Protocol, TimeoutMixin):
         if host is None:  # a UNIX socket: local by definition
             return True
         try:
-            return ipaddress.ip_address(host.split("%")[0]).is_loopback
+            address = ipaddress.ip_address(host.split("%")[0])
         except ValueError:
             return False
+        mapped = getattr(address, "ipv4_mapped", None)  # 127.0.0.1 on a tcp6 port
+        return (mapped or address).is_loopback
 
     def plaintext_login_allowed(self) -> bool:
         """USER/PASS: over TLS, from loopback, or when TLS is impossible."""

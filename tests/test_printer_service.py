@@ -143,7 +143,7 @@ def test_fragments_reassemble_in_any_order_duplicates_ignored(rig):
     assert job.title == "Big job"
     assert rig.mailbox() == [] and rig.job_dirs() == []
     events = rig.queue.events()
-    assert events == ["fragment", "fragment", "fragment", "set-complete", "received", "printed"]
+    assert events == ["fragment", "fragment", "fragment", "fragment", "received", "printed"]
     assert "So far parts 1 and 3 of 3 arrived; part 2 is missing" in rig.queue.messages[1].text
     assert rig.queue.messages[-1].field("original_message_id") == "<inner@example.com>"
     # A late copy of a fragment of a finished set prints nothing.
@@ -160,7 +160,7 @@ def test_incomplete_set_is_aborted_after_partial_timeout_saying_which_parts_arri
     rig.clock.advance(2)
     assert rig.job_dirs() == [] and rig.outputs["lp"].sent == []
     mail = rig.queue.messages[-1]
-    assert mail.field("event") == "errors" and mail.field("state") == "aborted"
+    assert mail.field("event") == "failed" and mail.field("state") == "aborted"
     assert "parts 1, 2 and 4 of 5 arrived; parts 3 and 5 are missing after waiting 1 hour" in mail.text
     # A straggler after the abort starts no new set and sends no new mail.
     n_mails = len(rig.queue.messages)
@@ -189,7 +189,7 @@ def test_a_set_survives_a_restart_and_its_timeout_too(rig):
     rig.clock.advance(3599)
     assert len(rig.job_dirs()) == 1
     rig.clock.advance(1)
-    assert rig.job_dirs() == [] and rig.queue.events()[-1] == "errors"
+    assert rig.job_dirs() == [] and rig.queue.events()[-1] == "failed"
     assert rig.clock.seconds() == created + 3600
 
 
@@ -210,7 +210,7 @@ def test_unprintable_is_aborted_with_document_format_error_and_said(rig):
     rig.deliver(message(X_Format="bad"))
     assert rig.outputs["lp"].sent == [] and rig.job_dirs() == []
     mail = rig.queue.messages[-1]
-    assert mail.field("event") == "errors"
+    assert mail.field("event") == "failed"
     assert mail.field("reasons") == "['document-format-error', 'unsupported-document-format']"
     assert "nothing printable in the message (found: image/png)" in mail.text
 
@@ -250,7 +250,7 @@ def test_printer_down_backs_off_sends_delayed_mail_and_gives_up(rig):
     # 0, then 5, 10, 20, ... after each failure; a retry falls on the 60 s notice.
     assert out.attempts[:4] == [0, RETRY_INITIAL, RETRY_INITIAL * 3, RETRY_INITIAL * 7]
     assert 60 in out.attempts and out.attempts[-1] == 300
-    assert rig.queue.events() == ["received", "delayed", "errors"]
+    assert rig.queue.events() == ["received", "delayed", "failed"]
     delayed = rig.queue.messages[1]
     assert "has not been reachable (connection refused)" in delayed.text
     aborted = rig.queue.messages[2]

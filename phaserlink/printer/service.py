@@ -72,6 +72,11 @@ class PrinterRunner(service.Service):
         if output is None:
             from phaserlink.printer.output import make_output
 
+            if printer.output.startswith("file:"):
+                # The demo printer: its folder is ours to make (a network
+                # printer that is missing is the printer's problem).
+                Path(printer.output[5:]).mkdir(parents=True, exist_ok=True)
+
             output = make_output(printer.output, reactor=reactor, pjl=printer.pjl)
         self.source = source
         self.output = output

@@ -33,6 +33,10 @@ FRAGMENT = "fragment"  # trace only: one message/partial fragment arrived
 SET_COMPLETE = "set-complete"  # trace only: all fragments arrived
 TRACE = "trace"
 
+# The event names of the report format (phaserlink.message.fields.EVENTS).
+REPORT_EVENTS = {RECEIVED: "received", PRINTED: "printed", ERRORS: "failed", DELAYED: "delayed",
+                 FRAGMENT: "fragment", SET_COMPLETE: "fragment"}
+
 _EVENT_NEEDS = {RECEIVED: RECEIVED, PRINTED: PRINTED, ERRORS: ERRORS, DELAYED: DELAYED,
                 FRAGMENT: TRACE, SET_COMPLETE: TRACE}
 
@@ -101,7 +105,8 @@ class StatusMailer:
                 job_id=job.job_id,
                 state=job.state,
                 reasons=list(job.reasons),
-                event=event,
+                event=REPORT_EVENTS.get(event, event),
+                printer_address=self.printer.addresses[0],
                 pages=job.pages,
                 original_message_id=job.message_id,
                 human_text=human_text,

@@ -1,0 +1,203 @@
+"""The printer side through the real appliance (twistd in a subprocess):
+smtplib sends, a file: / p910nd printer receives, smtp-sink gets the
+status mail, and kill -9 proves what survives."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import statistics
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from phaserlink.message.report import parse_status_report
+
+POSTSCRIPT = b"%!PS-Adobe-3.0\n%%Title: test\n/Helvetica findfont 12 scalefont setfont\n" \
+             b"72 720 moveto (PhaserLink \xe9 test) show showpage\n%%EOF\n"
+
+
+def printer_section(name: str, output: str, notify: str = "printed, errors", **extra) -> str:
+    lines = [f"[printer:{name}]", f"addresses = {name}@phaserlink.test", f"output = {output}",
+             "allowed_senders = *@example.com", "formats = postscript", f"notify = {notify}"]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def job_mail(data: bytes = POSTSCRIPT, to: str = "demo@phaserlink.test", subject: str = "Quarterly report",
+             sender: str = "alice@example.com", **headers) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    for k, v in headers.items():
+        msg[k.replace("_", "-")] = v
+    msg.set_content("Please print the attachment.\n")
+    msg.add_attachment(data, maintype="application", subtype="postscript", filename="report.ps")
+    return msg
+
+
+def send(appliance, msg: EmailMessage) -> float:
+    """Send; return the monotonic time the 250 to DATA was read."""
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
+        smtp.send_message(msg)
+        return time.monotonic()
+
+
+def printed_files(directory: Path) -> list[Path]:
+    if not directory.exists():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def test_a_mailed_postscript_job_is_printed_byte_for_byte(appliance, tmp_path):
+    out = tmp_path / "printed"
+    appliance.sections = printer_section("demo", f"file:{out}")
+    appliance.start()
+    send(appliance, job_mail())
+    [job] = appliance.wait_for(lambda: printed_files(out), what="the printed file")
+    assert job.read_bytes() == POSTSCRIPT
+    spool = appliance.spool / "jobs" / "demo"
+    appliance.wait_for(lambda: [p for p in spool.iterdir() if p.is_dir() and p.name != "incoming"] == [],
+                       what="the job to leave the spool")
+    assert list((appliance.spool / "mail" / "demo" / "new").iterdir()) == []
+
+
+def test_latency_from_250_to_the_printer(appliance, tmp_path):
+    """100 small jobs in a row on an idle appliance: no polling delay."""
+    out = tmp_path / "printed"
+    appliance.sections = printer_section("demo", f"file:{out}")
+    appliance.start()
+    latencies = []
+    for i in range(100):
+        data = POSTSCRIPT + f"% job {i}\n".encode()
+        acked = send(appliance, job_mail(data, subject=f"job {i}"))
+        deadline = acked + 5
+        while len(printed_files(out)) <= i:
+            assert time.monotonic() < deadline, appliance.log()[-3000:]
+            time.sleep(0.001)
+        latencies.append(time.monotonic() - acked)
+    median = statistics.median(latencies)
+    p99 = sorted(latencies)[98]
+    print(f"\nlatency 250 -> printer file: median {median * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    assert median < 0.05 and p99 < 0.25
+
+
+def test_kill9_after_spool_before_print_prints_exactly_once(appliance, tmp_path):
+    """The printer is down when the job is spooled; twistd is killed; after a
+    restart with the printer up, the job prints once."""
+    from support.peers import free_port
+
+    port = free_port()  # nothing listens: the job is held, printer-stopped
+    appliance.sections = printer_section("lp", f"socket://127.0.0.1:{port}")
+    appliance.start()
+    send(appliance, job_mail(to="lp@phaserlink.test"))
+    spool = appliance.spool / "jobs" / "lp"
+
+    def held():
+        for d in spool.iterdir():
+            state = d / "state.json"
+            if state.exists() and '"printer-stopped"' in state.read_text():
+                return True
+        return False
+
+    appliance.wait_for(held, what="the job held for the down printer")
+    appliance.kill9()
+    from support.p910nd import P910ndPrinter
+
+    with P910ndPrinter(port=port) as printer:
+        appliance.start()
+        [job] = printer.wait_for_jobs(1, timeout=20)
+        assert job.read_bytes() == POSTSCRIPT
+        time.sleep(1.0)  # nothing more comes
+        assert len(printer.jobs()) == 1
+
+
+def test_kill9_between_spool_and_delete_prints_once(appliance, tmp_path):
+    """A job spooled but still in the mailbox (the crash came before the
+    delete) is recognised at restart and printed once."""
+    out = tmp_path / "printed"
+    appliance.sections = printer_section("demo", f"file:{out}")
+    appliance.start()
+    send(appliance, job_mail())
+    appliance.wait_for(lambda: printed_files(out), what="the first print")
+    appliance.stop()
+    # Put the same message back in the mailbox, as if its delete had been lost.
+    box = appliance.spool / "mail" / "demo"
+    journal = (appliance.spool / "jobs" / "demo" / "journal.jsonl").read_text()
+    uidl = next(line for line in journal.splitlines() if '"k":"uidl"' in line).split('"v":"')[1].split('"')[0]
+    (box / "new" / f"{uidl},S=10,W=11").write_bytes(b"From: alice@example.com\nSubject: x\n\nagain\n")
+    appliance.start()
+    appliance.wait_for(lambda: list((box / "new").iterdir()) == [], what="the stale copy to be deleted")
+    assert len(printed_files(out)) == 1
+
+
+def test_raw_printer_down_then_back_up_gets_its_job(appliance, tmp_path):
+    from support.p910nd import P910ndPrinter
+    from support.peers import free_port
+
+    port = free_port()
+    appliance.sections = printer_section("lp", f"socket://127.0.0.1:{port}")
+    appliance.start()
+    send(appliance, job_mail(to="lp@phaserlink.test"))
+    time.sleep(0.5)  # the first attempt fails: nothing listens yet
+    with P910ndPrinter(port=port) as printer:
+        [job] = printer.wait_for_jobs(1, timeout=20)  # the 5 s retry reaches it
+        assert job.read_bytes() == POSTSCRIPT
+
+
+def sink_mails(sink, count: int, timeout: float = 20.0):
+    """smtp-sink creates its file before the data is in: wait for complete ones."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [m for m in sink.messages() if m.raw.rstrip().endswith(b"--")]
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"smtp-sink has {len(sink.messages())} of {count} status mails")
+
+
+def test_status_mail_reaches_the_sender_as_a_multipart_report(appliance, tmp_path):
+    from support.smtp_sink import SmtpSink
+
+    out = tmp_path / "printed"
+    with SmtpSink(tmp_path / "sink") as sink:
+        appliance.appliance_extra = f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\n"
+        appliance.sections = printer_section("demo", f"file:{out}", notify="received, printed, errors")
+        appliance.start()
+        send(appliance, job_mail(Message_ID="<job-1@example.com>", X_PhaserLink_Notify="printed"))
+        appliance.wait_for(lambda: printed_files(out), what="the print")
+        [mail] = sink_mails(sink, 1)
+        assert mail.mail_from == "" and mail.recipients == ["alice@example.com"]
+        report = parse_status_report(mail.raw)
+        assert report is not None, mail.raw[:2000]
+        assert report.printer == "demo" and report.state == "completed" and report.event == "printed"
+        assert report.original_message_id == "<job-1@example.com>"
+        assert report.disposition and report.disposition.endswith("processed")
+        assert "Quarterly report" in report.human_text
+        # An unprintable job is answered with the reason.
+        bad = EmailMessage()
+        bad["From"], bad["To"], bad["Subject"] = "alice@example.com", "demo@phaserlink.test", "pcl for a postscript printer"
+        bad["Message-ID"] = "<job-2@example.com>"
+        bad.set_content("see attached")
+        bad.add_attachment(b"\x1bE\x1b&l0O\x1b(s0p12h10v0s0b3T Hello PCL\x1bE", maintype="application",
+                           subtype="vnd.hp-pcl", filename="a.pcl")
+        send(appliance, bad)
+        mails = sink_mails(sink, 3)  # + "received" and "failed" for job 2
+        reports = [parse_status_report(m.raw) for m in mails[1:]]
+        assert [r.event for r in reports] == ["received", "failed"]
+        report = reports[1]
+        assert report.state == "aborted" and "document-format-error" in report.reasons
+        assert report.disposition.endswith("processed/error")
+        assert "a pcl document cannot be converted" in report.human_text, report.human_text
+        # A job whose author is a stranger (envelope allowed, From: not) is
+        # neither printed nor answered: no backscatter.
+        with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
+            smtp.send_message(job_mail(sender="mallory@evil.example"), from_addr="alice@example.com")
+        log_line = "not an allowed sender"
+        appliance.wait_for(lambda: log_line in appliance.log(), what="the stranger's job refused")
+        time.sleep(0.5)
+        assert len(sink.messages()) == 3
+        assert len(printed_files(out)) == 1

@@ -352,6 +352,8 @@ class SMTPClientProtocol(LineReceiver):
         self._disarm()
         if self._timed_out:
             why = f"timed out after {self.timeout:g}s waiting for the server"
+        elif self.tls and self.stage == STAGE_STARTTLS:
+            why = f"TLS negotiation failed: {reason.getErrorMessage()}"
         else:
             why = f"connection lost: {reason.getErrorMessage()}"
         self._lost = SMTPError(why, text=why, stage=self.stage)
@@ -495,14 +497,14 @@ async def _expect(proto: SMTPClientProtocol, stage: str, command: str | None, wa
     return reply
 
 
-async def _hello(proto: SMTPClientProtocol, helo: str, greeting: str) -> ServerInfo:
-    proto.stage = STAGE_EHLO
+async def _hello(proto: SMTPClientProtocol, helo: str, greeting: str, stage: str = STAGE_EHLO) -> ServerInfo:
+    proto.stage = stage
     reply = await proto.command(f"EHLO {helo}")
     if reply.positive:
         return ServerInfo(greeting, True, _parse_ehlo(reply), proto.tls)
     if reply.code == 421:
-        raise SMTPError.from_reply(STAGE_EHLO, "EHLO", reply)
-    await _expect(proto, STAGE_EHLO, f"HELO {helo}", (250,))
+        raise SMTPError.from_reply(stage, "EHLO", reply)
+    await _expect(proto, stage, f"HELO {helo}", (250,))
     return ServerInfo(greeting, False, {}, proto.tls)
 
 
@@ -536,9 +538,9 @@ async def _open_session(
         why = f"cannot set up TLS: {e}"
         raise SMTPError(why, text=why, stage=STAGE_STARTTLS) from e
     proto.start_tls(options)
-    # A failed verification shows up as a lost connection on the next read.
-    proto.stage = STAGE_STARTTLS
-    return await _hello(proto, helo, greeting.text)
+    # The handshake runs with the next EHLO; a failed verification shows up
+    # as a lost connection there, so it still counts as the STARTTLS stage.
+    return await _hello(proto, helo, greeting.text, STAGE_STARTTLS)
 
 
 async def _authenticate(proto: SMTPClientProtocol, info: ServerInfo, username: str, password: str) -> None:

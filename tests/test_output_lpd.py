@@ -98,8 +98,10 @@ def test_exact_byte_exchange_data_file_first():
     assert take(t) == control + b"\x00"
     assert results == []
     proto.dataReceived(b"\x00")
+    assert t.disconnecting  # LPRng starts the job when we hang up
+    assert results == []
+    proto.connectionLost(Failure(error.ConnectionDone()))
     assert results == [42]
-    assert t.disconnecting
     assert not clock.getDelayedCalls()  # no watchdog left behind
 
 
@@ -207,6 +209,7 @@ def run_exchange(reactor, connect_index=-1):
     for _ in range(5):
         proto.dataReceived(b"\x00")
         pump(transport)
+    proto.connectionLost(Failure(error.ConnectionDone()))
     return transport
 
 

@@ -101,15 +101,16 @@ class PrinterPeer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        self._signal_group(proc, signal.SIGTERM)
-        self._signal_group(proc, signal.SIGCONT)  # a paused group must wake to die
+        tree = self._tree(proc)  # before the leader dies and they are reparented
+        self._signal_all(proc, tree, signal.SIGTERM)
+        self._signal_all(proc, tree, signal.SIGCONT)  # a paused process must wake to die
         try:
             proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            self._signal_group(proc, signal.SIGKILL)
-            proc.wait()
+            pass
         # Children (a filter, a job receiver) may outlive the leader briefly.
-        self._signal_group(proc, signal.SIGKILL)
+        self._signal_all(proc, tree + self._tree(proc), signal.SIGKILL)
+        proc.wait()
         self._paused = False
         self.log.close()
 
@@ -117,12 +118,12 @@ class PrinterPeer:
         """A hung printer: kill -STOP.  Connects still complete (the kernel
         backlog) but nothing is read or answered."""
         assert self.proc is not None
-        self._signal_group(self.proc, signal.SIGSTOP)
+        self._signal_all(self.proc, self._tree(self.proc), signal.SIGSTOP)
         self._paused = True
 
     def resume(self) -> None:
         assert self.proc is not None
-        self._signal_group(self.proc, signal.SIGCONT)
+        self._signal_all(self.proc, self._tree(self.proc), signal.SIGCONT)
         self._paused = False
 
     def cleanup(self) -> None:
@@ -137,11 +138,37 @@ class PrinterPeer:
         self.cleanup()
 
     @staticmethod
-    def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    def _tree(proc: subprocess.Popen) -> list[int]:
+        """PIDs of every descendant of the process we started (lpd's
+        children call setsid, so the process group alone misses them)."""
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+        found, todo = [], [proc.pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
+
+    @staticmethod
+    def _signal_all(proc: subprocess.Popen, pids: list[int], sig: int) -> None:
         try:
             os.killpg(proc.pid, sig)  # the session we started: pgid == pid
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
     # --- captured jobs ---------------------------------------------------
 

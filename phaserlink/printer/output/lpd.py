@@ -162,9 +162,11 @@ class LPDJobProtocol(JobProtocol):
         elif self.state == "control-command-ack":
             self._expect("control-ack", self.control + b"\x00")
         elif self.state == "control-ack":
-            self.state = "done"
+            # Spooled.  Close and report once closed: LPRng starts the job
+            # only when the client hangs up (it waits for more subcommands).
+            self.state = "closing"
+            self.watch("closing the connection")
             self.transport.loseConnection()
-            self.succeed(self.number)
 
     def _send_data(self) -> None:
         self.state = "data"
@@ -200,12 +202,16 @@ class LPDJobProtocol(JobProtocol):
     def timed_out(self, what: str) -> None:
         if self.state == "refused":
             self._reject()
+        elif self.state == "closing":
+            self.transport.abortConnection()  # -> lost() -> succeed
         else:
             super().timed_out(what)
 
     def lost(self, reason) -> None:
         if self.state == "refused":
             self._reject()
+        elif self.state == "closing":
+            self.succeed(self.number)  # the last ack came: however it closed, lpd has the job
         else:
             super().lost(reason)
 

@@ -286,3 +286,48 @@ def test_starttls_resets_auth_and_helo(tls_site):
     assert s.cmd(f"AUTH PLAIN {good}").startswith(b"235")
     s.cmd("MAIL FROM:<a@x.example>")
     assert s.cmd("STARTTLS") == b"503 5.5.1 Error: TLS already active\r\n"
+
+
+# -- commit off the reactor thread ---------------------------------------------------
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_input_is_held_while_the_commit_runs(site, fail):
+    """The 250 waits for the commit; what the client pipelines meanwhile is
+    neither lost nor answered early, and the transport is paused."""
+    from twisted.internet import defer
+
+    from phaserlink.smtp_relay.server import SMTPFactory
+
+    pending: list[tuple[defer.Deferred, object]] = []
+
+    class SlowCommitFactory(SMTPFactory):
+        def commit(self, sink):
+            d = defer.Deferred()
+            pending.append((d, sink))
+            return d
+
+    s = Session(site, factory=None, store=None)
+    factory = SlowCommitFactory(site, s.store, s.queue, reactor=s.reactor)
+    s = Session(site, store=s.store, queue=s.queue, factory=factory, reactor=s.reactor)
+    s.envelope("a@good.example", DEMO)
+    s.cmd("DATA")
+    assert s.send(b"Subject: slow\r\n\r\nbody\r\n.\r\nNOOP\r\n") == b""
+    assert s.transport.producerState == "paused"
+    assert s.send(b"QUIT\r\n") == b""
+    assert mailbox_files(site, "demo") == []
+    (d, sink), = pending
+    if fail:  # e.g. fsync failed in the thread
+        sink.abort()
+        d.errback(OSError(5, "Input/output error"))
+        assert s.take() == (b"451 4.3.0 Error: cannot store the message now, try again later\r\n"
+                            b"250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n")
+        assert mailbox_files(site, "demo") == []
+        return
+    sink.commit()
+    d.callback(None)
+    reply = s.take()
+    assert reply.startswith(b"250 2.0.0 Ok: queued as ")
+    assert reply.endswith(b"\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n")
+    assert s.transport.producerState == "producing"
+    assert len(mailbox_files(site, "demo")) == 1

@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Callable
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
@@ -445,19 +445,44 @@ class SMTPServer(Protocol, TimeoutMixin):
                      code=refusal.code, text=refusal.text)
             self.reply(refusal.code, refusal.status, refusal.text)
             return
-        try:
-            sink.commit()
-        except OSError as e:
+
+        def committed(_: object) -> None:
+            log.info(
+                "smtp {id}: from=<{sender}> size={size} printers={printers} relay={relay} queue={qid}",
+                id=mid, sender=txn.mail_from, size=reader.size, printers=",".join(txn.printers),
+                relay=",".join(txn.relay), qid=sink.queue_id,
+            )
+            self.reply(250, "2.0.0", f"Ok: queued as {mid}")
+
+        def failed(f) -> None:
             sink.abort()
-            log.error("smtp {id}: commit failed: {e}", id=mid, e=e)
+            if f.check(OSError):
+                log.error("smtp {id}: commit failed: {e}", id=mid, e=f.value)
+            else:
+                log.failure("smtp {id}: commit failed", f, id=mid)
             self.reply(451, "4.3.0", "Error: cannot store the message now, try again later")
+
+        # The fsyncs may take milliseconds: they run in a thread while this
+        # session holds its input (the client waits for this reply anyway)
+        # and the other sessions go on.  The 250 still follows the commit.
+        self._wait_for(self.factory.commit(sink).addCallbacks(committed, failed))
+
+    def _wait_for(self, d: defer.Deferred) -> None:
+        """Hold this session's input until *d* fires, then go on with it."""
+        if d.called:  # synchronous (tests, no thread pool): no pause needed
             return
-        log.info(
-            "smtp {id}: from=<{sender}> size={size} printers={printers} relay={relay} queue={qid}",
-            id=mid, sender=txn.mail_from, size=reader.size, printers=",".join(txn.printers),
-            relay=",".join(txn.relay), qid=sink.queue_id,
-        )
-        self.reply(250, "2.0.0", f"Ok: queued as {mid}")
+        self._busy = True
+        self.transport.pauseProducing()
+
+        def resume(result: object) -> None:
+            self._busy = False
+            if self._closed:
+                return
+            self.transport.resumeProducing()
+            self._process()
+            self.flush()
+
+        d.addBoth(resume)
 
     def _abort_data(self) -> None:
         if self._sink is not None:
@@ -568,9 +593,6 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def _check_login(self, username: bytes, password: bytes) -> None:
         name = username.decode("utf-8", "replace")
-        self._busy = True
-        self.transport.pauseProducing()
-        d = self.factory.check_login(name, password)
 
         def done(ok: bool) -> None:
             if ok:
@@ -585,15 +607,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             log.failure("smtp: password check failed", f)
             self.reply(454, "4.7.0", "Temporary authentication failure")
 
-        def resume(_: object) -> None:
-            self._busy = False
-            if self._closed:
-                return
-            self.transport.resumeProducing()
-            self._process()
-            self.flush()
-
-        d.addCallbacks(done, failed).addBoth(resume)
+        self._wait_for(self.factory.check_login(name, password).addCallbacks(done, failed))
 
     _COMMANDS: dict[str, Callable[["SMTPServer", str], None]] = {}
 
@@ -653,15 +667,42 @@ class SMTPFactory(ServerFactory):
     def buildProtocol(self, addr) -> SMTPServer:
         return SMTPServer(self)
 
+    def _thread_pool(self):
+        get_pool = getattr(self.reactor, "getThreadPool", None)
+        return get_pool() if get_pool is not None else None
+
     def check_login(self, username: str, password: bytes) -> defer.Deferred:
         """Check in the reactor's thread pool when it has one (PBKDF2 takes
         ~0.1 s and must not stall other sessions), else inline (tests)."""
-        get_pool = getattr(self.reactor, "getThreadPool", None)
-        if get_pool is not None:
-            from twisted.internet import threads
-
-            return threads.deferToThreadPool(self.reactor, get_pool(), self.policy.check_login, username, password)
+        pool = self._thread_pool()
+        if pool is not None:
+            return threads.deferToThreadPool(self.reactor, pool, self.policy.check_login, username, password)
         return defer.maybeDeferred(self.policy.check_login, username, password)
+
+    def commit(self, sink: MessageSink) -> defer.Deferred:
+        """Make a message durable.  The mailbox part (fsync of the file and
+        of each ``new/``) runs in the thread pool so that the fsyncs of many
+        sessions overlap, as Postfix's processes do; the queue part, which
+        may schedule work on the reactor, runs in the reactor thread."""
+        pool = self._thread_pool()
+        if pool is None or sink.delivery is None:
+            return defer.maybeDeferred(sink.commit)
+        # Delivery.commit tells the store's observers (the printer side)
+        # about the new message: they must hear it in the reactor thread.
+        sink.delivery.store = _NotifyInReactor(self.store, self.reactor)
+        d = threads.deferToThreadPool(self.reactor, pool, sink.commit_local)
+        d.addCallback(lambda _: sink.commit_queue())
+        return d
+
+
+class _NotifyInReactor:
+    """Stands in for the store inside a Delivery committed in a thread."""
+
+    def __init__(self, store: MaildirStore, reactor):
+        self.store, self.reactor = store, reactor
+
+    def notify(self, name: str) -> None:
+        self.reactor.callFromThread(self.store.notify, name)
 
 
 def build_factory(site: SiteConfig, store: MaildirStore, queue: IOutboundQueue, reactor=None) -> SMTPFactory:

@@ -46,8 +46,16 @@ class MessageSink:
             target.write(data)
 
     def commit(self) -> None:
+        self.commit_local()
+        self.commit_queue()
+
+    def commit_local(self) -> None:
+        """The mailboxes (blocking fsyncs: may run in a thread)."""
         if self.delivery is not None:
             self.delivery.commit()
+
+    def commit_queue(self) -> None:
+        """The outbound queue (in the reactor thread)."""
         if self.queued is not None:
             self.queue_id = self.queued.commit()
 

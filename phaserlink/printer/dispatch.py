@@ -17,7 +17,6 @@ are told and given up on just as the one being retried.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections import deque
@@ -28,7 +27,6 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
-from phaserlink.pop3_store.maildir import fsync_dir
 from phaserlink.printer import jobs as J
 from phaserlink.printer.journal import Journal
 from phaserlink.printer.jobs import Document, Job
@@ -72,16 +70,6 @@ def human_duration(seconds: float) -> str:
             return f"{n_text} {unit}" + ("" if n_text == "1" else "s")
     n_text = f"{round(seconds):d}"
     return f"{n_text} second" + ("" if n_text == "1" else "s")
-
-
-def _fsync_files(paths: list[Path], directory: Path) -> None:
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    fsync_dir(directory)
 
 
 def _lpd_user(sender: str | None) -> str:
@@ -265,8 +253,8 @@ class Dispatcher:
             documents.append(Document(file=str(path.relative_to(self.spool.job_dir(job.job_id))), format=fmt,
                                       content_type=doc.content_type, filename=doc.filename,
                                       size=path.stat().st_size))
-        # The state will say "these are the documents": make them durable first.
-        await self.blocking(_fsync_files, paths, docs_dir)
+        # Not fsync'd: derived data, extracted again after a crash (see
+        # Intake.recover), so the state never points at a lost document.
         return documents
 
     def _output_job(self, job: Job, document: Document, index: int):

@@ -93,7 +93,7 @@ class Intake:
         log.info("printer {printer}: {uidl} from {source} not printed: {why}",
                  printer=self.printer.name, uidl=uidl, source=source, why=why)
         path.unlink(missing_ok=True)
-        self.journal.append(Journal.uidl(source, uidl))
+        self.journal.append(Journal.uidl(source, uidl), sync=False)
         return defer.succeed(None)
 
     def _new_job(self, facts: MessageFacts, source: str, uidl: str, state: str, reasons: list[str]) -> Job:
@@ -124,7 +124,7 @@ class Intake:
         records = [Journal.uidl(source, uidl)]
         if job.message_id:
             records.append(Journal.message_id(job.message_id))
-        self.journal.append(*records)
+        self.journal.append(*records, sync=False)
         if not job.terminal:
             log.info("printer {printer} job {job}: spooled {uidl} from {sender} ({title!r})",
                      printer=self.printer.name, job=job.job_id, uidl=uidl, sender=job.sender, title=job.title)
@@ -168,7 +168,7 @@ class Intake:
             job.uidls.append(uidl)
             job.changed = self._now()
             self.spool.add_part(job, path, number)
-        self.journal.append(Journal.uidl(source, uidl))
+        self.journal.append(Journal.uidl(source, uidl), sync=False)
         of = f" of {job.partial.total}" if job.partial.total else ""
         log.info("printer {printer} job {job}: fragment {n}{of} of {pid} ({have} held)",
                  printer=self.printer.name, job=job.job_id, n=number, of=of, pid=partial_id,
@@ -206,7 +206,7 @@ class Intake:
             yield self.blocking(_reassemble_durably, self.tools.reassemble, parts, message)
         except Exception as e:
             log.failure("printer {printer} job {job}: reassembly failed", printer=self.printer.name, job=job.job_id)
-            self.journal.append(Journal.partial_done(job.partial.id))
+            self.journal.append(Journal.partial_done(job.partial.id), sync=False)
             job.state, job.reasons = J.ABORTED, [J.DOCUMENT_FORMAT_ERROR]
             job.detail = f"the {job.partial.total} parts could not be put back together: {getattr(e, 'reason', e)}"
             job.changed = self._now()
@@ -222,7 +222,7 @@ class Intake:
             job.notify = facts.notify
         records = [Journal.partial_done(job.partial.id)]
         if job.message_id and job.message_id in self.index.message_ids:
-            self.journal.append(*records)
+            self.journal.append(*records)  # synced: the set's job, which says so too, goes now
             self.spool.remove(job.job_id)
             log.info("printer {printer} job {job}: reassembled message {mid} was already received; dropped",
                      printer=self.printer.name, job=job.job_id, mid=job.message_id)
@@ -232,7 +232,7 @@ class Intake:
         self.spool.save(job)
         if job.message_id:
             records.append(Journal.message_id(job.message_id))
-        self.journal.append(*records)
+        self.journal.append(*records, sync=False)
         for part in parts:
             part.unlink(missing_ok=True)
         self.status.notify(job, RECEIVED, (
@@ -251,7 +251,7 @@ class Intake:
                       f"{human_duration(self.printer.partial_timeout)} for the rest")
         job.changed = self._now()
         self.spool.save(job)
-        self.journal.append(Journal.partial_done(job.partial.id))
+        self.journal.append(Journal.partial_done(job.partial.id), sync=False)
         log.warn("printer {printer} job {job}: incomplete set {pid} given up: {why}",
                  printer=self.printer.name, job=job.job_id, pid=job.partial.id, why=job.detail)
         self.on_job(job)
@@ -267,6 +267,9 @@ class Intake:
             else:
                 self._arm_timeout(job)
             return
+        # Extracted documents are not fsync'd (they are derived data): after
+        # a crash, extract again; printed_documents says where to resume.
+        job.documents = None
         self.on_job(job)
 
     def stop(self) -> None:

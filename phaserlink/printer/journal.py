@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from twisted.logger import Logger
 
-from phaserlink.printer.jobs import Job
+from phaserlink.printer.jobs import JOB_INCOMING, Job
 from phaserlink.printer.spool import write_atomic
 
 log = Logger()
@@ -55,10 +55,14 @@ class SeenIndex:
             self.finished[record["job"]] = record
 
     def add_job(self, job: Job) -> None:
+        """What a job in the spool says: its records need no fsync of their
+        own while the job's durable state.json says the same."""
         for uidl in job.uidls:
             self.uidls.add((job.source, uidl))
         if job.message_id:
             self.message_ids.add(job.message_id)
+        if job.partial is not None and JOB_INCOMING not in job.reasons:
+            self.partials_done.add(job.partial.id)
 
 
 class Journal:
@@ -95,14 +99,18 @@ class Journal:
                 except ValueError:
                     log.warn("journal {path}: skipping a damaged line", path=self.path)
 
-    def append(self, *records: dict[str, Any]) -> None:
-        """Write *records* and fsync: durable on return."""
+    def append(self, *records: dict[str, Any], sync: bool = True) -> None:
+        """Write *records*; with *sync*, fsync (durable on return, and so is
+        every line before).  ``sync=False`` is for facts a durable spool
+        state already records (:meth:`SeenIndex.add_job`) or that are
+        recognised again anyway; the next synced line makes them durable."""
         if self._file is None:
             raise RuntimeError("journal not loaded")
         with self._lock:
             self._file.write(b"".join(_line(r) for r in records))
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if sync:
+                os.fsync(self._file.fileno())
             for record in records:
                 self.index.apply(record)
 

@@ -122,8 +122,8 @@ class JobSpool:
         d.mkdir()
         if message is not None:
             target = self.part_path(job.job_id, part) if part is not None else self.message_path(job.job_id)
+            # Only the new name must survive a crash (start empties incoming/).
             os.rename(message, target)
-            fsync_dir(self.incoming)
         self.save(job)  # fsyncs the job directory (the rename and state.json)
         fsync_dir(self.root)  # the new job directory itself
 
@@ -131,7 +131,6 @@ class JobSpool:
         """Move fragment *number* into a set's directory, then save *job*
         (whose ``partial.parts`` already lists it)."""
         os.rename(message, self.part_path(job.job_id, number))
-        fsync_dir(self.incoming)
         self.save(job)
 
     def save(self, job: Job) -> None:
@@ -180,9 +179,3 @@ class JobSpool:
         jobs.sort(key=lambda j: (j.created, j.job_id))
         return iter(jobs)
 
-    def copy_into(self, src: BinaryIO, dst: BinaryIO) -> int:
-        n = 0
-        while chunk := src.read(COPY_CHUNK):
-            dst.write(chunk)
-            n += len(chunk)
-        return n

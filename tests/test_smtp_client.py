@@ -351,3 +351,13 @@ def test_send_rejects_injection_in_addresses():
         smtp_client.send(task.Clock(), "h", 25, "a@b\r\nRSET", ["x@y"], io.BytesIO(b""), helo="h")
     with pytest.raises(ValueError):
         smtp_client.send(task.Clock(), "h", 25, "a@b", ["x@y>"], io.BytesIO(b""), helo="h")
+
+
+def test_cancel_aborts_without_quit():
+    s = Session()
+    s.reply(b"220 mx\r\n")
+    s.transport.clear()
+    s.result.cancel()
+    out = s.outcome()
+    assert isinstance(out, Failure) and out.check(defer.CancelledError)
+    assert s.transport.closed and s.transport.value() == b""

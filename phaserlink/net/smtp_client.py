@@ -63,6 +63,14 @@ TLS policy (*tls*)
     the system CAs; the name checked is *tls_hostname* or *host*).
     Credentials are sent only over TLS (AUTH PLAIN, else LOGIN).
 
+Cancelling the Deferred of :func:`send` or :func:`probe` aborts the
+connection at once (no QUIT) and fails it with ``CancelledError``.
+
+Not implemented: PIPELINING (commands go one at a time), BODY=8BITMIME,
+SMTPUTF8 and DSN parameters.  A TLS handshake or verification failure
+after STARTTLS is an SMTPError at stage ``starttls`` whose text starts
+"TLS negotiation failed:".
+
 Timeouts: every wait for a reply, and every stall while streaming the body,
 is limited to *timeout* seconds; then the connection is aborted and the
 Deferred fails (temporary, ``stage`` where it stalled).
@@ -428,9 +436,17 @@ class SMTPClientProtocol(LineReceiver):
         if self._lost is not None:
             return defer.fail(self._lost)
         assert self._waiter is None, "one reply at a time"
-        self._waiter = defer.Deferred()
+        self._waiter = defer.Deferred(self._cancel_wait)
         self._arm()
         return self._waiter
+
+    def _cancel_wait(self, waiter: defer.Deferred) -> None:
+        """The caller gave up (Deferred.cancel): the session is unusable."""
+        if self._waiter is waiter:
+            self._waiter = None
+        self._disarm()
+        if self.transport is not None and self.connected_:
+            self.transport.abortConnection()
 
     def command(self, line: str | bytes) -> defer.Deferred[Reply]:
         if isinstance(line, str):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+import pytest_twisted
+from twisted.internet import task
 from twisted.internet.address import IPv4Address
 
 from support.ca import TestCA
@@ -331,3 +333,27 @@ def test_input_is_held_while_the_commit_runs(site, fail):
     assert reply.endswith(b"\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n")
     assert s.transport.producerState == "producing"
     assert len(mailbox_files(site, "demo")) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_threaded_commit_notifies_store_observers_in_reactor_thread(site):
+    """With the real reactor the fsyncs run in a pool thread, but the printer
+    side (a store observer) must hear of the message in the reactor thread."""
+    import threading
+
+    from twisted.internet import reactor
+
+    from phaserlink.pop3_store.maildir import MaildirStore
+    from phaserlink.smtp_relay.server import build_factory
+    from phaserlink.smtp_relay.sink import MessageSink
+
+    store = MaildirStore(site.appliance.spool / "mail", list(site.printers))
+    heard = []
+    store.subscribe("demo", lambda name: heard.append((name, threading.current_thread())))
+    factory = build_factory(site, store, FakeQueue(), reactor=reactor)
+    sink = MessageSink.open(store, factory.queue, ["demo"], "a@x.example", [])
+    sink.write(b"Subject: t\n\nbody\n")
+    yield factory.commit(sink)
+    yield task.deferLater(reactor, 0, lambda: None)
+    assert heard == [("demo", threading.main_thread())]
+    assert mailbox_files(site, "demo") == [b"Subject: t\n\nbody\n"]

@@ -136,8 +136,8 @@ class LPDJobProtocol(JobProtocol):
         self.watch(f"waiting for lpd to ack {self._STEP[state]}")
 
     def dataReceived(self, data: bytes) -> None:
-        if self.decided:
-            return
+        if self.decided or self.state == "closing":
+            return  # after the last ack the job is lpd's; nothing can undo that
         if self.state == "refused":
             self._collect_refusal(data)
             return

@@ -204,3 +204,49 @@ def test_status_mail_reaches_the_sender_as_a_multipart_report(appliance, tmp_pat
         time.sleep(0.5)
         assert len(sink.messages()) == 3
         assert len(printed_files(out)) == 1
+
+
+def test_mpack_fragments_reassemble_in_any_order_and_print_once(appliance, tmp_path):
+    """Debian's mpack splits a PostScript file into message/partial mails;
+    they arrive shuffled, one twice, and print as the original bytes."""
+    import random
+    import subprocess
+
+    from support.peers import require_program
+
+    mpack = require_program("mpack")
+    out = tmp_path / "printed"
+    appliance.sections = printer_section("demo", f"file:{out}")
+    appliance.start()
+    doc = tmp_path / "big.ps"
+    rng = random.Random(7)
+    lines = [b"%!PS"] + [b"% " + bytes(rng.choice(b"abcdefghij0123456789") for _ in range(70)) for _ in range(3000)]
+    doc.write_bytes(b"\n".join(lines + [b"showpage", b""]))
+    subprocess.run([mpack, "-s", "Big PS", "-m", "40000", "-o", str(tmp_path / "part"), str(doc)], check=True)
+    parts = sorted(tmp_path.glob("part.*"))
+    assert len(parts) >= 4
+    order = parts[:]
+    rng.shuffle(order)
+    order.insert(2, order[0])  # a relay delivers one twice
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
+        for part in order:
+            data = b"From: alice@example.com\nTo: demo@phaserlink.test\n" + part.read_bytes()
+            smtp.sendmail("alice@example.com", ["demo@phaserlink.test"], data.replace(b"\n", b"\r\n"))
+    [job] = appliance.wait_for(lambda: printed_files(out), timeout=20, what="the reassembled job")
+    assert job.read_bytes() == doc.read_bytes()
+    time.sleep(0.5)
+    assert len(printed_files(out)) == 1
+    assert list((appliance.spool / "mail" / "demo" / "new").iterdir()) == []
+
+
+def test_lpd_printer_gets_the_job_with_title_user_and_copies(appliance, tmp_path):
+    from support.lpd import LPRngServer
+
+    with LPRngServer(queues=("raw",)) as lpd:
+        appliance.sections = printer_section("office", lpd.uri("raw"))
+        appliance.start()
+        send(appliance, job_mail(to="office@phaserlink.test", X_PhaserLink_Copies="2"))
+        jobs = lpd.wait_for_jobs(2, timeout=20)  # LPRng runs the filter once per copy
+        assert [j.read_bytes() for j in jobs] == [POSTSCRIPT, POSTSCRIPT]
+        args = lpd.job_args(jobs[0])
+        assert args["-n"] == "alice" and args["-J"] == "Quarterly report"

@@ -250,3 +250,30 @@ def test_lpd_printer_gets_the_job_with_title_user_and_copies(appliance, tmp_path
         assert [j.read_bytes() for j in jobs] == [POSTSCRIPT, POSTSCRIPT]
         args = lpd.job_args(jobs[0])
         assert args["-n"] == "alice" and args["-J"] == "Quarterly report"
+
+
+def test_remote_dovecot_mailbox_is_polled_printed_and_emptied(appliance, tmp_path):
+    """mailbox = pop3://...: the retriever polls Dovecot, prints, deletes
+    there; the same message delivered twice (a relay's duplicate) prints once."""
+    from support.dovecot import Dovecot
+
+    dovecot = Dovecot()
+    try:
+        dovecot.start(users={"printer1": "pw"})
+        password = tmp_path / "mailbox.password"
+        password.write_text("pw\n")
+        out = tmp_path / "printed"
+        appliance.sections = printer_section(
+            "remote", f"file:{out}", mailbox=f"pop3://printer1@127.0.0.1:{dovecot.port}",
+            mailbox_password_file=str(password), mailbox_tls="none", poll_interval="1s")
+        mail = bytes(job_mail(to="remote@phaserlink.test", Message_ID="<remote-1@example.com>"))
+        dovecot.deliver("printer1", mail)
+        dovecot.deliver("printer1", mail)
+        appliance.start()
+        [job] = appliance.wait_for(lambda: printed_files(out), timeout=20, what="the remote job")
+        assert job.read_bytes() == POSTSCRIPT
+        appliance.wait_for(lambda: dovecot.messages("printer1") == [], timeout=20, what="Dovecot emptied")
+        time.sleep(1.5)  # another poll: nothing more
+        assert len(printed_files(out)) == 1
+    finally:
+        dovecot.stop()

@@ -132,6 +132,7 @@ class PrinterConfig:
     max_retry_time: float
     pjl: bool
     copies_max: int
+    lpd_source_port: str = "auto"  # auto, privileged (721-731, needs root), any
 
     def sender_allowed(self, sender: str) -> bool:
         return sender_matches(sender, self.allowed_senders)
@@ -247,7 +248,7 @@ PRINTER_KEYS = {
     "addresses", "output", "allowed_senders", "pop3_user", "pop3_password",
     "pop3_apop_secret_file", "formats", "notify", "mailbox", "mailbox_password_file",
     "mailbox_tls", "mailbox_ca", "poll_interval", "partial_timeout", "delay_notice",
-    "max_retry_time", "pjl", "copies_max",
+    "max_retry_time", "pjl", "copies_max", "lpd_source_port",
 }
 GROUP_KEYS = {"address", "members"}
 USER_KEYS = {"password"}
@@ -538,6 +539,7 @@ class _Loader:
             max_retry_time=s.typed("max_retry_time", "5d", parse_duration),
             pjl=s.boolean("pjl", False),
             copies_max=s.typed("copies_max", "10", _positive_int),
+            lpd_source_port=s.choice("lpd_source_port", "auto", ("auto", "privileged", "any")),
         )
 
     def check_output(self, s: _Section, output: str) -> None:

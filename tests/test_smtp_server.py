@@ -7,10 +7,9 @@ import base64
 import pytest
 import pytest_twisted
 from twisted.internet import task
-from twisted.internet.address import IPv4Address
 
 from support.ca import TestCA
-from support.smtp import HOST, FakeQueue, Session, TLSStringTransport, make_site, mailbox_files, strip_received
+from support.smtp import HOST, FakeQueue, Session, make_site, mailbox_files, strip_received
 from support.appliance import password_hash
 
 DEMO = "demo@phaserlink.test"

@@ -31,6 +31,11 @@ Protocol behaviour chosen here (all replies carry RFC 3463 status codes):
   after the message, with our ``Received:`` line on top (RFC 5321 4.4), is
   committed (fsync'd) into every mailbox / the outbound queue.  An OSError
   from the store or the queue is ``451 4.3.0``, never 250 and never 550.
+  The mailbox fsyncs run in the reactor's thread pool so that concurrent
+  sessions' fsyncs overlap; the session's input is held until the reply.
+* DATA refused (no valid recipients, ...) while the client had already sent
+  bytes after the DATA line: it did not wait for 354 (RFC 2920 3.1), so
+  that is message text; ``554 5.5.0`` and close, never parse it.
 * STARTTLS (RFC 3207): 220, then every byte the client pipelined after it in
   plaintext is discarded, and HELO, sender, recipients and AUTH are
   forgotten (the CVE-2011-0411 class).
@@ -73,6 +78,9 @@ MAX_BUFFERED_LINE_FACTOR = 4
 MAX_ERRORS = 20
 #: Limit of an AUTH response line (RFC 4954 4: 12288 octets).
 MAX_AUTH_LINE = 12288
+#: Input held while a commit or password check runs (the transport is paused,
+#: so this is one read plus pipelined commands); beyond it: 421 and close.
+MAX_HELD_INPUT = 256 * 1024
 SOFTWARE = "PhaserLink"
 
 _ids = itertools.count()
@@ -179,7 +187,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         else:
             self._buf = data
         if self._busy:
-            if len(self._buf) > self.max_line * MAX_BUFFERED_LINE_FACTOR * 4:
+            if len(self._buf) > MAX_HELD_INPUT:
                 self._hangup(421, "4.7.0", "Error: too much pipelined input")
             return
         self._process()

@@ -72,12 +72,13 @@ class PrinterRunner(service.Service):
         if output is None:
             from phaserlink.printer.output import make_output
 
-            if printer.output.startswith("file:"):
+            output = make_output(printer.output, reactor=reactor, pjl=printer.pjl,
+                                 source_port=printer.lpd_source_port)
+            directory = getattr(output, "directory", None)
+            if directory is not None:
                 # The demo printer: its folder is ours to make (a network
                 # printer that is missing is the printer's problem).
-                Path(printer.output[5:]).mkdir(parents=True, exist_ok=True)
-
-            output = make_output(printer.output, reactor=reactor, pjl=printer.pjl)
+                Path(directory).mkdir(parents=True, exist_ok=True)
         self.source = source
         self.output = output
         self.spool = JobSpool(Path(site.appliance.spool) / JOBS_DIR / printer.name, printer.name)

@@ -207,3 +207,51 @@ def test_wait_and_status_read_the_status_mail_over_pop3(site, home, tmp_path):
     assert out.returncode == 0, out.stderr
     left = [p for p in inbox.rglob("*") if p.is_file() and p.parent.name in ("new", "cur")]
     assert len(left) == 1 and b"Subject: lunch?" in left[0].read_bytes()
+
+
+def test_starttls_verified_and_auth_password_from_a_file(appliance, test_ca, home, tmp_path):
+    """A server entry with tls=required, a CA file and AUTH whose password
+    comes from a file; a wrong CA is refused before anything is sent."""
+    cert = test_ca.issue("localhost")
+    printed = tmp_path / "printed"
+    printed.mkdir()
+    appliance.appliance_extra = f"""\
+        tls_certificate = {cert.certificate}
+        tls_key = {cert.key}
+        relay_networks = 192.0.2.0/24
+        """
+    appliance.sections = f"""\
+        [printer:demo]
+        addresses = demo@phaserlink.test
+        output = file:{printed}
+        allowed_senders = alice@example.com
+
+        [user:alice]
+        password = {password_hash("s3cret")}
+        """
+    appliance.start()
+    pw = tmp_path / "smtp.password"
+    pw.write_text("s3cret\n")
+    assert phaserlink(home, "destinations", "add-server", "tls", f"localhost:{appliance.smtp_port}", "--tls",
+                      "required", "--ca-file", str(cert.ca), "--username", "alice", "--password-file", str(pw),
+                      "--default").returncode == 0
+    job = tmp_path / "job.ps"
+    job.write_bytes(PS)
+    out = phaserlink(home, "send", str(job), "--to", "demo@phaserlink.test", "--from", "alice@example.com")
+    assert out.returncode == 0, out.stderr
+    (done,) = printed_files(appliance, directory=printed)
+    assert done.read_bytes() == PS
+    # a CA that did not sign the server's certificate: no send, temporary failure
+    from support.ca import TestCA
+
+    other = TestCA(tmp_path / "other-ca", name="Someone Else")
+    out = phaserlink(home, "send", str(job), "--to", "demo@phaserlink.test", "--from", "alice@example.com",
+                     "--server", f"localhost:{appliance.smtp_port}", "--tls", "required", "--ca-file",
+                     str(other.ca_path))
+    assert out.returncode == 75
+    assert b"FAILED" in out.stderr
+    # a wrong password: the server's 535 and exit 1
+    pw.write_text("wrong\n")
+    out = phaserlink(home, "send", str(job), "--to", "demo@phaserlink.test", "--from", "alice@example.com")
+    assert out.returncode == 1, out.stderr
+    assert b"535" in out.stderr

@@ -688,29 +688,19 @@ class SMTPFactory(ServerFactory):
         return defer.maybeDeferred(self.policy.check_login, username, password)
 
     def commit(self, sink: MessageSink) -> defer.Deferred:
-        """Make a message durable.  The mailbox part (fsync of the file and
-        of each ``new/``) runs in the thread pool so that the fsyncs of many
-        sessions overlap, as Postfix's processes do; the queue part, which
-        may schedule work on the reactor, runs in the reactor thread."""
-        pool = self._thread_pool()
-        if pool is None or sink.delivery is None:
+        """Make a message durable without stalling other sessions.
+
+        The mailbox part uses :meth:`Delivery.commit_async`: the file's fsync
+        runs in the thread pool and the directory fsyncs are group-committed
+        across sessions, so many 250s share one fsync per ``new/``; the
+        store's observers (the printer side) hear of it in the reactor thread.
+        The queue part, which schedules work on the reactor, runs here too.
+        """
+        if self._thread_pool() is None or sink.delivery is None:
             return defer.maybeDeferred(sink.commit)
-        # Delivery.commit tells the store's observers (the printer side)
-        # about the new message: they must hear it in the reactor thread.
-        sink.delivery.store = _NotifyInReactor(self.store, self.reactor)
-        d = threads.deferToThreadPool(self.reactor, pool, sink.commit_local)
+        d = sink.delivery.commit_async(self.reactor)
         d.addCallback(lambda _: sink.commit_queue())
         return d
-
-
-class _NotifyInReactor:
-    """Stands in for the store inside a Delivery committed in a thread."""
-
-    def __init__(self, store: MaildirStore, reactor):
-        self.store, self.reactor = store, reactor
-
-    def notify(self, name: str) -> None:
-        self.reactor.callFromThread(self.store.notify, name)
 
 
 def build_factory(site: SiteConfig, store: MaildirStore, queue: IOutboundQueue, reactor=None) -> SMTPFactory:

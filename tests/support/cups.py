@@ -30,6 +30,7 @@ CACHE_ENV = "PHASERLINK_CUPS_CLIENT_CACHE"
 DEFAULT_CACHE = Path("/var/tmp/phaserlink-cups-client")
 CUPS_DAEMON_DIR = Path("/usr/lib/cups/daemon")
 READY_TIMEOUT = 15.0
+CONNECT_RETRIES = 25
 
 
 def _unavailable(why: str) -> None:
@@ -88,7 +89,13 @@ class CupsServer:
         return env
 
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        out = subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=timeout)
+        for _ in range(CONNECT_RETRIES):
+            out = subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=timeout)
+            # cupsd sometimes drops a connection in its first moments (seen as
+            # "Unable to connect to server: Bad file descriptor"): ask again.
+            if "Unable to connect to server" not in out.stderr:
+                break
+            time.sleep(0.2)
         if check and out.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({out.returncode}): {out.stderr}\n{self.log()}")
         return out
@@ -128,7 +135,8 @@ class CupsServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"cupsd exited {self.proc.returncode}: {self.proc.stderr.read().decode()}"
                                    f"\n{self.log()}")
-            if self.run("lpstat", "-e", check=False).returncode == 0:
+            probe = subprocess.run(["lpstat", "-r"], env=self.env, capture_output=True, text=True, timeout=30)
+            if "is running" in probe.stdout and self.run("lpstat", "-e", check=False).returncode == 0:
                 return self
             time.sleep(0.05)
         self.stop()

@@ -212,21 +212,56 @@ def test_send_wait_exits_0_once_the_status_mail_says_printed(chain, tmp_path):
     assert MARKER in rendered_text(printed)
 
 
-def test_status_mail_travelled_as_a_report_with_a_null_sender(chain):
+def test_status_mail_travelled_as_a_report_with_a_null_sender(chain, tmp_path):
     """What Dovecot holds is the appliance's status mail as sent: a
     multipart/report from the status sender, with Postfix's Received line
     from the appliance and an empty Return-Path (bounces never loop)."""
     import email
     import email.policy
 
-    mails = wait_until(lambda: chain.status_mails(), 60, "status mail in Dovecot", chain.logs)
-    msg = email.message_from_bytes(mails[0], policy=email.policy.default)
+    job = tmp_path / "report.ps"
+    job.write_bytes(postscript(marker=MARKER, seed=b"report"))
+    out = phaserlink(chain.env, "send", str(job), "--to", "raw")
+    assert out.returncode == 0, out.stderr
+    [message_id] = re.findall(r"Message-ID (<[^>]+>)", out.stdout)
+
+    def report():
+        for raw in chain.status_mails():
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            if msg["In-Reply-To"] == message_id:
+                return msg
+        return None
+
+    msg = wait_until(report, 60, "the status mail in Dovecot", chain.logs)
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "disposition-notification"
     assert msg["Return-Path"] == "<>"
     assert msg["Auto-Submitted"].startswith("auto-replied")
-    assert "postmaster@phaserlink.test" in msg["From"]
+    assert "postmaster@phaserlink.test" in msg["From"] and msg["To"] == SENDER
     assert "relay.e2e.test" in str(msg["Received"])
+
+
+def test_status_refuses_a_mailbox_whose_certificate_is_not_from_the_given_ca(chain, tmp_path):
+    """The STLS check is real: with another CA as ca_file, `phaserlink
+    status` does not log in and says why (temporary failure, 75)."""
+    from support.ca import TestCA
+
+    other = TestCA(tmp_path / "other-ca", name="Some Other CA")
+    env = dict(chain.env, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    password_file = chain.home / "mailbox.password"
+    write_destinations(env, f"""\
+[mailbox]
+endpoint = pop3://127.0.0.1:{chain.dovecot.port}
+username = {MAILBOX_USER}
+tls = required
+ca_file = {other.ca_path}
+password_file = {password_file}
+""")
+    logins = len(chain.dovecot.logins(MAILBOX_USER))
+    out = phaserlink(env, "status")
+    assert out.returncode == 75, out.stdout + out.stderr
+    assert "certificate" in out.stderr.lower(), out.stderr
+    assert len(chain.dovecot.logins(MAILBOX_USER)) == logins
 
 
 @pytest.mark.parametrize("to, sender, size, reply, words", [

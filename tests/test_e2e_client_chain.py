@@ -212,6 +212,22 @@ def test_send_wait_exits_0_once_the_status_mail_says_printed(chain, tmp_path):
     assert MARKER in rendered_text(printed)
 
 
+def test_send_wait_exits_1_when_the_job_did_not_print(chain, tmp_path):
+    """PCL for a PostScript-only printer cannot be converted: the appliance
+    aborts the job (document-format-error), says so in the status mail, and
+    `send --wait` reports it and exits 1."""
+    job = tmp_path / "page.pcl"
+    job.write_bytes(b"\x1bE\x1b&l0O\x1b(s0p12h10v0s0b3T Hello PCL\r\n\x1bE")
+    chain.printer.clear_jobs()
+    out = phaserlink(chain.env, "send", str(job), "--to", "raw", "--wait", "--wait-interval", "0.5",
+                     "--wait-timeout", "90")
+    assert out.returncode == 1, out.stdout + out.stderr + chain.logs()
+    job_id = job_id_of(out.stdout)
+    assert re.search(rf"^job {re.escape(job_id)}: aborted on raw.*document-format-error", out.stderr, re.M), \
+        out.stderr
+    assert chain.printer.jobs() == []
+
+
 def test_status_mail_travelled_as_a_report_with_a_null_sender(chain, tmp_path):
     """What Dovecot holds is the appliance's status mail as sent: a
     multipart/report from the status sender, with Postfix's Received line

@@ -14,8 +14,6 @@ One appliance with four printers serves the module:
 
 from __future__ import annotations
 
-import email
-import email.policy
 import random
 import smtplib
 import subprocess

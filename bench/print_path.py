@@ -152,11 +152,13 @@ def main() -> int:
         data = work / "job.ps"
         message = work / "job.eml"
         make_postscript(data, 4 * 1024)
-        make_message(data, message, 0)
         sender = SMTPSender(app.smtp_port)
         latencies = []
         begin = time.monotonic()
         for n in range(small_jobs):
+            # A new Message-ID each time: the same one again is a redelivery
+            # and is (rightly) not printed twice.
+            make_message(data, message, n)
             _, accepted = sender.send(message)
             done = wait_for_job(printer, n + 1)
             latencies.append((done - accepted) * 1000)
@@ -169,7 +171,7 @@ def main() -> int:
         printed = small_jobs
         for mb in sizes:
             make_postscript(data, mb * 1024 * 1024)
-            make_message(data, message, mb)
+            make_message(data, message, 1000 + mb)
             reset_hwm(pid)
             started, accepted = sender.send(message)
             printed += 1

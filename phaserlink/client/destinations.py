@@ -39,13 +39,13 @@ import configparser
 import fcntl
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from phaserlink.config import NOTIFY_EVENTS, FORMATS, parse_size, split_list
+from phaserlink.durable import write_atomic
 
 SITE_PATH = Path("/etc/phaserlink/destinations.ini")
 SITE_ENV = "PHASERLINK_SITE_DESTINATIONS"
@@ -477,30 +477,14 @@ class IniText:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Temporary file in the same directory, fsync, rename, fsync the directory."""
+    """Replace the file atomically, keeping its mode (0600 for a new one: it
+    may come to hold a password_env name, CA paths...)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            os.chmod(tmp, 0o600)  # it may come to hold a password_env name, ca paths...
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o600
+    write_atomic(path, text.encode("utf-8"), mode)
 
 
 @contextmanager

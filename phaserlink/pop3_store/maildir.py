@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from twisted.logger import Logger
 
+from phaserlink.durable import fsync_dir
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
@@ -37,15 +39,6 @@ log = Logger()
 
 _counter = itertools.count()
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename or link into it survives a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def unique_name() -> str:

@@ -27,7 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
-from phaserlink.pop3_store.maildir import fsync_dir
+from phaserlink.durable import fsync_dir
 from phaserlink.printer import jobs as J
 from phaserlink.printer.dispatch import human_duration
 from phaserlink.printer.jobs import Job, PartialSet, describe_partial

@@ -26,7 +26,7 @@ from typing import Any, Iterable
 from twisted.logger import Logger
 
 from phaserlink.printer.jobs import JOB_INCOMING, Job
-from phaserlink.printer.spool import write_atomic
+from phaserlink.durable import write_atomic
 
 log = Logger()
 

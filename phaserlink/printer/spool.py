@@ -30,7 +30,7 @@ from typing import BinaryIO, Iterator
 
 from twisted.logger import Logger
 
-from phaserlink.pop3_store.maildir import fsync_dir
+from phaserlink.durable import fsync_dir, write_atomic
 from phaserlink.printer.jobs import Job
 
 log = Logger()
@@ -43,22 +43,6 @@ JOURNAL_FILE = "journal.jsonl"
 COPY_CHUNK = 1 << 20
 
 _counter = itertools.count()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace *path* with *data* so that a crash leaves the old or the new
-    content, never a mix: tmp + fsync + rename + directory fsync."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def fsync_file(f: BinaryIO) -> None:

@@ -56,6 +56,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from phaserlink.durable import fsync_dir
 from phaserlink.net import smtp_client
 from phaserlink.smtp_relay import bounce
 from phaserlink.smtp_relay.interfaces import IOutboundQueue, IQueuedMessage
@@ -71,14 +72,6 @@ _counter = itertools.count()
 # is final; elsewhere (greeting, EHLO, STARTTLS, AUTH) a 5xx says the
 # smarthost or our configuration is wrong, which an admin can fix: retry.
 _MESSAGE_STAGES = (smtp_client.STAGE_MAIL, smtp_client.STAGE_RCPT, smtp_client.STAGE_DATA, smtp_client.STAGE_MESSAGE)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_address(address: str) -> str:

@@ -23,6 +23,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from phaserlink.durable import fsync_dir
+
 from .interfaces import (
     REASON_CONNECTING,
     REASON_OTHER,
@@ -72,7 +74,7 @@ class FileOutput:
             try:
                 size = await self._copy(source, tmp)
                 os.replace(tmp, final)
-                _fsync_directory(self.directory)
+                fsync_dir(self.directory)
             except OSError as e:
                 _unlink_quietly(tmp)
                 raise _describe(e, self.directory) from e
@@ -95,14 +97,6 @@ class FileOutput:
                 await task.deferLater(self.reactor, 0, lambda: None)
             os.fsync(dst.fileno())
         return size
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

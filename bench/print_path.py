@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from phaserlink.message.build import write_job_message  # noqa: E402
 from phaserlink.message.wire import DotStuffer  # noqa: E402
+from measure import reset_hwm, vm_hwm_kb  # noqa: E402
 from support.appliance import Appliance  # noqa: E402
 from support.p910nd import P910ndPrinter  # noqa: E402
 
@@ -107,15 +108,8 @@ class SMTPSender:
             self.sock.close()
 
 
-def vm_hwm_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
-def reset_hwm(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def wait_for_job(printer: P910ndPrinter, count: int, timeout: float = 600) -> float:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from postfix_local import PostfixLocal  # noqa: E402
+from measure import reset_hwm, vm_hwm_kb  # noqa: E402
 from support.appliance import Appliance  # noqa: E402
 from support.peers import free_port  # noqa: E402
 
@@ -42,18 +43,8 @@ DOMAIN = "phaserlink.test"
 MAILBOX = "bench"
 
 
-def vm_hwm_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
-def reset_hwm(pid: int) -> None:
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def load(port: int, sessions: int, count: int, size: int) -> float:

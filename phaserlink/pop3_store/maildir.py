@@ -163,38 +163,47 @@ class Delivery:
         self.size += len(data)
         self.lines += data.count(b"\n")
 
+    # The steps of a commit, shared by the blocking and the asynchronous way.
+
+    def _sync_file(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+    def _link(self, linked: list[Path]) -> None:
+        """Hard-link the file into every ``new/``, recording each link."""
+        final = f"{self.name},S={self.size},W={self.size + self.lines}"
+        for box in self.mailboxes:
+            target = box.new / final
+            os.link(self.tmp_path, target)
+            linked.append(target)
+
+    def _finish(self, linked: list[Path]) -> list[Path]:
+        self.done = True
+        _unlink_quietly(self.tmp_path)
+        for box in self.mailboxes:
+            self.store.notify(box.name)
+        return linked
+
+    def _undo(self, linked: list[Path]) -> None:
+        for path in linked:
+            _unlink_quietly(path)
+        self.abort()
+
     def commit(self) -> list[Path]:
         """fsync, link into every ``new/``, fsync those; return the paths."""
         if self.done:
             raise RuntimeError("delivery already finished")
         linked: list[Path] = []
         try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            final = f"{self.name},S={self.size},W={self.size + self.lines}"
-            for box in self.mailboxes:
-                target = box.new / final
-                os.link(self.tmp_path, target)
-                linked.append(target)
+            self._sync_file()
+            self._link(linked)
             for box in self.mailboxes:
                 fsync_dir(box.new)
         except OSError:
-            for path in linked:
-                try:
-                    path.unlink()
-                except OSError:
-                    pass
-            self.abort()
+            self._undo(linked)
             raise
-        self.done = True
-        try:
-            self.tmp_path.unlink()
-        except OSError:
-            pass
-        for box in self.mailboxes:
-            self.store.notify(box.name)
-        return linked
+        return self._finish(linked)
 
     def commit_async(self, reactor=None) -> "Deferred[list[Path]]":
         """Like :meth:`commit`, without blocking the reactor on fsync.
@@ -209,46 +218,22 @@ class Delivery:
 
         if self.done:
             return defer.fail(RuntimeError("delivery already finished"))
-        self.done = True
+        self.done = True  # no second commit or write while this one runs
         if reactor is None:
             from twisted.internet import reactor
         linked: list[Path] = []
 
-        def fsync_file() -> None:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-
         def link(_: object) -> "Deferred[None]":
-            final = f"{self.name},S={self.size},W={self.size + self.lines}"
-            for box in self.mailboxes:
-                target = box.new / final
-                os.link(self.tmp_path, target)
-                linked.append(target)
+            self._link(linked)
             return self.store.syncer.sync(reactor, [box.new for box in self.mailboxes])
 
-        def done(_: object) -> list[Path]:
-            try:
-                self.tmp_path.unlink()
-            except OSError:
-                pass
-            for box in self.mailboxes:
-                self.store.notify(box.name)
-            return linked
-
         def failed(failure):
-            for path in linked:
-                try:
-                    path.unlink()
-                except OSError:
-                    pass
-            self.done = False
-            self.abort()
+            self._undo(linked)
             return failure
 
-        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), fsync_file)
+        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), self._sync_file)
         d.addCallback(link)
-        d.addCallbacks(done, failed)
+        d.addCallbacks(lambda _: self._finish(linked), failed)
         return d
 
     def abort(self) -> None:
@@ -257,10 +242,7 @@ class Delivery:
             self.file.close()
         except OSError:
             pass
-        try:
-            self.tmp_path.unlink()
-        except OSError:
-            pass
+        _unlink_quietly(self.tmp_path)
 
 
 class DirectorySyncer:
@@ -309,6 +291,13 @@ class DirectorySyncer:
             self._round(reactor)
 
         threads.deferToThreadPool(reactor, reactor.getThreadPool(), sync_all).addBoth(finished)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 class MaildirStore:

@@ -108,10 +108,6 @@ class SMTPSender:
             self.sock.close()
 
 
-
-
-
-
 def wait_for_job(printer: P910ndPrinter, count: int, timeout: float = 600) -> float:
     """Poll (1 ms) until the printer has *count* complete jobs; return when."""
     deadline = time.monotonic() + timeout

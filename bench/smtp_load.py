@@ -43,10 +43,6 @@ DOMAIN = "phaserlink.test"
 MAILBOX = "bench"
 
 
-
-
-
-
 def load(port: int, sessions: int, count: int, size: int) -> float:
     """Run smtp-source; return seconds from start to the last 250."""
     cmd = [SMTP_SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(size),

@@ -31,7 +31,7 @@ MAX_HEADER_BYTES = 256 * 1024
 MAX_LINE = 64 * 1024
 """Longest header line read at once; longer lines are an error in headers."""
 
-SCAN_CHUNK = 1 << 20
+SCAN_CHUNK = 1 << 18
 """Bytes read at a time while looking for boundaries and while decoding."""
 
 MAX_BOUNDARY_LINE = 1000

@@ -38,7 +38,7 @@ from . import fields
 from .build import header_line
 from .mime import Headers, MimeError, read_headers
 
-COPY_CHUNK = 1 << 20
+COPY_CHUNK = 1 << 18
 """Bytes copied per step while splitting and reassembling."""
 
 NEWLINE_WINDOW = 64 * 1024

@@ -17,7 +17,7 @@ from zope.interface import implementer
 from phaserlink.pop3_store.maildir import MaildirStore, StoredMessage
 from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceMessage
 
-COPY_CHUNK = 1 << 20
+COPY_CHUNK = 1 << 18
 
 Blocking = Callable[..., "defer.Deferred"]
 

@@ -40,7 +40,7 @@ MESSAGE_FILE = "message"
 DOCS_DIR = "docs"
 INCOMING_DIR = "incoming"
 JOURNAL_FILE = "journal.jsonl"
-COPY_CHUNK = 1 << 20
+COPY_CHUNK = 1 << 18
 
 _counter = itertools.count()
 

@@ -15,14 +15,21 @@ from phaserlink.pop3_store.maildir import MaildirStore
 
 
 class StoreService(service.Service):
-    """Cleans stale ``tmp/`` files of crashed deliveries before serving."""
+    """Cleans stale ``tmp/`` files of crashed deliveries before serving, and
+    keeps spare delivery files ready while it runs."""
 
-    def __init__(self, store: MaildirStore):
+    def __init__(self, store: MaildirStore, reactor):
         self.store = store
+        self.reactor = reactor
 
     def startService(self) -> None:
         self.store.clean()
+        self.store.start(self.reactor)
         super().startService()
+
+    def stopService(self):
+        self.store.stop()
+        return super().stopService()
 
 
 def make_store(site: SiteConfig) -> MaildirStore:
@@ -41,7 +48,7 @@ def makeService(site: SiteConfig, reactor=None) -> service.MultiService:
 
     top = service.MultiService()
     store = make_store(site)
-    StoreService(store).setServiceParent(top)
+    StoreService(store, reactor).setServiceParent(top)
     queue = OutboundQueue(site, reactor=reactor)
     queue.setServiceParent(top)
     printers = PrinterService(site, store, queue, reactor=reactor)

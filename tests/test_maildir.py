@@ -48,7 +48,7 @@ def test_abort_leaves_nothing(store):
     d.write(b"partial")
     d.abort()
     assert store.mailbox("a").messages() == []
-    assert not list(store.mailbox("a").tmp.iterdir())
+    assert not list(store.tmp_pool.directory.iterdir())
 
 
 def test_fsync_failure_delivers_nothing(store, monkeypatch):
@@ -66,9 +66,12 @@ def test_fsync_failure_delivers_nothing(store, monkeypatch):
 def test_clean_tmp_removes_crashed_deliveries(store):
     d = store.deliver(["a"])
     d.write(b"half a message")
-    d.file.flush()  # the process "dies" here: the file stays in tmp/
+    d.file.flush()  # the process "dies" here: the file stays in .tmp/
+    (store.mailbox("a").tmp / "123.crashed").write_bytes(b"from another MDA")
+    assert list(store.tmp_pool.directory.iterdir())
     store.clean()
     assert not list(store.mailbox("a").tmp.iterdir())
+    assert not list(store.tmp_pool.directory.iterdir())
 
 
 def test_delete_is_durable(store):
@@ -121,4 +124,29 @@ def test_commit_async_failure(store, monkeypatch):
     with pytest.raises(OSError):
         yield d.commit_async()
     assert store.mailbox("a").messages() == []
-    assert not list(store.mailbox("a").tmp.iterdir())
+    assert not list(store.tmp_pool.directory.iterdir())
+
+
+@pytest_twisted.inlineCallbacks
+def test_spare_files_are_made_ahead_and_removed_at_stop(store):
+    from twisted.internet import reactor, task
+
+    store.start(reactor)
+    for _ in range(100):
+        if len(store.tmp_pool.ready) >= store.tmp_pool.TARGET:
+            break
+        yield task.deferLater(reactor, 0.01, lambda: None)
+    assert len(store.tmp_pool.ready) == store.tmp_pool.TARGET
+    spare = store.tmp_pool.ready[-1].path
+    d = store.deliver(["a"])
+    assert d.tmp_path == spare  # taken from the pool, not created now
+    d.write(b"x\n")
+    yield d.commit_async(reactor)
+    for _ in range(100):  # the spare link is removed in the background
+        if not spare.exists():
+            break
+        yield task.deferLater(reactor, 0.01, lambda: None)
+    assert not spare.exists()
+    store.stop()
+    assert not list(store.tmp_pool.directory.iterdir())
+    assert len(store.mailbox("a").messages()) == 1

@@ -36,6 +36,7 @@ class Appliance:
     appliance_extra: str = ""
     sections: str = ""
     proc: subprocess.Popen | None = None
+    log_dir: Path | None = None  # default: the appliance directory
 
     @property
     def config_path(self) -> Path:
@@ -47,7 +48,7 @@ class Appliance:
 
     @property
     def log_path(self) -> Path:
-        return self.directory / "twistd.log"
+        return (self.log_dir or self.directory) / "twistd.log"
 
     def write_config(self) -> Path:
         text = textwrap.dedent(

@@ -20,13 +20,14 @@ one of them.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from twisted.logger import Logger
 
@@ -145,13 +146,15 @@ class TmpFile:
 
     name: str
     path: Path
-    file: BinaryIO
+    file: io.RawIOBase
 
     @classmethod
     def create(cls, directory: Path) -> "TmpFile":
         name = unique_name()
         path = directory / name
-        return cls(name, path, open(path, "xb", buffering=DELIVERY_BUFFER))
+        # Unbuffered here: the write buffer is added by the Delivery in the
+        # reactor thread, so a worker thread's malloc arena does not keep it.
+        return cls(name, path, open(path, "xb", buffering=0))
 
 
 class TmpFilePool:
@@ -237,7 +240,8 @@ class Delivery:
         self.mailboxes = mailboxes
         if tmp is None:
             tmp = TmpFile.create(mailboxes[0].tmp)
-        self.name, self.tmp_path, self.file = tmp.name, tmp.path, tmp.file
+        self.name, self.tmp_path = tmp.name, tmp.path
+        self.file = io.BufferedWriter(tmp.file, DELIVERY_BUFFER)
         self.size = 0
         self.lines = 0
         self.done = False

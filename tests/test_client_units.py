@@ -317,6 +317,21 @@ def test_status_table_from_real_reports(tmp_path):
     assert "J9" in lines[1] and "job-completed-successfully" in lines[1]
 
 
+def test_status_names_the_job_by_the_senders_id_without_a_journal(tmp_path):
+    """On a machine that did not send the job, the id `send` printed still
+    finds it: the appliance echoes it in the report."""
+    from phaserlink.message import fields
+    from phaserlink.message.report import parse_status_report, write_status_report
+
+    path = tmp_path / "r.eml"
+    with open(path, "wb") as f:
+        write_status_report(f, from_="postmaster@p.test", to="me@example.com", printer="lab", job_id="J9",
+                            state="completed", reasons=(), event="printed", pages=None,
+                            extra_fields={fields.SENDER_JOB_ID: "laptop-42"})
+    row = status.from_report(parse_status_report(path), "u1", 0)
+    assert (row.job_id, row.printer_job) == ("laptop-42", "J9")
+
+
 # -- CUPS backend ---------------------------------------------------------------------------------------
 
 

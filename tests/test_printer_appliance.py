@@ -170,7 +170,8 @@ def test_status_mail_reaches_the_sender_as_a_multipart_report(appliance, tmp_pat
         appliance.appliance_extra = f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\n"
         appliance.sections = printer_section("demo", f"file:{out}", notify="received, printed, errors")
         appliance.start()
-        send(appliance, job_mail(Message_ID="<job-1@example.com>", X_PhaserLink_Notify="printed"))
+        send(appliance, job_mail(Message_ID="<job-1@example.com>", X_PhaserLink_Notify="printed",
+                                 X_PhaserLink_Job_Id="laptop-42"))
         appliance.wait_for(lambda: printed_files(out), what="the print")
         [mail] = sink_mails(sink, 1)
         assert mail.mail_from == "" and mail.recipients == ["alice@example.com"]
@@ -178,6 +179,8 @@ def test_status_mail_reaches_the_sender_as_a_multipart_report(appliance, tmp_pat
         assert report is not None, mail.raw[:2000]
         assert report.printer == "demo" and report.state == "completed" and report.event == "printed"
         assert report.original_message_id == "<job-1@example.com>"
+        # The id the sender's client chose comes back, for `phaserlink status JOB`.
+        assert report.extra.get("X-PhaserLink-Sender-Job-Id") == "laptop-42"
         assert report.disposition and report.disposition.endswith("processed")
         assert "Quarterly report" in report.human_text
         # An unprintable job is answered with the reason.

@@ -28,7 +28,8 @@ from typing import Any, TextIO
 from phaserlink.client import destinations as dmod
 from phaserlink.client.runner import run
 from phaserlink.client.secrets_source import get_password
-from phaserlink.client.sending import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
+from phaserlink.client.sending import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL
+from phaserlink.message import fields
 
 MAX_STATUS_SIZE = 256 * 1024
 """A status report is text plus a few header fields; bigger mail is not one."""
@@ -77,7 +78,8 @@ def from_report(report: Any, uidl: str, order: int, journal: dict[str, str] | No
         reasons = tuple(r.strip() for r in reasons.split(",") if r.strip())
     printer_job = _text(getattr(report, "job_id", ""))
     message_id = getattr(report, "original_message_id", None)
-    client_job = (journal or {}).get(message_id or "")
+    extra = getattr(report, "extra", None) or {}
+    client_job = (journal or {}).get(message_id or "") or extra.get(fields.SENDER_JOB_ID) or None
     return JobStatus(
         job_id=client_job or printer_job,
         printer_job=printer_job,

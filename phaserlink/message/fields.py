@@ -33,3 +33,8 @@ EVENTS = ("received", "printed", "failed", "delayed", "fragment")
 
 MAX_COPIES = 999
 """More copies than this is taken as garbage, not as a request."""
+
+SENDER_JOB_ID = "X-PhaserLink-Sender-Job-Id"
+"""In status reports: the job id the sender's client chose (its
+X-PhaserLink-Job-Id), echoed so ``phaserlink status JOB`` finds the job by
+the id ``phaserlink send`` printed, on any machine."""

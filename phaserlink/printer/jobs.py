@@ -82,6 +82,7 @@ class Job:
     uidls: list[str] = field(default_factory=list)
     message_id: str | None = None
     sender: str | None = None
+    client_job_id: str | None = None  # the sender's own id for the job, echoed in status mail
     title: str = ""
     copies: int = 1
     notify: list[str] | None = None  # what the sender asked for (X-PhaserLink-Notify)

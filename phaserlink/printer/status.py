@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 from twisted.logger import Logger
 
 from phaserlink.config import NOTIFY_EVENTS, PrinterConfig, SiteConfig
+from phaserlink.message import fields
 from phaserlink.printer.jobs import Job
 
 log = Logger()
@@ -110,6 +111,7 @@ class StatusMailer:
                 pages=job.pages,
                 original_message_id=job.message_id,
                 human_text=human_text,
+                extra_fields={fields.SENDER_JOB_ID: job.client_job_id} if job.client_job_id else None,
             )
             queue_id = message.commit()
         except Exception as e:

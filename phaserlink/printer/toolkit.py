@@ -24,6 +24,7 @@ class MessageFacts:
     copies: int
     notify: list[str] | None  # the sender's wish, in site.ini keywords
     partial: tuple[str, int, int | None] | None  # message/partial (id, number, total)
+    client_job_id: str | None = None  # X-PhaserLink-Job-Id: the id `phaserlink send` printed
 
 
 @dataclass
@@ -64,6 +65,7 @@ def inspect_message(path: Path) -> MessageFacts:
         copies=request.copies,
         notify=notify_words(headers.get(fields.NOTIFY)),
         partial=_partial_of(headers),
+        client_job_id=request.job_id,
     )
 
 

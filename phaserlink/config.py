@@ -607,14 +607,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _host_port(text: str, default_port: int) -> tuple[str, int]:
+def split_host_port(text: str) -> tuple[str, str]:
+    """``host:25`` / ``[::1]:25`` / ``host`` -> (host, port text or "")."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":")
-    elif text.count(":") == 1:
+        return host, rest.removeprefix(":")
+    if text.count(":") == 1:
         host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
+        return host, port
+    return text, ""
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, port = split_host_port(text)
     try:
         return host, int(port) if port else default_port
     except ValueError:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from phaserlink.config import NOTIFY_EVENTS, FORMATS, parse_size, split_list
+from phaserlink.config import FORMATS, NOTIFY_EVENTS, parse_size, split_host_port, split_list
 from phaserlink.durable import write_atomic
 
 SITE_PATH = Path("/etc/phaserlink/destinations.ini")
@@ -176,13 +176,7 @@ def parse_endpoint(text: str, *, scheme: str = "smtp") -> Endpoint:
         elif prefix != scheme:
             raise DestinationError(f"{prefix}:// is not {scheme}:// or {scheme}s://")
     text = text.rstrip("/")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
+    host, port_text = split_host_port(text)
     if not host or any(c in host for c in "/@ "):
         raise DestinationError(f"{text!r} is not HOST[:PORT]")
     try:

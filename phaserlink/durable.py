@@ -45,3 +45,46 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o640) -
             pass
         raise
     fsync_dir(path.parent)
+
+
+class SpoolLocked(Exception):
+    """Another process holds the spool."""
+
+
+class SpoolLock:
+    """One appliance per spool.
+
+    Two appliances on one spool would clean each other's unfinished
+    deliveries and print the same mailbox twice, so the second one must not
+    start.  The lock is an ``flock`` on ``SPOOL/.lock``, held for the life of
+    the process (the kernel drops it when the process dies, even by kill -9),
+    with the holder's pid written in the file for the error message.
+    """
+
+    def __init__(self, spool: str | os.PathLike[str]):
+        self.path = Path(spool) / ".lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock (again is fine); raise SpoolLocked if it is held."""
+        import fcntl
+
+        if self.fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SpoolLocked(
+                f"spool {self.path.parent} is in use by another PhaserLink appliance (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

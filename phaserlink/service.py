@@ -7,10 +7,10 @@ before anything listens, and the printers start after the store they read.
 
 from __future__ import annotations
 
-from twisted.application import internet, service
-from twisted.internet import endpoints
+from twisted.application import service, strports
 
 from phaserlink.config import SiteConfig
+from phaserlink.durable import SpoolLock
 from phaserlink.pop3_store.maildir import MaildirStore
 
 
@@ -18,9 +18,15 @@ class StoreService(service.Service):
     """Cleans stale ``tmp/`` files of crashed deliveries before serving, and
     keeps spare delivery files ready while it runs."""
 
-    def __init__(self, store: MaildirStore, reactor):
+    def __init__(self, store: MaildirStore, reactor, spool_lock: SpoolLock):
         self.store = store
         self.reactor = reactor
+        self.spool_lock = spool_lock
+
+    def privilegedStartService(self) -> None:
+        # First of all, before any port is bound: one appliance per spool.
+        self.spool_lock.acquire()
+        super().privilegedStartService()
 
     def startService(self) -> None:
         self.store.clean()
@@ -29,6 +35,7 @@ class StoreService(service.Service):
 
     def stopService(self):
         self.store.stop()
+        self.spool_lock.release()
         return super().stopService()
 
 
@@ -36,7 +43,7 @@ def make_store(site: SiteConfig) -> MaildirStore:
     return MaildirStore(site.appliance.spool / "mail", [p.name for p in site.printers.values()])
 
 
-def makeService(site: SiteConfig, reactor=None) -> service.MultiService:
+def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
@@ -48,18 +55,18 @@ def makeService(site: SiteConfig, reactor=None) -> service.MultiService:
 
     top = service.MultiService()
     store = make_store(site)
-    StoreService(store, reactor).setServiceParent(top)
+    StoreService(store, reactor, spool_lock or SpoolLock(site.appliance.spool)).setServiceParent(top)
     queue = OutboundQueue(site, reactor=reactor)
     queue.setServiceParent(top)
     printers = PrinterService(site, store, queue, reactor=reactor)
     printers.setServiceParent(top)
 
+    # strports services fail twistd at start when a port cannot be bound,
+    # instead of logging it and running deaf.
     smtp = smtp_factory(site, store, queue, reactor=reactor)
     for description in site.appliance.smtp_listen:
-        endpoint = endpoints.serverFromString(reactor, description)
-        internet.StreamServerEndpointService(endpoint, smtp).setServiceParent(top)
+        strports.service(description, smtp, reactor=reactor).setServiceParent(top)
     pop3 = pop3_factory(site, store, reactor=reactor)
     for description in site.appliance.pop3_listen:
-        endpoint = endpoints.serverFromString(reactor, description)
-        internet.StreamServerEndpointService(endpoint, pop3).setServiceParent(top)
+        strports.service(description, pop3, reactor=reactor).setServiceParent(top)
     return top

@@ -10,6 +10,7 @@ from __future__ import annotations
 from twisted.python import usage
 
 from phaserlink import config as _config
+from phaserlink.durable import SpoolLock, SpoolLocked
 
 
 class Options(usage.Options):
@@ -28,9 +29,17 @@ class Options(usage.Options):
             self.site = _config.load(self["config"])
         except _config.ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        # Taken here so that a second appliance on the same spool stops with
+        # one line, before it binds or cleans anything; held for the life of
+        # the process (a daemonizing fork shares it).
+        self.spool_lock = SpoolLock(self.site.appliance.spool)
+        try:
+            self.spool_lock.acquire()
+        except SpoolLocked as e:
+            raise usage.UsageError(str(e)) from None
 
 
 def makeService(options: Options):
     from phaserlink.service import makeService as make
 
-    return make(options.site)
+    return make(options.site, spool_lock=options.spool_lock)

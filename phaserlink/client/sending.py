@@ -452,25 +452,27 @@ async def send_fragments(
     target = result.target
     server = target.server
     count = len(result.fragments)
-    for index, fragment in enumerate(result.fragments, 1):
-        label = target.label if count == 1 else f"{target.label} {index}/{count}"
-        progress.start(label, fragment.size)
-        extra = {"timeout": timeout} if timeout else {}
-        try:
-            with open(fragment.path, "rb") as f:
-                await smtp_client.send(
-                    reactor, server.endpoint.host, server.endpoint.port, target.sender, [target.address],
-                    _CountingReader(f, progress.advance), helo=helo_name(server), tls=server.tls,
-                    implicit_tls=server.endpoint.implicit_tls, ca_file=server.ca_file,
-                    username=server.username, password=password, size=wire_size(fragment.path), **extra)
-        except smtp_client.SMTPError as e:
-            result.error = describe_smtp_error(e, server)
-            result.reply_code = e.code
-            result.permanent = bool(e.permanent)
-            return result
-        finally:
-            progress.finish()
-        result.sent = index
+    # One bar for the whole job: each fragment alone may be quick, the job not.
+    label = target.label if count == 1 else f"{target.label} ({count} fragments)"
+    progress.start(label, sum(fragment.size for fragment in result.fragments))
+    extra = {"timeout": timeout} if timeout else {}
+    try:
+        for index, fragment in enumerate(result.fragments, 1):
+            try:
+                with open(fragment.path, "rb") as f:
+                    await smtp_client.send(
+                        reactor, server.endpoint.host, server.endpoint.port, target.sender, [target.address],
+                        _CountingReader(f, progress.advance), helo=helo_name(server), tls=server.tls,
+                        implicit_tls=server.endpoint.implicit_tls, ca_file=server.ca_file,
+                        username=server.username, password=password, size=wire_size(fragment.path), **extra)
+            except smtp_client.SMTPError as e:
+                result.error = describe_smtp_error(e, server)
+                result.reply_code = e.code
+                result.permanent = bool(e.permanent)
+                return result
+            result.sent = index
+    finally:
+        progress.finish()
     return result
 
 

@@ -265,6 +265,7 @@ def build_message(
     title: str | None,
     copies: int | None,
     notify: tuple[str, ...] | None,
+    progress: Progress | None = None,
 ) -> Path:
     """Write the job message (one MIME message, base64 body) to *out_dir*."""
     from phaserlink.message import build
@@ -272,6 +273,8 @@ def build_message(
     wanted = notify if notify is not None else target.notify
     domain = target.sender.rpartition("@")[2] or "localhost"
     path = out_dir / f"{job_id}.{target.label.replace('@', '_').replace('/', '_')}.eml"
+    progress = progress or Progress()
+    progress.start(f"{target.label} (encoding)", data_path.stat().st_size)
     with open(path, "wb") as out:
         build.write_job_message(
             out,
@@ -285,7 +288,9 @@ def build_message(
             notify=None if wanted is None else notify_events(wanted),
             job_id=job_id,
             message_id=build.make_message_id(domain),
+            on_read=progress.advance,
         )
+    progress.finish()
     return path
 
 
@@ -508,6 +513,7 @@ async def send_job(
         fmt = detect(data_path, format or target.type)
         password = passwords(target.server)
         message = build_message(target, data_path, work_dir, job_id=job_id, format=fmt, filename=filename,
+                                progress=progress,
                                 title=title, copies=copies, notify=notify)
         result.message_id = read_message_id(message)
         limit = await limits(target)

@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from email.header import Header
 from email.utils import format_datetime
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from . import fields
 from .formats import CONTENT_TYPES
@@ -108,12 +108,14 @@ def write_job_message(
     job_id: str,
     message_id: str | None = None,
     date: datetime | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> None:
     """Write a complete job message for the file *data_path* to *out*.
 
     *format* is one of formats.FORMATS; *notify* None leaves the choice to
     the printer's policy, an empty iterable asks for no status mail.
-    Reads the data in READ_CHUNK pieces: memory does not grow with the file.
+    Reads the data in READ_CHUNK pieces: memory does not grow with the file;
+    *on_read* hears how many bytes each piece had (for a progress bar).
     """
     if format not in CONTENT_TYPES:
         raise ValueError(f"unknown format {format!r}; expected one of {sorted(CONTENT_TYPES)}")
@@ -163,3 +165,5 @@ def write_job_message(
                 break
             # encodebytes makes 76-char lines with LF for each 57 input bytes
             out.write(base64.encodebytes(chunk))
+            if on_read is not None:
+                on_read(len(chunk))

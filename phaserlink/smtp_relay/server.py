@@ -81,6 +81,10 @@ MAX_AUTH_LINE = 12288
 #: Input held while a commit or password check runs (the transport is paused,
 #: so this is one read plus pipelined commands); beyond it: 421 and close.
 MAX_HELD_INPUT = 256 * 1024
+PAUSE_HELD_INPUT = 64 * 1024
+"""Input held while a commit or password check runs: reading pauses past
+PAUSE_HELD_INPUT (one more read may still land), so MAX_HELD_INPUT is only
+reached by a peer that ignores TCP back-pressure."""
 SOFTWARE = "PhaserLink"
 
 _ids = itertools.count()
@@ -119,6 +123,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._closed = False
         self._counted = False
         self._busy = False  # waiting for an asynchronous check; input held
+        self._paused = False  # reading stopped because too much input was held
         self._line_handler: Callable[[bytes], None] | None = None  # AUTH continuation
         self._reader: DataReader | None = None
         self._sink: MessageSink | None = None
@@ -189,6 +194,11 @@ class SMTPServer(Protocol, TimeoutMixin):
         if self._busy:
             if len(self._buf) > MAX_HELD_INPUT:
                 self._hangup(421, "4.7.0", "Error: too much pipelined input")
+            elif len(self._buf) > PAUSE_HELD_INPUT and not self._paused:
+                # Only now stop reading: pausing on every commit costs two
+                # epoll_ctl calls per message, and most clients wait anyway.
+                self._paused = True
+                self.transport.pauseProducing()
             return
         self._process()
         self.flush()
@@ -480,13 +490,14 @@ class SMTPServer(Protocol, TimeoutMixin):
         if d.called:  # synchronous (tests, no thread pool): no pause needed
             return
         self._busy = True
-        self.transport.pauseProducing()
 
         def resume(result: object) -> None:
             self._busy = False
             if self._closed:
                 return
-            self.transport.resumeProducing()
+            if self._paused:
+                self._paused = False
+                self.transport.resumeProducing()
             self._process()
             self.flush()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import pytest_twisted
@@ -33,7 +32,6 @@ def test_commit_links_into_every_mailbox_and_notifies(store):
 
 
 def test_keys_are_stable_and_unique(store):
-    keys = set()
     for i in range(50):
         d = store.deliver(["a"])
         d.write(b"x\n")

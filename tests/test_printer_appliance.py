@@ -4,14 +4,11 @@ status mail, and kill -9 proves what survives."""
 
 from __future__ import annotations
 
-import os
 import smtplib
 import statistics
 import time
 from email.message import EmailMessage
 from pathlib import Path
-
-import pytest
 
 from phaserlink.message.report import parse_status_report
 

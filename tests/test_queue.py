@@ -136,7 +136,6 @@ def test_commit_is_on_disk_and_fsynced_before_it_returns(queue, monkeypatch):
     m.write(MESSAGE)
     queue_id = m.commit()  # no reactor turn after this
     data_file = queue.data_dir / queue_id
-    env_file = queue.env_dir / f"{queue_id}.json"
     assert data_file.read_bytes() == MESSAGE
     env = envelope(queue, queue_id)
     assert env["mail_from"] == "alice@example.test"

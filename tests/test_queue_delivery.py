@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 
 from phaserlink.config import Smarthost
 from phaserlink.net import smtp_client

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +18,7 @@ from typing import Any, Sequence
 from phaserlink.config import FORMATS, NOTIFY_EVENTS, parse_size
 from phaserlink.client import destinations as dmod
 from phaserlink.client.destinations import DestinationError
-from phaserlink.client.sending import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
+from phaserlink.client.sending import EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
 
 PROG = "phaserlink"
 

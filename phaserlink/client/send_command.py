@@ -12,7 +12,7 @@ from phaserlink.client import destinations as dmod
 from phaserlink.client import progress as pmod
 from phaserlink.client import sending
 from phaserlink.client.runner import run
-from phaserlink.client.sending import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JobResult
+from phaserlink.client.sending import EXIT_OK, EXIT_USAGE, JobResult
 
 
 def run_send(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:

@@ -10,9 +10,12 @@ fsync, and only then delete at the source.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class IMailSource(Interface):
 
     description = Attribute("Human-readable, for logs: 'local mailbox demo', 'pop3://u@h:110'.")
 
-    def open() -> "Deferred[IMailSession]":  # noqa: F821
+    def open() -> "Deferred[IMailSession]":
         """Start a session (a POP3 login; nothing for the local store)."""
 
     def on_new_mail(callback: Callable[[], None]) -> None:
@@ -39,16 +42,16 @@ class IMailSource(Interface):
 class IMailSession(Interface):
     """One session at a source; deletions take effect at ``close``."""
 
-    def list() -> "Deferred[list[SourceMessage]]":  # noqa: F821
+    def list() -> "Deferred[list[SourceMessage]]":
         """The messages waiting, oldest first."""
 
-    def retrieve(uidl: str, out: BinaryIO) -> "Deferred[None]":  # noqa: F821
+    def retrieve(uidl: str, out: BinaryIO) -> "Deferred[None]":
         """Write the message (LF line ends, unstuffed) into *out*, streaming."""
 
-    def delete(uidl: str) -> "Deferred[None]":  # noqa: F821
+    def delete(uidl: str) -> "Deferred[None]":
         """Mark for deletion; durable only after ``close`` fires."""
 
-    def close() -> "Deferred[None]":  # noqa: F821
+    def close() -> "Deferred[None]":
         """Commit deletions (POP3 QUIT) and end the session."""
 
     def abort() -> None:

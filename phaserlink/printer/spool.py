@@ -40,7 +40,6 @@ MESSAGE_FILE = "message"
 DOCS_DIR = "docs"
 INCOMING_DIR = "incoming"
 JOURNAL_FILE = "journal.jsonl"
-COPY_CHUNK = 1 << 18
 
 _counter = itertools.count()
 

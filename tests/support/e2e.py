@@ -175,7 +175,7 @@ def write_destinations(env: dict[str, str], text: str) -> Path:
     return path
 
 
-def printer_section(name: str, output: str, *, senders: str = f"*@example.com", formats: str = "postscript",
+def printer_section(name: str, output: str, *, senders: str = "*@example.com", formats: str = "postscript",
                     notify: str = "printed, errors", **extra: str) -> str:
     lines = [f"[printer:{name}]", f"addresses = {name}@phaserlink.test", f"output = {output}",
              f"allowed_senders = {senders}", f"formats = {formats}", f"notify = {notify}"]

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 # IPP printer-state-reasons (RFC 8011 5.4.12, PWG 5100.x) an output uses to
 # explain a failure.  Strings, so that status mail can carry them as is.

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The checkout under test comes first, here and in every subprocess the tests
+# start (twistd, the client): a second checkout (a git worktree, a CI clone)
+# must not test the code an earlier editable install points at.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 from support.ca import TestCA  # noqa: E402
 

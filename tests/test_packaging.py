@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import os
 import venv
 from pathlib import Path
 
@@ -48,19 +49,21 @@ def wheelhouse(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("editable", [False, True], ids=["pip-install", "editable-compat"])
 def test_twistd_finds_plugin(tmp_path, wheelhouse, editable):
     source = _source_copy(tmp_path / "src")
+    # conftest points PYTHONPATH at the checkout: a clean venv must not see it.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
     pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
            "--no-index", "--find-links", str(wheelhouse)]
     target = ["-e", str(source), "--config-settings", "editable_mode=compat"] if editable else [str(source)]
-    subprocess.run(pip + target, check=True, cwd=tmp_path)
+    subprocess.run(pip + target, check=True, cwd=tmp_path, env=clean)
     result = subprocess.run(
-        [str(env_dir / "bin" / "twistd"), "phaserlink", "--help"], capture_output=True, text=True, cwd=tmp_path
+        [str(env_dir / "bin" / "twistd"), "phaserlink", "--help"], capture_output=True, text=True, cwd=tmp_path, env=clean
     )
     assert result.returncode == 0, result.stderr
     assert "--config" in result.stdout
     where = subprocess.run(
         [str(env_dir / "bin" / "python"), "-c", "import phaserlink; print(phaserlink.__file__)"],
-        capture_output=True, text=True, cwd=tmp_path, check=True,
+        capture_output=True, text=True, cwd=tmp_path, check=True, env=clean,
     ).stdout
     assert str(source if editable else env_dir) in where

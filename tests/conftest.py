@@ -32,3 +32,13 @@ def appliance(tmp_path):
     app = Appliance(tmp_path)
     yield app
     app.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A mounted 8 MB tmpfs at tmp_path/disk (root; fails under CI without)."""
+    from support.tmpfs import SmallDisk
+
+    disk = SmallDisk(tmp_path / "disk").mount()
+    yield disk
+    disk.unmount()

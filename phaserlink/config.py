@@ -30,7 +30,10 @@ from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from phaserlink.message import events, formats
 from phaserlink.passwords import PasswordHash, PasswordHashError
+from phaserlink.values import parse_duration, parse_host_port, parse_size, split_list
+from phaserlink.values import split_host_port  # noqa: F401  (re-exported for older callers)
 
 T = TypeVar("T")
 
@@ -54,8 +57,8 @@ class ConfigError(Exception):
 # -- value objects -----------------------------------------------------------
 
 TLS_POLICIES = ("none", "opportunistic", "required")
-NOTIFY_EVENTS = ("received", "printed", "errors", "delayed", "trace")
-FORMATS = ("postscript", "pdf", "pcl", "text")
+NOTIFY_EVENTS = events.EVENTS  # the words of a printer's notify: phaserlink.message.events
+FORMATS = formats.FORMATS  # named once, in phaserlink.message.formats
 MAX_LOCAL_PART = 64
 
 
@@ -197,31 +200,12 @@ def sender_matches(sender: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(sender, pattern) for pattern in patterns)
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", re.I)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.I)
 _ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def parse_size(text: str) -> int:
-    """``10M`` -> 10485760.  Suffixes K, M, G are powers of 1024."""
-    m = _SIZE.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a size (use bytes or a K, M, G suffix)")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
-
-
-def parse_duration(text: str) -> float:
-    """``90s``, ``5m``, ``4h``, ``5d`` or plain seconds -> seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 4h, 5d)")
-    unit = (m.group(2) or "s").lower()
-    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-
-
-def split_list(text: str) -> list[str]:
-    return [item for item in re.split(r"[\s,]+", text.strip()) if item]
+# parse_size, parse_duration, split_list and split_host_port live in
+# phaserlink.values (shared with the client) and are imported above.
 
 
 def check_endpoint(description: str) -> str:
@@ -490,9 +474,11 @@ class _Loader:
         if text is None:
             return None
         implicit = text.startswith("smtps://")
-        host, port = _host_port(text.removeprefix("smtps://").removeprefix("smtp://"), 465 if implicit else 25)
-        if not host:
-            s.error("smarthost", f"{text!r} is not HOST[:PORT] or smtps://HOST[:PORT]")
+        try:
+            host, port = parse_host_port(text.removeprefix("smtps://").removeprefix("smtp://"),
+                                         465 if implicit else 25)
+        except ValueError as e:
+            s.error("smarthost", f"{e}; use HOST[:PORT] or smtps://HOST[:PORT]")
         user = s.get("smarthost_user")
         password_file = s.readable_file("smarthost_password_file")
         if user and not password_file:
@@ -516,10 +502,10 @@ class _Loader:
         for f in formats:
             if f not in FORMATS:
                 s.error("formats", f"{f!r} is not one of {', '.join(FORMATS)}")
-        notify = tuple(split_list((s.get("notify", "printed, errors") or "").lower()))
-        for n in notify:
-            if n not in NOTIFY_EVENTS + ("none",):
-                s.error("notify", f"{n!r} is not one of {', '.join(NOTIFY_EVENTS)}, none")
+        try:  # old words (errors, trace) are read too; the result is events.EVENTS names
+            notify = events.parse_events(s.get("notify") or events.DEFAULT_POLICY)
+        except events.UnknownEvent as e:
+            s.error("notify", str(e))
         apop_file = s.readable_file("pop3_apop_secret_file")
         apop = apop_file.read_bytes().strip() if apop_file else None
         return PrinterConfig(
@@ -531,7 +517,7 @@ class _Loader:
             pop3_password=self.password(s, "pop3_password"),
             pop3_apop_secret=apop,
             formats=formats,
-            notify=tuple(n for n in notify if n != "none"),
+            notify=notify,
             mailbox=self.remote_mailbox(s),
             poll_interval=s.typed("poll_interval", "60s", parse_duration),
             partial_timeout=s.typed("partial_timeout", "1h", parse_duration),
@@ -605,25 +591,6 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise ValueError(f"{text!r} must be a positive number")
     return value
-
-
-def split_host_port(text: str) -> tuple[str, str]:
-    """``host:25`` / ``[::1]:25`` / ``host`` -> (host, port text or "")."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, rest.removeprefix(":")
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host, port
-    return text, ""
-
-
-def _host_port(text: str, default_port: int) -> tuple[str, int]:
-    host, port = split_host_port(text)
-    try:
-        return host, int(port) if port else default_port
-    except ValueError:
-        return "", 0
 
 
 def load(path: str | os.PathLike[str]) -> SiteConfig:

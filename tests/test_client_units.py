@@ -64,7 +64,7 @@ def test_send_parses_everything():
          "--title", "T", "--notify", "printed,errors", "--max-message-size", "5M", "--type", "pdf", "--wait"])
     assert args.files == ["a.ps", "-"]
     assert args.max_message_size == 5 * 1024 * 1024
-    assert args.notify == ("printed", "errors")
+    assert args.notify == ("printed", "failed")  # old word read, new word kept
     assert (args.copies, args.type, args.wait, args.sender) == (3, "pdf", True, "me@x.org")
 
 

@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from phaserlink.config import FORMATS, NOTIFY_EVENTS, parse_size
 from phaserlink.client import destinations as dmod
 from phaserlink.client.destinations import DestinationError
 from phaserlink.client.sending import EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
+from phaserlink.message import events
+from phaserlink.message.formats import FORMATS
+from phaserlink.values import parse_duration, parse_size
 
 PROG = "phaserlink"
 
@@ -26,6 +28,13 @@ PROG = "phaserlink"
 def _size(text: str) -> int:
     try:
         return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -85,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copies", type=_positive, metavar="N", help="copies to print")
     p.add_argument("--title", metavar="TEXT", help="job title (default: the file name)")
     p.add_argument("--notify", type=_notify, metavar="EVENTS",
-                   help=f"status mail wanted: {','.join(NOTIFY_EVENTS)} or none")
+                   help=f"status mail wanted: some of {','.join(events.EVENTS)}, or {events.ALL} or "
+                        f"{events.NONE} (default: the destination's, else the printer's policy)")
     p.add_argument("--max-message-size", type=_size, metavar="SIZE",
                    help="split into message/partial fragments above SIZE (e.g. 5M; default: the server's "
                         "SIZE less headroom for relays, else 10M)")
@@ -93,10 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"data format ({', '.join(FORMATS)}; default: detected from the data)")
     p.add_argument("--wait", action="store_true",
                    help="wait for the final status mail (needs a [mailbox]); exit 0 only if printed")
-    p.add_argument("--wait-timeout", type=float, default=3600.0, metavar="SECONDS",
-                   help="give up waiting after this long (default 3600)")
-    p.add_argument("--wait-interval", type=float, default=15.0, metavar="SECONDS",
-                   help="check the mailbox this often while waiting (default 15)")
+    p.add_argument("--wait-timeout", type=_duration, default=3600.0, metavar="DURATION",
+                   help="give up waiting after this long (seconds, or e.g. 90s, 30m, 2h; default 1h)")
+    p.add_argument("--wait-interval", type=_duration, default=15.0, metavar="DURATION",
+                   help="check the mailbox this often while waiting (default 15s)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     # destinations

@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote
 from phaserlink.client import destinations as dmod
 from phaserlink.client import sending
 from phaserlink.client.progress import CupsProgress
-from phaserlink.config import parse_size
+from phaserlink.values import parse_size
 
 SCHEME = "phaserlink"
 DISCOVERY_LINE = 'network phaserlink "Unknown" "PhaserLink (print by email)"'

@@ -44,8 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from phaserlink.config import FORMATS, NOTIFY_EVENTS, parse_size, split_host_port, split_list
 from phaserlink.durable import write_atomic
+from phaserlink.message import events
+from phaserlink.message.formats import FORMATS
+from phaserlink.values import parse_host_port, parse_size, split_list
 
 SITE_PATH = Path("/etc/phaserlink/destinations.ini")
 SITE_ENV = "PHASERLINK_SITE_DESTINATIONS"
@@ -175,25 +177,20 @@ def parse_endpoint(text: str, *, scheme: str = "smtp") -> Endpoint:
             implicit = True
         elif prefix != scheme:
             raise DestinationError(f"{prefix}:// is not {scheme}:// or {scheme}s://")
-    text = text.rstrip("/")
-    host, port_text = split_host_port(text)
-    if not host or any(c in host for c in "/@ "):
-        raise DestinationError(f"{text!r} is not HOST[:PORT]")
     try:
-        port = int(port_text) if port_text else (secure if implicit else plain)
-    except ValueError:
-        raise DestinationError(f"{port_text!r} is not a port number") from None
-    if not 0 < port < 65536:
-        raise DestinationError(f"{port} is not a port number")
+        host, port = parse_host_port(text.rstrip("/"), secure if implicit else plain)
+    except ValueError as e:
+        raise DestinationError(str(e)) from None
     return Endpoint(host, port, implicit)
 
 
 def parse_notify(text: str) -> tuple[str, ...]:
-    events = tuple(e.lower() for e in split_list(text))
-    for event in events:
-        if event not in NOTIFY_EVENTS + ("none",):
-            raise DestinationError(f"{event!r} is not one of {', '.join(NOTIFY_EVENTS)}, none")
-    return tuple(e for e in events if e != "none")
+    """``printed, failed`` -> the events (:mod:`phaserlink.message.events`;
+    the old ``errors`` and ``trace`` are read too), ``()`` for ``none``."""
+    try:
+        return events.parse_events(text)
+    except events.UnknownEvent as e:
+        raise DestinationError(str(e)) from None
 
 
 def check_address(text: str) -> str:

@@ -234,24 +234,13 @@ def detect(data_path: Path, given: str | None) -> str:
     return found
 
 
-NOTIFY_TO_EVENTS: dict[str, tuple[str, ...]] = {
-    "received": ("received",),
-    "printed": ("printed",),
-    "errors": ("failed",),
-    "delayed": ("delayed",),
-    "trace": ("received", "fragment", "delayed", "printed", "failed"),
-}
-"""The user's words for status mail (``--notify``, as in site.ini's notify)
--> the X-PhaserLink-Notify event names the message carries."""
-
-
 def notify_events(notify: tuple[str, ...]) -> tuple[str, ...]:
-    events: list[str] = []
-    for word in notify:
-        for event in NOTIFY_TO_EVENTS.get(word, (word,)):
-            if event not in events:
-                events.append(event)
-    return tuple(events)
+    """The user's words for status mail (``--notify``, destinations.ini; old
+    words such as ``errors`` and ``trace`` too) -> the events the message's
+    X-PhaserLink-Notify carries: :func:`phaserlink.message.events.parse_events`."""
+    from phaserlink.message.events import parse_events
+
+    return parse_events(notify)
 
 
 def build_message(

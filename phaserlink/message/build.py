@@ -26,7 +26,7 @@ from email.header import Header
 from email.utils import format_datetime
 from typing import BinaryIO, Callable, Iterable
 
-from . import fields
+from . import events, fields
 from .formats import CONTENT_TYPES
 
 B64_LINE_BYTES = 57
@@ -113,7 +113,8 @@ def write_job_message(
     """Write a complete job message for the file *data_path* to *out*.
 
     *format* is one of formats.FORMATS; *notify* None leaves the choice to
-    the printer's policy, an empty iterable asks for no status mail.
+    the printer's policy, an empty iterable asks for no status mail; its
+    words are read by :func:`events.header_value` (old words expanded).
     Reads the data in READ_CHUNK pieces: memory does not grow with the file;
     *on_read* hears how many bytes each piece had (for a progress bar).
     """
@@ -128,10 +129,12 @@ def write_job_message(
     if message_id is None:
         message_id = make_message_id(sender.rpartition("@")[2].strip(">") or "localhost")
     when = date or datetime.now(timezone.utc)
-    events = None if notify is None else [e for e in notify]
-    for e in events or ():
-        if e not in fields.EVENTS:
-            raise ValueError(f"unknown notify event {e!r}; expected some of {fields.EVENTS}")
+    # One vocabulary on the wire: whatever words the caller used (old
+    # site.ini words included), the header carries events.EVENTS names.
+    try:
+        notify_value = None if notify is None else events.header_value(notify)
+    except events.UnknownEvent as e:
+        raise ValueError(f"unknown notify event: {e}") from None
     content_type = CONTENT_TYPES[format]
     if format == "text":
         content_type += "; charset=utf-8"
@@ -143,8 +146,8 @@ def write_job_message(
         header_line(fields.TITLE, title),
         header_line(fields.COPIES, str(copies)),
     ]
-    if events is not None:
-        head.append(header_line(fields.NOTIFY, ", ".join(events) if events else "none"))
+    if notify_value is not None:
+        head.append(header_line(fields.NOTIFY, notify_value))
     # Subject, Message-ID, MIME-Version, Content-* last: RFC 2046 5.2.2.1
     # reassembly puts exactly these after the rest, so a split job
     # reassembles byte for byte.

@@ -312,13 +312,9 @@ def _copies(value: str | None) -> int:
 
 
 def _notify(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    words = [w.strip().lower() for w in re.split(r"[,\s]+", value) if w.strip()]
-    if words == ["none"]:
-        return ()
-    events = tuple(dict.fromkeys(w for w in words if w in fields.EVENTS))
-    return events or None
+    from .events import read_events  # the header's words are read in one place
+
+    return read_events(value)
 
 
 def _sender(value: str | None) -> str | None:

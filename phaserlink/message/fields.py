@@ -9,6 +9,8 @@ relay passes them unchanged; they sit in the top-level header, which RFC 2046
 
 from __future__ import annotations
 
+from .events import EVENTS as _EVENTS
+
 JOB_ID = "X-PhaserLink-Job-Id"
 """Client-chosen job id: 1-64 of ``[A-Za-z0-9._@+-]``; links status mail to the job."""
 
@@ -19,7 +21,8 @@ COPIES = "X-PhaserLink-Copies"
 """Decimal number of copies, 1..MAX_COPIES."""
 
 NOTIFY = "X-PhaserLink-Notify"
-"""Comma-separated events the sender wants status mail for, or ``none``."""
+"""Comma-separated events the sender wants status mail for, or ``none``
+(the words of :mod:`phaserlink.message.events`)."""
 
 PRINTER = "X-PhaserLink-Printer"
 JOB_STATE = "X-PhaserLink-Job-State"
@@ -28,8 +31,9 @@ PAGES = "X-PhaserLink-Pages"
 EVENT = "X-PhaserLink-Event"
 """The five above appear in status reports (message/disposition-notification)."""
 
-EVENTS = ("received", "printed", "failed", "delayed", "fragment")
-"""Events a status mail can report, and the values of X-PhaserLink-Notify."""
+EVENTS = _EVENTS
+"""Events a status mail can report, and the values of X-PhaserLink-Notify:
+:data:`phaserlink.message.events.EVENTS`, named there once."""
 
 MAX_COPIES = 999
 """More copies than this is taken as garbage, not as a request."""

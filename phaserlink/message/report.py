@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime, getaddresses
 from typing import BinaryIO, Mapping
 
-from . import fields
+from . import events, fields
 from .build import header_line, make_message_id
 from .mime import Headers, MimeError, iter_decoded, iter_parts_file, read_headers
 
@@ -86,10 +86,12 @@ def write_status_report(
 
     *state* is an IPP job state (pending, pending-held, processing,
     completed, aborted, canceled); *reasons* IPP job-state-reasons keywords;
-    *event* one of fields.EVENTS.  *printer_address* (Final-Recipient)
+    *event* one of events.EVENTS (an old word for one of them is written as
+    its new name; anything else is a ValueError).  *printer_address* (Final-Recipient)
     defaults to the address in *from_*.  *extra_fields* are added to the
     notification part; their names must be header field names.
     """
+    event = events.report_event(event)
     addr = printer_address or _addr(from_) or from_
     domain = addr.rpartition("@")[2] or "localhost"
     message_id = message_id or make_message_id(domain)
@@ -124,7 +126,7 @@ def write_status_report(
             b"Content-Transfer-Encoding: quoted-printable\n"
         )
         body = binascii.b2a_qp(body, istext=True)
-    disposition = "processed/error" if state in ERROR_STATES or event == "failed" else "processed"
+    disposition = "processed/error" if state in ERROR_STATES or event == events.FAILED else "processed"
     notification = [
         header_line("Reporting-UA", f"{printer}; {PRODUCT}"),
         header_line("Final-Recipient", f"rfc822; {addr}"),
@@ -158,6 +160,17 @@ def _addr(value: str) -> str | None:
         if "@" in addr:
             return addr
     return None
+
+
+def _read_event(value: str | None) -> str | None:
+    """An event as read back: an old word for one event becomes its new
+    name (reports from older appliances); anything else is kept as written."""
+    if value is None:
+        return None
+    try:
+        return events.report_event(value)
+    except events.UnknownEvent:
+        return value
 
 
 def parse_status_report(source: str | os.PathLike[str] | bytes) -> StatusReport | None:
@@ -210,7 +223,7 @@ def _parse(f: BinaryIO) -> StatusReport | None:
         printer=notification.display(fields.PRINTER),
         state=notification.get(fields.JOB_STATE),
         reasons=tuple(r for r in (x.strip() for x in reasons.split(",")) if r and r != "none"),
-        event=notification.get(fields.EVENT),
+        event=_read_event(notification.get(fields.EVENT)),
         pages=int(pages) if pages and pages.isdigit() else None,
         original_message_id=notification.get("Original-Message-ID"),
         human_text=(human or "").rstrip("\n") + ("\n" if human else ""),

@@ -2,8 +2,9 @@
 
 What is sent is the intersection of what the printer's ``notify`` allows
 and what the sender asked for in ``X-PhaserLink-Notify`` (all the printer
-allows when the sender asked for nothing).  ``trace`` means every event,
-including each fragment of a split job and the set being complete.
+allows when the sender asked for nothing).  The events are named in
+:mod:`phaserlink.message.events`; ``fragment`` covers each fragment of a
+split job and the set being complete.
 
 Status mail goes only to senders allowed to print on the printer: a job
 from anybody else (possible with a remote mailbox) is dropped without a
@@ -19,55 +20,50 @@ from typing import Callable, Iterable
 
 from twisted.logger import Logger
 
-from phaserlink.config import NOTIFY_EVENTS, PrinterConfig, SiteConfig
-from phaserlink.message import fields
+from phaserlink.config import PrinterConfig, SiteConfig
+from phaserlink.message import events, fields
 from phaserlink.printer.jobs import Job
 
 log = Logger()
 
-# Events a job goes through; the first four are notify keywords themselves.
-RECEIVED = "received"
-PRINTED = "printed"
-ERRORS = "errors"
-DELAYED = "delayed"
-FRAGMENT = "fragment"  # trace only: one message/partial fragment arrived
-SET_COMPLETE = "set-complete"  # trace only: all fragments arrived
-TRACE = "trace"
+# Events a job goes through: the names of phaserlink.message.events, which
+# site.ini, the header and the reports share.  ERRORS is the old name of
+# FAILED, kept for the callers that import it.
+RECEIVED = events.RECEIVED
+PRINTED = events.PRINTED
+FAILED = ERRORS = events.FAILED
+DELAYED = events.DELAYED
+FRAGMENT = events.FRAGMENT  # one message/partial fragment arrived
+SET_COMPLETE = "set-complete"  # all fragments arrived: reported, and asked for, as FRAGMENT
 
-# The event names of the report format (phaserlink.message.fields.EVENTS).
-REPORT_EVENTS = {RECEIVED: "received", PRINTED: "printed", ERRORS: "failed", DELAYED: "delayed",
-                 FRAGMENT: "fragment", SET_COMPLETE: "fragment"}
+# What a report says for an event that is not itself one of events.EVENTS.
+REPORT_EVENTS = {SET_COMPLETE: events.FRAGMENT}
 
-_EVENT_NEEDS = {RECEIVED: RECEIVED, PRINTED: PRINTED, ERRORS: ERRORS, DELAYED: DELAYED,
-                FRAGMENT: TRACE, SET_COMPLETE: TRACE}
+_EVENT_NEEDS = {SET_COMPLETE: events.FRAGMENT}
 
 
 def parse_notify(value: str | Iterable[str] | None) -> list[str] | None:
-    """The sender's request (header text or a list) -> known keywords, or
-    None when nothing usable was asked for.  ``none`` asks for silence."""
-    if value is None:
-        return None
-    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-    words = [w.strip().lower() for w in items if w.strip()]
-    if not words:
-        return None
-    if "none" in words:
-        return []
-    known = [w for w in words if w in NOTIFY_EVENTS]
-    return known if known else None
+    """The sender's request (header text or a list) -> known events, or
+    None when nothing usable was asked for.  ``none`` asks for silence.
+    Old words (``errors``, ``trace``) are read as they were meant, so a job
+    spooled before an upgrade keeps its sender's wish."""
+    wanted = events.read_events(value)
+    return None if wanted is None else list(wanted)
 
 
 def effective_notify(printer_notify: Iterable[str], requested: Iterable[str] | None) -> frozenset[str]:
-    """What will be sent: the printer's policy, narrowed by the request."""
-    allowed = frozenset(printer_notify)
+    """What will be sent: the printer's policy, narrowed by the request.
+    Both sides are read as events first, so a printer with ``trace`` (all
+    events) and a sender asking for ``printed`` get ``printed``."""
+    allowed = frozenset(events.read_events(list(printer_notify)) or ())
     if requested is None:
         return allowed
-    return allowed & frozenset(requested)
+    return allowed & frozenset(events.read_events(list(requested)) or ())
 
 
 def wants(effective: frozenset[str], event: str) -> bool:
-    """True if *event* is reported under *effective* (``trace`` = all)."""
-    return TRACE in effective or _EVENT_NEEDS.get(event, event) in effective
+    """True if *event* is reported under *effective*."""
+    return _EVENT_NEEDS.get(event, event) in effective
 
 
 class StatusMailer:

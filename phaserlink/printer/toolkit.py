@@ -38,16 +38,11 @@ class Toolkit:
     write_report: Callable[..., None]  # phaserlink.message.report.write_status_report
 
 
-# The printer's notify keywords for the words a client may use (the message
-# module's event names differ from site.ini's for two of them).
-_NOTIFY_ALIASES = {"failed": "errors", "error": "errors", "fragment": "trace"}
-
-
 def notify_words(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    words = [_NOTIFY_ALIASES.get(w.lower(), w.lower()) for w in value.replace(",", " ").split()]
-    return parse_notify(words)
+    """The X-PhaserLink-Notify header -> the events the sender asked for
+    (old words included, unknown ones ignored), [] for ``none``, None for
+    nothing usable: :func:`phaserlink.message.events.read_events`."""
+    return parse_notify(value)
 
 
 def inspect_message(path: Path) -> MessageFacts:

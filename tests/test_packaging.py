@@ -3,7 +3,7 @@
 Each install goes into a fresh virtualenv with no system site-packages, from
 a copy of the source tree, so the repository's own checkout on sys.path cannot
 make the test pass by accident.  This is the flat-layout pitfall of
-twisted-notes.md: a PEP 660 editable install hides twisted/plugins from
+docs/README.md: a PEP 660 editable install hides twisted/plugins from
 twistd, the compat mode does not.
 """
 

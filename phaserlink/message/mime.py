@@ -1,7 +1,7 @@
 """A streaming MIME reader: headers in memory, bodies as offsets into a file.
 
 Python's ``email`` parser holds a message several times over in memory
-(about 7x for a large base64 job, measured in ../shared/peers.md), so a
+(about 7x for a large base64 job, see docs/README.md), so a
 500 MB print job would need gigabytes.  Here only header sections are read
 into memory (they are small and bounded by ``MAX_HEADER_BYTES``); a body is
 described by its byte offsets in the file on disk, found by scanning for

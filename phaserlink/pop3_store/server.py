@@ -2,7 +2,7 @@
 
 Printers that pull for themselves (``output = pull``) log in here and fetch
 their mail from the printer's durable Maildir.  The protocol is our own state
-machine, not ``twisted.mail.pop3.POP3`` (see twisted-notes.md: it stuffs RETR
+machine, not ``twisted.mail.pop3.POP3`` (see docs/README.md: it stuffs RETR
 per chunk, its APOP fails on Python 3, it has no STLS, and its QUIT says +OK
 even when the deletion failed).
 

@@ -1,5 +1,5 @@
 """What a printer has already taken in: the durable memory behind
-"exactly one print per job" (DESIGN.md guarantee 3).
+"exactly one print per job" (docs/README.md, guarantee 3).
 
 A crash between spooling a message and deleting it at the source, or a
 relay that sends a message twice, brings the same mail back.  The journal

@@ -1,6 +1,6 @@
 """Moving a printer's mail from its source into its job spool.
 
-Guarantee 2 (DESIGN.md) is kept here: each message is streamed into
+Guarantee 2 (docs/README.md) is kept here: each message is streamed into
 ``incoming/``, fsync'd, taken in by the :class:`~.intake.Intake` (which
 makes the job durable and journals the UIDL), and only then deleted at the
 source.  A message whose UIDL the journal already knows (a crash came

@@ -14,7 +14,7 @@ A job exists once its ``state.json`` does: a directory without one is the
 remains of a crash during intake and is removed at start (its message is
 still at the source, so it is fetched again).  Every state change is
 written to a temporary file, fsync'd, renamed over ``state.json`` and the
-directory fsync'd before the change is acted on (DESIGN.md, job lifecycle).
+directory fsync'd before the change is acted on (docs/README.md, job lifecycle).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One small seam, so that the spool's state machine can be tested with fakes
 on a :class:`task.Clock` and so that the mail parsing stays in
-:mod:`phaserlink.message` (DESIGN.md: code that parses mail lives once).
+:mod:`phaserlink.message` (docs/README.md: code that parses mail lives once).
 """
 
 from __future__ import annotations

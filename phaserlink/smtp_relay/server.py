@@ -4,7 +4,7 @@ Why not ``twisted.mail.smtp.ESMTP``: it hands DATA to Python one line at a
 time (0.45x Postfix at 1 MB messages), answers 550 to a full disk, parses
 the rest of a message as commands after an overlong line, keeps pipelined
 plaintext across STARTTLS and advertises AUTH in the clear (see
-``twisted-notes.md``).  This is a small state machine on a plain
+``docs/README.md``).  This is a small state machine on a plain
 ``Protocol``: commands are split on LF by ``bytes.find``; DATA goes to
 :class:`~phaserlink.smtp_relay.data.DataReader`, which scans whole chunks.
 

@@ -7,7 +7,7 @@
 
 LPRng reads only ``/etc/lprng/lpd.conf``, so it runs inside ``unshare -m``
 with our own directory bind-mounted over ``/etc/lprng`` (root needed; see
-/work/shared/peers.md).  Each queue's ``if=`` filter copies the job to
+docs/README.md).  Each queue's ``if=`` filter copies the job to
 ``out/job-<ns>-<pid>.data`` (renamed when complete) with the filter's
 arguments beside it in ``.args``.  LPRng runs the filter once per ``l``
 line, so a job with two copies arrives as two files.  Printing is

@@ -1,7 +1,7 @@
 """The seam between the job spool and the printers it feeds.
 
 The spool owns a job until an output says the printer has it (guarantee 2
-in DESIGN.md).  So an output's single promise is: the Deferred from
+in docs/README.md).  So an output's single promise is: the Deferred from
 ``send`` fires with an :class:`OutputResult` only when the printer side
 acknowledged *all* of the job; otherwise it fails with
 :class:`PrinterUnavailable` (try again later, the job stays spooled) or

@@ -1,4 +1,4 @@
-"""Memory does not grow with the job (DESIGN guarantee 6).
+"""Memory does not grow with the job (docs/README.md, guarantee 6).
 
 A ~200 MB job message (a Thunderbird-style multipart/mixed with a 150 MB
 attachment, so the boundary scanner walks all of it) is split into

@@ -380,3 +380,10 @@ def test_cups_install_writes_a_root_owned_wrapper(tmp_path):
 
     out = subprocess.run([str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("network phaserlink ")
+
+
+def test_wait_times_take_durations():
+    args = cli.build_parser().parse_args(["send", "a.ps", "--to", "lab", "--wait-timeout", "2h",
+                                          "--wait-interval", "30s"])
+    assert (args.wait_timeout, args.wait_interval) == (7200.0, 30.0)
+    assert cli.build_parser().parse_args(["send", "a.ps", "--to", "lab", "--wait-timeout", "90"]).wait_timeout == 90.0

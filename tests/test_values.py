@@ -15,8 +15,8 @@ from phaserlink.client import destinations as d
 ROOT = Path(__file__).resolve().parent.parent
 
 CLIENT_MODULES = ("cli", "send_command", "sending", "destinations", "status", "cups_backend", "cups_install")
-APPLIANCE_PACKAGES = ("phaserlink.config", "phaserlink.printer", "phaserlink.smtp_relay", "phaserlink.pop3_store",
-                      "phaserlink.passwords")
+APPLIANCE_PACKAGES = ("phaserlink.config", "phaserlink.printer", "phaserlink.smtp_relay",
+                      "phaserlink.pop3_store", "phaserlink.passwords")
 
 
 @pytest.mark.parametrize("module", CLIENT_MODULES)

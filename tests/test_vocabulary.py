@@ -129,7 +129,8 @@ def test_site_ini_bad_notify_names_file_section_key(tmp_path, notify, why):
 
 def test_destinations_ini_and_cli_read_old_words(tmp_path):
     site = tmp_path / "site.ini"
-    site.write_text("[defaults]\nnotify = errors\n[printer:lab]\naddress = lab@p.example.com\nnotify = trace\n")
+    site.write_text("[defaults]\nnotify = errors\n"
+                    "[printer:lab]\naddress = lab@p.example.com\nnotify = trace\n")
     dests = d.load(site, tmp_path / "none.ini")
     assert dests.default_notify == ("failed",)
     assert dests.printers["lab"].notify == ALL
@@ -258,7 +259,8 @@ def test_round_trip_client_words_to_appliance_reports(tmp_path, real_rig, policy
     rig = real_rig(policy).start()
     sent = tmp_path / "sent"
     sent.mkdir()
-    words = cli.build_parser().parse_args(["send", "a.ps", "--to", "lab", "--notify", "received,errors,printed"]).notify
+    argv = ["send", "a.ps", "--to", "lab", "--notify", "received,errors,printed"]
+    words = cli.build_parser().parse_args(argv).notify
     path = job_message(sent, words)
     assert notify_header(path) == "received, printed, failed"
     rig.deliver(path.read_bytes())
@@ -271,3 +273,19 @@ def test_round_trip_client_words_to_appliance_reports(tmp_path, real_rig, policy
     report = parse_status_report(rig.queue.messages[-1].data)
     assert report.event == "failed" and report.event in events.EVENTS
     assert report.state == "aborted" and "processed/error" in report.disposition
+
+
+def test_destinations_edits_write_the_new_words(tmp_path, monkeypatch):
+    """``phaserlink destinations add-printer --notify errors`` saves the
+    event names, not the words typed."""
+    monkeypatch.setenv(d.SITE_ENV, str(tmp_path / "none.ini"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert cli.main(["destinations", "add-printer", "lab", "lab@p.example.com", "--notify", "printed,errors"]) == 0
+    assert cli.main(["destinations", "add-group", "g", "lab", "--notify", "trace"]) == 0
+    assert cli.main(["destinations", "set-defaults", "--notify", "none"]) == 0
+    text = d.user_path().read_text()
+    assert "notify = printed, failed\n" in text
+    assert "notify = received, printed, failed, delayed, fragment\n" in text
+    assert "notify = none\n" in text and "errors" not in text and "trace" not in text
+    dests = d.load()
+    assert dests.printers["lab"].notify == ("printed", "failed") and dests.default_notify == ()

@@ -56,6 +56,13 @@ def _notify(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _notify_value(text: str | None) -> str | None:
+    """What a destinations.ini ``notify`` key is written as: the event names
+    (whatever words were typed), ``none``, or None to leave it out.  A bad
+    word is a DestinationError, as for every other bad value of an edit."""
+    return None if text is None else events.header_value(dmod.parse_notify(text))
+
+
 def _format(text: str) -> str:
     if text.lower() not in FORMATS:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(FORMATS)}")
@@ -247,13 +254,15 @@ def run_destinations(args: argparse.Namespace) -> int:
         dmod.check_name(args.name)
         values = {
             "address": dmod.check_address(args.address), "server": args.server,
-            "copies": str(args.copies) if args.copies else None, "notify": args.notify, "type": args.type,
+            "copies": str(args.copies) if args.copies else None, "notify": _notify_value(args.notify),
+            "type": args.type,
             "title": args.title, "from": args.sender, "max_message_size": args.max_message_size,
         }
         section, message = f"printer:{args.name}", f"printer {args.name} -> {args.address}"
     elif action == "add-group":
         dmod.check_name(args.name)
-        values = {"members": ", ".join(args.members), "server": args.server, "notify": args.notify}
+        values = {"members": ", ".join(args.members), "server": args.server,
+                  "notify": _notify_value(args.notify)}
         section, message = f"group:{args.name}", f"group {args.name}: {' '.join(args.members)}"
     elif action == "add-server":
         dmod.check_name(args.name)
@@ -270,7 +279,7 @@ def run_destinations(args: argparse.Namespace) -> int:
         }
         section, message = "mailbox", f"mailbox {args.username} at {args.endpoint}"
     elif action == "set-defaults":
-        values = {"from": args.sender, "server": args.server, "notify": args.notify}
+        values = {"from": args.sender, "server": args.server, "notify": _notify_value(args.notify)}
         section, message = "defaults", "defaults"
     elif action == "remove":
         return _remove(args.name, user, site)

@@ -127,5 +127,6 @@ def report_event(word: str) -> str:
     :data:`EVENTS`, so a new event is added here, not made up by a caller."""
     events = _expand(word.strip().lower())
     if events is None or len(events) != 1:
-        raise UnknownEvent(f"{word!r} is not one event of {', '.join(EVENTS)} (see phaserlink/message/events.py)")
+        raise UnknownEvent(f"{word!r} is not one event of {', '.join(EVENTS)} "
+                           "(new events are named in phaserlink/message/events.py)")
     return events[0]

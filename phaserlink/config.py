@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 from phaserlink.message import events, formats
 from phaserlink.passwords import PasswordHash, PasswordHashError
-from phaserlink.values import parse_duration, parse_host_port, parse_size, split_list
+from phaserlink.values import parse_duration, parse_host_port, parse_positive_int, parse_size, split_list
 from phaserlink.values import split_host_port  # noqa: F401  (re-exported for older callers)
 
 T = TypeVar("T")
@@ -586,11 +586,7 @@ def check_endpoint_in(s: _Section, key: str, default: str) -> list[str]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"{text!r} must be a positive number")
-    return value
+_positive_int = parse_positive_int  # the shared parser (phaserlink.values)
 
 
 def load(path: str | os.PathLike[str]) -> SiteConfig:

@@ -46,6 +46,16 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "s").lower()]
 
 
+def parse_positive_int(text: str) -> int:
+    """``3`` -> 3: a whole number of 1 or more (counts: copies, sessions...)."""
+    text = text.strip()
+    if not re.fullmatch(r"[0-9]+", text):
+        raise ValueError(f"{text!r} is not a whole number")
+    if int(text) < 1:
+        raise ValueError(f"{text!r} must be 1 or more")
+    return int(text)
+
+
 def split_list(text: str) -> list[str]:
     """``a, b c`` -> ``["a", "b", "c"]``: commas and white space both separate."""
     return [item for item in re.split(r"[\s,]+", text.strip()) if item]

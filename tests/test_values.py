@@ -131,3 +131,23 @@ def test_smarthost_ipv6_and_implicit_tls(tmp_path):
     site = config.load(_site(tmp_path, "smarthost = smtps://[2001:db8::25]"))
     host = site.appliance.smarthost
     assert (host.host, host.port, host.implicit_tls) == ("2001:db8::25", 465, True)
+
+
+@pytest.mark.parametrize("text, expected", [("1", 1), (" 10 ", 10), ("500", 500)])
+def test_positive_ints(text, expected):
+    assert values.parse_positive_int(text) == expected
+
+
+@pytest.mark.parametrize("text, why", [("0", "must be 1 or more"), ("-3", "is not a whole number"),
+                                       ("2.5", "is not a whole number"), ("many", "is not a whole number")])
+def test_bad_positive_ints(text, why):
+    with pytest.raises(ValueError, match=why):
+        values.parse_positive_int(text)
+
+
+def test_a_bad_count_in_site_ini_says_why(tmp_path):
+    """It used to say "invalid literal for int() with base 10: 'many'"."""
+    path = _site(tmp_path, "max_sessions = many")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    assert (info.value.key, info.value.why) == ("max_sessions", "'many' is not a whole number")

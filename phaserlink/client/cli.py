@@ -20,7 +20,7 @@ from phaserlink.client.destinations import DestinationError
 from phaserlink.client.sending import EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
 from phaserlink.message import events
 from phaserlink.message.formats import FORMATS
-from phaserlink.values import parse_duration, parse_size
+from phaserlink.values import parse_duration, parse_positive_int, parse_size
 
 PROG = "phaserlink"
 
@@ -41,12 +41,9 @@ def _duration(text: str) -> float:
 
 def _positive(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
+        return parse_positive_int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _notify(text: str) -> tuple[str, ...]:

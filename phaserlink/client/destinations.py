@@ -47,7 +47,7 @@ from typing import Iterator
 from phaserlink.durable import write_atomic
 from phaserlink.message import events
 from phaserlink.message.formats import FORMATS
-from phaserlink.values import parse_host_port, parse_size, split_list
+from phaserlink.values import parse_host_port, parse_positive_int, parse_size, split_list
 
 SITE_PATH = Path("/etc/phaserlink/destinations.ini")
 SITE_ENV = "PHASERLINK_SITE_DESTINATIONS"
@@ -338,11 +338,7 @@ def _keyed(key: str, convert, value: str):
         raise DestinationError(f"{key}: {e}") from None
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"{text!r} must be a positive number")
-    return value
+_positive = parse_positive_int  # the shared parser (phaserlink.values)
 
 
 def _tls(values: dict[str, str]) -> str:

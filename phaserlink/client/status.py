@@ -37,6 +37,9 @@ POLL_INTERVAL = 15.0
 """Seconds between mailbox checks while ``send --wait`` waits."""
 POP3_TIMEOUT = 60.0
 FINAL_STATES = ("completed", "aborted", "canceled")
+MAILBOX_TLS_SETTING = "[mailbox] tls"
+"""Where the status mailbox's TLS policy is set, named when a login without
+TLS is refused (docs/tls.md)."""
 CACHE_LIMIT = 10000
 """UIDLs of non-status mail remembered per mailbox (oldest forgotten first)."""
 
@@ -143,7 +146,7 @@ async def fetch(
     session = await pop3_client.connect(
         reactor, mailbox.endpoint.host, mailbox.endpoint.port, username=mailbox.username, password=password,
         tls=mailbox.tls, implicit_tls=mailbox.endpoint.implicit_tls, ca_file=mailbox.ca_file,
-        timeout=POP3_TIMEOUT)
+        timeout=POP3_TIMEOUT, tls_setting=MAILBOX_TLS_SETTING)
     found: list[JobStatus] = []
     try:
         listing = await session.list_uidl()

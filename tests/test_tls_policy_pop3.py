@@ -188,3 +188,30 @@ def test_phaserlink_status_refuses_to_log_in_in_clear_and_says_why(proxy, plain_
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no status mail" in out.stdout
     assert b"PASS " + PASSWORD.encode() in proxy.received
+
+
+def test_send_wait_does_not_log_in_in_clear_and_stops_waiting(appliance, proxy, plain_dovecot, home, tmp_path):
+    """`phaserlink send --wait`: the job goes out, the status mailbox
+    without STLS gets no password, and the wait ends at once (asking again
+    changes nothing until the configuration does) with exit 75."""
+    from test_printer_appliance import POSTSCRIPT, printed_files, printer_section
+
+    out_dir = tmp_path / "printed"
+    appliance.sections = printer_section("demo", f"file:{out_dir}")
+    appliance.start()
+    assert phaserlink(home, "destinations", "set-mailbox", f"pop3://127.0.0.1:{proxy.port}",
+                      "--username", "status").returncode == 0
+    job = tmp_path / "job.ps"
+    job.write_bytes(POSTSCRIPT)
+    started = time.monotonic()
+    out = phaserlink(home, "send", str(job), "--to", "demo@phaserlink.test", "--server",
+                     f"127.0.0.1:{appliance.smtp_port}", "--from", "alice@example.com", "-q", "--wait",
+                     "--wait-interval", "0.5", "--wait-timeout", "30")
+    assert out.returncode == 75, out.stdout + out.stderr
+    assert time.monotonic() - started < 20
+    assert "does not offer STLS; not sending the password in clear (set [mailbox] tls = none to allow it)" \
+        in out.stderr
+    assert "not waiting for the status mail" in out.stderr
+    assert_no_login_sent(proxy)
+    [printed] = appliance.wait_for(lambda: printed_files(out_dir), what="the job")
+    assert printed.read_bytes() == POSTSCRIPT

@@ -256,7 +256,7 @@ async def wait_for(
     did not, 75 if time ran out first."""
     from twisted.internet.task import deferLater
 
-    from phaserlink.net.pop3_client import POP3Error
+    from phaserlink.net.pop3_client import POP3CleartextRefused, POP3Error
 
     deadline = time.monotonic() + timeout
     pending = set(job_ids)
@@ -266,6 +266,11 @@ async def wait_for(
     while True:
         try:
             found = await fetch(reactor, mailbox, password, only=wanted)
+        except POP3CleartextRefused as e:
+            # Asking again changes nothing until the user changes the
+            # configuration (docs/tls.md): say so once and stop waiting.
+            print(f"phaserlink: status mailbox: {e}; not waiting for the status mail", file=stderr)
+            return EXIT_TEMPFAIL
         except POP3Error as e:
             print(f"phaserlink: status mailbox: {e} (will retry)", file=stderr)
             found = []

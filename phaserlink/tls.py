@@ -5,6 +5,12 @@ Server side: the appliance's certificate (chain) and key from site.ini, used
 for SMTP STARTTLS and POP3 STLS.  Client side: ``client_options`` always
 verifies the peer's certificate chain and its name (service-identity), against
 a given CA file or else the platform's trust store.
+
+Client login policy: :func:`cleartext_login_refusal` is the one rule every
+client that sends a password follows (POP3 USER/PASS in
+:mod:`phaserlink.net.pop3_client`, SMTP AUTH in
+:mod:`phaserlink.net.smtp_client`, so the retriever, the outbound queue's
+smarthost and the ``phaserlink`` client alike).  See docs/tls.md.
 """
 
 from __future__ import annotations
@@ -16,6 +22,36 @@ from twisted.internet import ssl
 
 if TYPE_CHECKING:
     from phaserlink.config import TLSFiles
+
+#: TLS policies of a client connection (site.ini ``mailbox_tls`` and
+#: ``smarthost_tls``, destinations.ini ``tls``).  ``none``: never start TLS,
+#: and a password may then go in clear (the administrator said so);
+#: ``opportunistic``: TLS when the server offers it, and no login when it
+#: does not; ``required``: no session at all without TLS.
+TLS_NONE = "none"
+TLS_OPPORTUNISTIC = "opportunistic"
+TLS_REQUIRED = "required"
+TLS_POLICIES = (TLS_NONE, TLS_OPPORTUNISTIC, TLS_REQUIRED)
+
+
+def cleartext_login_refusal(policy: str, *, encrypted: bool, where: str, offer: str,
+                            setting: str = "tls") -> str | None:
+    """Why a password must not be sent on this session now, or None if it may.
+
+    The rule: a password goes only over TLS, unless the configuration says
+    ``none`` for that server explicitly.  ``opportunistic`` protects against
+    a passive listener, not against a server (or a man in the middle) that
+    simply stops offering TLS; so without TLS it means "do not log in", and
+    the answer says what would allow it.  *where* names the server
+    (``pop3://host:110``), *offer* the upgrade it did not offer (``STLS``,
+    ``STARTTLS``), *setting* the configuration key that would allow it.
+    """
+    if policy not in TLS_POLICIES:
+        raise ValueError(f"tls must be one of {TLS_POLICIES}, not {policy!r}")
+    if encrypted or policy == TLS_NONE:
+        return None
+    return (f"{where} does not offer {offer}; not sending the password in clear "
+            f"(set {setting} = none to allow it)")
 
 
 def load_server_certificate(files: "TLSFiles") -> ssl.PrivateCertificate:

@@ -70,7 +70,8 @@ def test_printer_closing_first_then_our_fin_also_completes():
     assert results == [proto]
 
 
-def test_reset_after_all_bytes_is_unavailable():
+def test_reset_after_all_bytes_is_unavailable_when_the_kernel_cannot_say():
+    # A StringTransport has no socket to ask: not known to be acknowledged.
     proto, t, clock, results = start()
     pump(t)
     proto.writeConnectionLost()
@@ -78,6 +79,42 @@ def test_reset_after_all_bytes_is_unavailable():
     [failure] = results
     assert failure.check(PrinterUnavailable)
     assert "reset by peer" in failure.value.reason
+
+
+class _Probe:
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def _reset_after_all_bytes(monkeypatch, unacknowledged):
+    from phaserlink.printer.output import raw_socket
+
+    probe = _Probe()
+    monkeypatch.setattr(raw_socket, "_probe_socket", lambda transport: probe)
+    seen = []
+    monkeypatch.setattr(raw_socket, "unacknowledged_bytes",
+                        lambda sock, handed: seen.append(handed) or unacknowledged)
+    proto, t, clock, results = start()
+    pump(t)
+    proto.writeConnectionLost()
+    proto.connectionLost(Failure(error.ConnectionLost("Connection reset by peer")))
+    assert probe.closed and seen == [len(DATA)]
+    return proto, results
+
+
+def test_reset_once_every_byte_is_acknowledged_is_delivered(monkeypatch):
+    """Issue 7 item 6: the printer that resets after taking the job has it."""
+    proto, results = _reset_after_all_bytes(monkeypatch, 0)
+    assert results == [proto] and proto.reset_after_all
+
+
+def test_reset_with_bytes_unacknowledged_is_unavailable_and_says_how_many(monkeypatch):
+    proto, results = _reset_after_all_bytes(monkeypatch, 4096)
+    [failure] = results
+    assert failure.check(PrinterUnavailable)
+    assert f"4096 of {len(DATA)} bytes unacknowledged" in failure.value.reason
 
 
 def test_printer_hanging_up_mid_job_is_unavailable():

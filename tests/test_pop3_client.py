@@ -21,6 +21,7 @@ from phaserlink.message.wire import DotStuffer
 from phaserlink.net.pop3_client import (
     MAX_RESPONSE_LINE,
     POP3AuthError,
+    POP3CleartextRefused,
     POP3ClientProtocol,
     POP3ConnectionLost,
     POP3Error,
@@ -48,7 +49,9 @@ class Script:
 
     def __init__(self, **kw):
         self.clock = task.Clock()
-        kw.setdefault("tls", "opportunistic")
+        # Most tests here are about the session, in clear: say so explicitly
+        # (the login policy's own tests pass tls= themselves).
+        kw.setdefault("tls", "none")
         self.proto = POP3ClientProtocol(
             host="pop.example",
             username="printer1",
@@ -103,8 +106,31 @@ def outcome(d):
 # -- login ---------------------------------------------------------------
 
 
-def test_plain_login_when_no_stls_offered():
-    s = Script()
+def test_opportunistic_without_stls_sends_no_user_and_no_pass():
+    """Issue 7 item 4: 'opportunistic' is TLS if offered, else no login."""
+    s = Script(tls="opportunistic", where="pop3://pop.example:110", tls_setting="mailbox_tls")
+    s.send(b"+OK Dovecot ready. <1.2@pop.example>\r\n")
+    s.expect(b"CAPA\r\n")
+    s.send(b"+OK\r\nUSER\r\nUIDL\r\n.\r\n")
+    (f,) = s.errors
+    assert f.check(POP3CleartextRefused) and f.check(POP3TLSError)
+    assert str(f.value) == ("pop3://pop.example:110 does not offer STLS; not sending the password in clear "
+                            "(set mailbox_tls = none to allow it)")
+    assert s.t.value() == b"QUIT\r\n" and s.t.disconnecting  # no USER, no PASS
+
+
+def test_opportunistic_without_capa_at_all_sends_no_password():
+    s = Script(tls="opportunistic")
+    s.send(b"+OK ready\r\n")
+    s.expect(b"CAPA\r\n")
+    s.send(b"-ERR unknown command\r\n")  # an RFC 1939-only server
+    (f,) = s.errors
+    assert f.check(POP3CleartextRefused)
+    assert b"USER" not in s.t.value() and b"PASS" not in s.t.value()
+
+
+def test_plain_login_when_no_stls_offered_and_tls_none():
+    s = Script(tls="none")
     session = s.login()
     assert not session.tls_active
     assert session.greeting.startswith("Dovecot ready.")
@@ -113,7 +139,7 @@ def test_plain_login_when_no_stls_offered():
 
 
 def test_stls_when_offered_uses_verifying_options_and_asks_capa_again():
-    s = Script(ca_file="/ca.pem")
+    s = Script(tls="opportunistic", ca_file="/ca.pem")
     s.send(b"+OK ready\r\n")
     s.expect(b"CAPA\r\n")
     s.send(b"+OK\r\nSTLS\r\nUSER\r\n.\r\n")
@@ -154,7 +180,7 @@ def test_tls_none_ignores_offered_stls():
 
 
 def test_stls_refused_is_a_tls_error_with_server_text():
-    s = Script()
+    s = Script(tls="opportunistic")
     s.send(b"+OK ready\r\n")
     s.expect(b"CAPA\r\n")
     s.send(b"+OK\r\nSTLS\r\n.\r\n")
@@ -165,7 +191,7 @@ def test_stls_refused_is_a_tls_error_with_server_text():
 
 
 def test_handshake_failure_is_a_tls_error():
-    s = Script()
+    s = Script(tls="opportunistic")
     s.send(b"+OK ready\r\n")
     s.expect(b"CAPA\r\n")
     s.send(b"+OK\r\nSTLS\r\n.\r\n")

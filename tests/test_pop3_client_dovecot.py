@@ -59,6 +59,8 @@ def reactor():
 def login(server: Dovecot, user: str, **kw):
     kw.setdefault("password", USERS[user])
     kw.setdefault("timeout", 10)
+    # A server without a certificate is reached in clear only when we say so.
+    kw.setdefault("tls", "none" if server.cert is None else "opportunistic")
     return connect(reactor(), server.host, kw.pop("port", server.port), username=user, **kw)
 
 

@@ -199,6 +199,37 @@ def test_no_credentials_in_clear():
     assert b"AUTH" not in s.transport.value()
 
 
+def test_no_credentials_in_clear_says_why_and_what_allows_it():
+    s = Session(tls="opportunistic", username="user", password="secret", port=587,
+                tls_setting="smarthost_tls")
+    s.reply(b"220 mx\r\n")
+    assert s.reply(b"250-mx\r\n250 AUTH PLAIN LOGIN\r\n") == b"QUIT\r\n"
+    s.reply(b"221 bye\r\n")
+    err = s.error()
+    assert err.text == ("smtp://mx.test:587 does not offer STARTTLS; not sending the password in clear "
+                        "(set smarthost_tls = none to allow it)")
+
+
+def test_tls_none_is_the_explicit_permission_to_log_in_in_clear():
+    """Issue 7 item 4: only the configuration's 'none' lets a password go
+    without TLS (even past an offered STARTTLS: 'none' means no TLS)."""
+    s = Session(tls="none", username="user", password="pw")
+    s.reply(b"220 mx\r\n")
+    token = base64.b64encode(b"\0user\0pw").decode()
+    assert s.reply(b"250-mx\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n") == f"AUTH PLAIN {token}\r\n".encode()
+    assert s.reply(b"235 2.7.0 ok\r\n") == b"MAIL FROM:<s@y.test>\r\n"
+
+
+def test_tls_required_without_starttls_sends_no_auth():
+    s = Session(tls="required", username="user", password="pw")
+    s.reply(b"220 mx\r\n")
+    assert s.reply(b"250-mx\r\n250 AUTH PLAIN\r\n") == b"QUIT\r\n"
+    s.reply(b"221 bye\r\n")
+    err = s.error()
+    assert err.stage == smtp_client.STAGE_STARTTLS and "STARTTLS" in err.text
+    assert b"AUTH" not in s.transport.value()
+
+
 def test_auth_failure_is_reported_with_server_text():
     s = Session(username="user", password="bad")
     s.proto.tls = True

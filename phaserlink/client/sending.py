@@ -147,6 +147,15 @@ def server_from_text(text: str, dests: Destinations, *, tls: str | None = None,
     return server
 
 
+def tls_setting(server: Server) -> str:
+    """Where the user sets this server's TLS policy, for the refusal to log
+    in without TLS (docs/tls.md): its destinations.ini section, or the
+    command line's ``--tls`` for a ``--server HOST:PORT``."""
+    if ":" in server.name or "/" in server.name:
+        return "--tls"
+    return f"[server:{server.name}] tls"
+
+
 def resolve(
     dests: Destinations,
     dest: str,
@@ -458,7 +467,8 @@ async def send_fragments(
                         reactor, server.endpoint.host, server.endpoint.port, target.sender, [target.address],
                         _CountingReader(f, progress.advance), helo=helo_name(server), tls=server.tls,
                         implicit_tls=server.endpoint.implicit_tls, ca_file=server.ca_file,
-                        username=server.username, password=password, size=wire_size(fragment.path), **extra)
+                        username=server.username, password=password, size=wire_size(fragment.path),
+                        tls_setting=tls_setting(server), **extra)
             except smtp_client.SMTPError as e:
                 result.error = describe_smtp_error(e, server)
                 result.reply_code = e.code

@@ -37,6 +37,9 @@ POLL_INTERVAL = 15.0
 """Seconds between mailbox checks while ``send --wait`` waits."""
 POP3_TIMEOUT = 60.0
 FINAL_STATES = ("completed", "aborted", "canceled")
+MAILBOX_TLS_SETTING = "[mailbox] tls"
+"""Where the status mailbox's TLS policy is set, named when a login without
+TLS is refused (docs/tls.md)."""
 CACHE_LIMIT = 10000
 """UIDLs of non-status mail remembered per mailbox (oldest forgotten first)."""
 
@@ -143,7 +146,7 @@ async def fetch(
     session = await pop3_client.connect(
         reactor, mailbox.endpoint.host, mailbox.endpoint.port, username=mailbox.username, password=password,
         tls=mailbox.tls, implicit_tls=mailbox.endpoint.implicit_tls, ca_file=mailbox.ca_file,
-        timeout=POP3_TIMEOUT)
+        timeout=POP3_TIMEOUT, tls_setting=MAILBOX_TLS_SETTING)
     found: list[JobStatus] = []
     try:
         listing = await session.list_uidl()
@@ -253,7 +256,7 @@ async def wait_for(
     did not, 75 if time ran out first."""
     from twisted.internet.task import deferLater
 
-    from phaserlink.net.pop3_client import POP3Error
+    from phaserlink.net.pop3_client import POP3CleartextRefused, POP3Error
 
     deadline = time.monotonic() + timeout
     pending = set(job_ids)
@@ -263,6 +266,11 @@ async def wait_for(
     while True:
         try:
             found = await fetch(reactor, mailbox, password, only=wanted)
+        except POP3CleartextRefused as e:
+            # Asking again changes nothing until the user changes the
+            # configuration (docs/tls.md): say so once and stop waiting.
+            print(f"phaserlink: status mailbox: {e}; not waiting for the status mail", file=stderr)
+            return EXIT_TEMPFAIL
         except POP3Error as e:
             print(f"phaserlink: status mailbox: {e} (will retry)", file=stderr)
             found = []

@@ -17,6 +17,10 @@ This protocol is a plain state machine instead:
   when ``tls='required'`` (a clear :class:`POP3TLSError` if not offered), and
   certificates are always verified with :func:`phaserlink.tls.client_options`;
   ``implicit_tls=True`` is pop3s:// (TLS from the first byte);
+* USER/PASS go only over TLS unless ``tls='none'`` says otherwise
+  (:func:`phaserlink.tls.cleartext_login_refusal`, docs/tls.md): with
+  ``opportunistic`` a server without STLS gets no USER line at all and the
+  caller a :class:`POP3CleartextRefused` that says why;
 * a server that goes quiet for ``timeout`` seconds during any command
   (including the greeting) gets the connection dropped and a
   :class:`POP3Timeout`;
@@ -43,6 +47,7 @@ from phaserlink import tls as _tls
 __all__ = [
     "DEFAULT_TIMEOUT",
     "POP3AuthError",
+    "POP3CleartextRefused",
     "POP3ConnectError",
     "POP3Error",
     "POP3ProtocolError",
@@ -62,7 +67,7 @@ MAX_RESPONSE_LINE = 8192
 MAX_LISTING_LINES = 1_000_000
 #: Longest server text kept in an error message.
 MAX_ERROR_TEXT = 512
-TLS_MODES = ("none", "opportunistic", "required")
+TLS_MODES = _tls.TLS_POLICIES
 
 
 class POP3Error(Exception):
@@ -80,6 +85,11 @@ class POP3AuthError(POP3Error):
 
 class POP3TLSError(POP3Error):
     """TLS was required but not offered, or the handshake/verification failed."""
+
+
+class POP3CleartextRefused(POP3TLSError):
+    """The session is not encrypted and the policy does not allow a password
+    in clear: nothing of the login (not even USER) was sent."""
 
 
 class POP3ProtocolError(POP3Error):
@@ -195,6 +205,8 @@ class POP3ClientProtocol(Protocol, TimeoutMixin):
         timeout: float = DEFAULT_TIMEOUT,
         clock=None,
         tls_options_factory: Callable[[str, str | Path | None], object] | None = None,
+        where: str | None = None,
+        tls_setting: str = "tls",
     ):
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {TLS_MODES}, not {tls!r}")
@@ -202,6 +214,8 @@ class POP3ClientProtocol(Protocol, TimeoutMixin):
         self.username = username
         self.password = password.encode("utf-8") if isinstance(password, str) else password
         self.tls_mode = tls
+        self.where = where or f"pop3://{host}"
+        self.tls_setting = tls_setting
         self.implicit_tls = implicit_tls
         self.ca_file = ca_file
         self.timeout = timeout
@@ -376,6 +390,7 @@ class POP3ClientProtocol(Protocol, TimeoutMixin):
             self.tls_active = True
         d = self._capa()
         d.addCallback(self._maybe_stls)
+        d.addCallback(self._may_log_in)
         d.addCallback(lambda _: self.command(b"USER " + self.username.encode("utf-8")))
         d.addErrback(self._auth_refused, "USER")
         d.addCallback(lambda _: self.command(b"PASS " + self.password, log_line="PASS ****"))
@@ -431,6 +446,14 @@ class POP3ClientProtocol(Protocol, TimeoutMixin):
             return f
 
         return self.command(b"STLS").addCallbacks(go, refused)
+
+    def _may_log_in(self, _) -> None:
+        """The policy's last word before USER: no password in clear unless
+        the configuration says ``none`` (docs/tls.md)."""
+        why = _tls.cleartext_login_refusal(self.tls_mode, encrypted=self.tls_active, where=self.where,
+                                           offer="STLS", setting=self.tls_setting)
+        if why is not None:
+            raise POP3CleartextRefused(why)
 
     def _auth_refused(self, f: Failure, what: str):
         if f.check(POP3ProtocolError) and not f.check(POP3ConnectionLost) and f.value.server_text is not None:
@@ -583,6 +606,10 @@ class POP3Session:
             proto.transport.abortConnection()
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class _ClientFactory(Factory):
     def __init__(self, make: Callable[[], POP3ClientProtocol]):
         self._make = make
@@ -605,11 +632,15 @@ def connect(
     implicit_tls: bool = False,
     ca_file: str | Path | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    tls_setting: str = "tls",
 ) -> defer.Deferred:
     """Connect, (STLS,) log in; fire with a :class:`POP3Session`.
 
-    *tls*: 'none' never STLS; 'opportunistic' STLS when CAPA offers it;
-    'required' fail with :class:`POP3TLSError` when it is not offered.
+    *tls*: 'none' never STLS (and logs in without TLS); 'opportunistic'
+    STLS when CAPA offers it, and :class:`POP3CleartextRefused` (before
+    USER) when it does not; 'required' fail with :class:`POP3TLSError`
+    when it is not offered.  *tls_setting* is the configuration key the
+    refusal names ("set mailbox_tls = none to allow it").
     *implicit_tls*: TLS from the first byte (pop3s://, port 995).
     *timeout*: seconds for the TCP connect and for each reply.
     """
@@ -620,6 +651,7 @@ def connect(
         return POP3ClientProtocol(
             host=host, username=username, password=password, tls=tls,
             implicit_tls=implicit_tls, ca_file=ca_file, timeout=timeout, clock=reactor,
+            where=f"{'pop3s' if implicit_tls else 'pop3'}://{_hostport(host, port)}", tls_setting=tls_setting,
         )
 
     endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)

@@ -61,7 +61,13 @@ TLS policy (*tls*)
     downgrade trivial).  ``"none"``: never STARTTLS.  The certificate is
     always verified with :func:`phaserlink.tls.client_options` (*ca_file* or
     the system CAs; the name checked is *tls_hostname* or *host*).
-    Credentials are sent only over TLS (AUTH PLAIN, else LOGIN).
+    Credentials (AUTH PLAIN, else LOGIN) are sent only over TLS, unless
+    *tls* is ``"none"``, the configuration's explicit word for "this
+    server may have the password in clear": with ``"opportunistic"`` and
+    a server without STARTTLS no AUTH line is sent and the SMTPError
+    (stage ``auth``, temporary) says why, naming *tls_setting*, the key
+    that would allow it.  The rule is :func:`phaserlink.tls.cleartext_login_refusal`
+    (docs/tls.md), shared with the POP3 client.
 
 Cancelling the Deferred of :func:`send` or :func:`probe` aborts the
 connection at once (no QUIT) and fails it with ``CancelledError``.
@@ -93,6 +99,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from phaserlink.message.wire import DotStuffer
+from phaserlink.tls import TLS_POLICIES, cleartext_login_refusal  # the one login rule (docs/tls.md)
 
 log = Logger()
 
@@ -101,8 +108,6 @@ QUIT_TIMEOUT = 10.0  # a polite QUIT must not hold up the caller
 CHUNK_SIZE = 16384  # bytes read from the message file per producer turn
 MAX_REPLY_LINE = 8192  # RFC 5321 says 512; be lenient, but bounded
 MAX_REPLY_LINES = 200  # a multi-line reply longer than this is an attack
-
-TLS_POLICIES = ("none", "opportunistic", "required")
 
 STAGE_CONNECT = "connect"
 STAGE_GREETING = "greeting"
@@ -559,10 +564,11 @@ async def _open_session(
     return await _hello(proto, helo, greeting.text, STAGE_STARTTLS)
 
 
-async def _authenticate(proto: SMTPClientProtocol, info: ServerInfo, username: str, password: str) -> None:
+async def _authenticate(proto: SMTPClientProtocol, info: ServerInfo, username: str, password: str, *,
+                        tls: str, where: str, tls_setting: str) -> None:
     proto.stage = STAGE_AUTH
-    if not proto.tls:
-        why = "refusing to send credentials without TLS"
+    why = cleartext_login_refusal(tls, encrypted=proto.tls, where=where, offer="STARTTLS", setting=tls_setting)
+    if why is not None:
         raise SMTPError(why, text=why, stage=STAGE_AUTH)
     mechanisms = info.auth_mechanisms
     user, secret = username.encode("utf-8"), password.encode("utf-8")
@@ -616,6 +622,8 @@ async def converse(
     username: str | None = None,
     password: str | None = None,
     size: int | None = None,
+    port: int | None = None,
+    tls_setting: str = "tls",
 ) -> SendResult:
     """One mail transaction on a connected protocol (used by :func:`send`
     and, with a fake transport, by the unit tests)."""
@@ -625,7 +633,9 @@ async def converse(
     try:
         info = await _open_session(proto, host=host, helo=helo, tls=tls, ca_file=ca_file, tls_hostname=tls_hostname)
         if username is not None:
-            await _authenticate(proto, info, username, password or "")
+            where = f"smtp://{host}" if port is None else f"smtp://{_hostport(host, port)}"
+            await _authenticate(proto, info, username, password or "", tls=tls, where=where,
+                                tls_setting=tls_setting)
         params = f" SIZE={size}" if "SIZE" in info.extensions and size is not None else ""
         await _expect(proto, STAGE_MAIL, f"MAIL FROM:<{mail_from}>{params}", (250,))
         results = []
@@ -653,6 +663,10 @@ async def converse(
         raise
     finally:
         await _quit(proto, polite)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _open_source(message_source: Any) -> tuple[IO[bytes], bool]:
@@ -714,6 +728,7 @@ def send(
     password: str | None = None,
     size: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    tls_setting: str = "tls",
 ) -> "defer.Deferred[SendResult]":
     """Send one message; see the module docstring."""
     if mail_from:
@@ -732,7 +747,7 @@ def send(
             return await converse(
                 proto, mail_from, list(recipients), source,
                 host=host, helo=helo, tls=tls, ca_file=ca_file, tls_hostname=tls_hostname,
-                username=username, password=password, size=size,
+                username=username, password=password, size=size, port=port, tls_setting=tls_setting,
             )
         finally:
             if owned:

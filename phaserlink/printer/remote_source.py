@@ -7,7 +7,10 @@ deletions).  Nothing tells us when mail arrives there, so ``on_new_mail`` is a
 no-op and the retriever polls.
 
 The password is read from ``mailbox_password_file`` at each login, so it can
-be changed without a restart and is never in site.ini.
+be changed without a restart and is never in site.ini.  It is sent only over
+TLS unless ``mailbox_tls = none`` (docs/tls.md): with the default
+``opportunistic`` a server without STLS gets no login, and the retriever logs
+the reason and tries again at its next poll; the mail stays on the server.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from zope.interface import implementer
 from phaserlink.net import pop3_client
 from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceMessage
 
-__all__ = ["RemoteMailSource", "RemoteMailSession", "read_password"]
+__all__ = ["MAILBOX_TLS_SETTING", "RemoteMailSource", "RemoteMailSession", "read_password"]
+
+#: The site.ini key that allows a password in clear, named when the login
+#: is refused because the server offers no STLS (docs/tls.md).
+MAILBOX_TLS_SETTING = "mailbox_tls"
 
 
 def read_password(path: Path) -> str:
@@ -68,6 +75,7 @@ class RemoteMailSource:
             implicit_tls=mb.implicit_tls,
             ca_file=mb.ca_file,
             timeout=self.timeout,
+            tls_setting=MAILBOX_TLS_SETTING,
         )
         return d.addCallback(RemoteMailSession)
 

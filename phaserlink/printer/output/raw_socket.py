@@ -1,11 +1,17 @@
 """Raw TCP output (port 9100, "AppSocket"/JetDirect): ``socket://host[:port]``.
 
-The protocol has no acknowledgement, so "the printer has the job" means:
-every byte was written, we half-closed (our FIN went out after the last
-byte) and the printer then closed its side cleanly.  A reset, or a
-printer that stops reading or never closes for ``timeout`` seconds, is
-PrinterUnavailable and the job is sent again later.  (A printer that
-takes the job and dies before printing cannot be detected without PJL.)
+The protocol has no acknowledgement of its own, so TCP's is used: the job
+counts as delivered when every byte was handed to the kernel and the
+printer then closed the connection, cleanly (FIN) or with a reset, after
+its TCP stack had acknowledged every byte (:func:`unacknowledged_bytes`:
+``SIOCOUTQ``, and ``tcpi_bytes_acked`` to tell our FIN from data).  Many
+printers reset the connection once they have the job; sending it again
+then would print it twice.  A reset while bytes were still unacknowledged,
+a printer that closes before it has everything, stops reading or never
+closes for ``timeout`` seconds, is PrinterUnavailable and the job is sent
+again later.  What TCP cannot tell (bytes the printer acknowledged but
+never printed, a printer that resets before its delayed ACK went out) is
+in docs/outputs.md.
 
 With PJL the job is wrapped in ``@PJL JOB``/``EOJ`` with ``USTATUS
 JOB=ON`` and we wait (up to the PJL end timeout) for the printer's
@@ -21,8 +27,15 @@ PDF): then it is sent once and the result says so.
 
 from __future__ import annotations
 
+import array
+import fcntl
+import socket
+import struct
+import sys
+import termios
+
 from twisted.internet import defer
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -46,8 +59,45 @@ SOCKET_TIMEOUT = 300.0
 PJL_END_TIMEOUT = 600.0
 # Formats that cannot be repeated end to end for copies.
 NOT_REPEATABLE = ("application/pdf",)
+# ioctl(SIOCOUTQ): bytes of sequence space not yet acknowledged by the peer
+# (data, plus one for our FIN once it is queued).  Linux: SIOCOUTQ is TIOCOUTQ.
+SIOCOUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
+# struct tcp_info (linux/tcp.h): u64 tcpi_bytes_acked at this offset (Linux
+# >= 4.1), which counts the SYN and the FIN as one byte each.
+TCP_INFO_BYTES_ACKED = 120
+TCP_INFO_SIZE = 256
 
 log = Logger()
+
+
+def unacknowledged_bytes(sock: socket.socket, handed: int) -> int | None:
+    """How many of the *handed* bytes (all we ever gave the transport) the
+    peer's TCP has not acknowledged; None when the kernel cannot say (not
+    Linux, not a TCP socket), which the caller takes as "maybe not".
+
+    SIOCOUTQ counts our FIN too once shutdown(SHUT_WR) queued it, so a
+    printer that resets before acknowledging the FIN, after every data
+    byte, would read as one byte short.  ``tcpi_bytes_acked`` counts from
+    the SYN: the data acknowledged is ``bytes_acked - 1`` (SYN), capped at
+    what was handed over (the FIN).  Bytes still in Twisted's buffer were
+    handed but not acknowledged, so they count as missing, as they must.
+    Works on a socket already reset by the peer: the counters stay.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), SIOCOUTQ, buf, True)
+        outq = buf[0]
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+    except (OSError, ValueError):
+        return None
+    if len(info) < TCP_INFO_BYTES_ACKED + 8:
+        # An old kernel: SIOCOUTQ alone; a lone unacknowledged FIN then
+        # counts as a byte, which errs towards sending again.
+        return outq
+    (acked,) = struct.unpack_from("Q", info, TCP_INFO_BYTES_ACKED)
+    return max(0, handed - max(0, acked - 1))
 
 
 @implementer(IHalfCloseableProtocol)
@@ -75,31 +125,47 @@ class RawJobProtocol(JobProtocol):
         self.bytes_sent = 0
         self.end_reported = False
         self.producer: FileProducer | None = None
+        self.handed = 0  # bytes given to the transport (job, PJL header and trailer)
+        self.unacknowledged: int | None = None  # measured when the connection ended
+        self.reset_after_all = False  # delivered, and the printer then reset
+        self._probe: socket.socket | None = None
 
     def connectionMade(self) -> None:
         self.state = "sending"
+        self._probe = _probe_socket(self.transport)
         if self.pjl_name is not None:
-            self.transport.write(pjl.header(self.pjl_name, self.pjl_copies))
+            self._write(pjl.header(self.pjl_name, self.pjl_copies))
         self.watch("sending the job (the printer stopped reading)")
         self.producer = FileProducer(self.data_file, self.data_size, self.transport,
                                      progress=self.alive)
+        # The producer writes the job itself; count it when it is done.
         self.producer.start().addCallbacks(self._all_handed_over, self._producer_failed)
 
     def _producer_failed(self, failure) -> None:
-        if not self.decided:
-            self.fail(failure.value)
+        if self.decided:
+            return
+        if failure.check(ConnectionLost):
+            # The transport stopped the file (the printer went away mid-job):
+            # connectionLost follows and says why, as PrinterUnavailable.
+            return
+        self.fail(failure.value)
 
     def _all_handed_over(self, sent: int) -> None:
         if self.decided:
             return
         self.bytes_sent = sent
+        self.handed += sent
         if self.pjl_name is not None:
-            self.transport.write(pjl.trailer(self.pjl_name))
+            self._write(pjl.trailer(self.pjl_name))
             if not self.peer_closed:
                 self.state = "pjl-end"
                 self.watch("waiting for the PJL job end report", self.pjl_end_timeout)
                 return
         self._half_close()
+
+    def _write(self, data: bytes) -> None:
+        self.handed += len(data)
+        self.transport.write(data)
 
     def _half_close(self) -> None:
         self.state = "closing"
@@ -157,13 +223,47 @@ class RawJobProtocol(JobProtocol):
         self.transport.loseConnection()
         self.succeed(self)
 
+    def connectionLost(self, reason=None) -> None:
+        # Measure before the last reference to the socket goes: Twisted has
+        # closed its own descriptor already, ours keeps the counters.
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            try:
+                if self.state in ("pjl-end", "closing"):
+                    self.unacknowledged = unacknowledged_bytes(probe, self.handed)
+            finally:
+                probe.close()
+        super().connectionLost(reason)
+
     def lost(self, reason) -> None:
         if reason.check(ConnectionDone) and self.written and self.state == "closing":
             self.succeed(self)
             return
+        if self.state in ("pjl-end", "closing") and self.unacknowledged == 0:
+            # Every byte is with the printer: a reset now is its way of
+            # hanging up, not a failed delivery (docs/outputs.md).
+            self.reset_after_all = True
+            log.info("printer reset the connection after acknowledging all {n} bytes: delivered",
+                     n=self.handed)
+            self.succeed(self)
+            return
+        missing = ("" if self.unacknowledged is None else
+                   f"; {self.unacknowledged} of {self.handed} bytes unacknowledged")
         self.fail(PrinterUnavailable(
             f"connection to the printer lost while {self._waiting_for or self.state}: "
-            f"{reason.getErrorMessage()}", REASON_CONNECTING))
+            f"{reason.getErrorMessage()}{missing}", REASON_CONNECTING))
+
+
+def _probe_socket(transport) -> socket.socket | None:
+    """A second descriptor on the transport's TCP socket (non-inheritable,
+    so converters never get it), or None for a transport without one."""
+    try:
+        handle = transport.getHandle()
+        if not isinstance(handle, socket.socket) or handle.type != socket.SOCK_STREAM:
+            return None
+        return handle.dup()
+    except (AttributeError, OSError):
+        return None
 
 
 @implementer(IPrinterOutput)
@@ -208,7 +308,10 @@ class SocketOutput:
             notes.append("PJL job end reported" if protocol.end_reported
                          else "no PJL job end report")
             notes += protocol.statuses
-        acknowledged = "all bytes written, connection closed"
+        if protocol.reset_after_all:
+            acknowledged = "all bytes acknowledged by the printer, which then reset the connection"
+        else:
+            acknowledged = "all bytes written, connection closed"
         if protocol.end_reported:
             acknowledged += "; the printer reported the job printed"
         log.info("job {job_id} sent to {where}: {ack}", job_id=job.job_id,

@@ -233,7 +233,11 @@ class LoginSession:
             hangup = self.failures >= guard.per_session
             return guard._later(started, LoginVerdict(Outcome.REJECTED, hangup=hangup))
 
-        return guard.checks.run(check).addCallbacks(checked, failed)
+        # A fresh Deferred, so that ``called`` means "the answer is ready"
+        # (the chain itself has fired already while it waits for the delay).
+        verdict: defer.Deferred[LoginVerdict] = defer.Deferred()
+        guard.checks.run(check).addCallbacks(checked, failed).chainDeferred(verdict)
+        return verdict
 
 
 _guards: "WeakKeyDictionary[Any, LoginGuard]" = WeakKeyDictionary()

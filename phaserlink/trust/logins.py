@@ -70,7 +70,7 @@ IPV6_PREFIX = 64
 #: machine, leaving the other to the reactor and the print work.
 CONCURRENT_CHECKS = 1
 #: Password checks waiting for their turn before attempts are answered busy
-#: (32 x ~0.05 s at 200,000 rounds: a wait still shorter than FAILURE_DELAY).
+#: (32 x 0.05-0.1 s at 200,000 rounds: a wait of the order of FAILURE_DELAY).
 WAITING_CHECKS = 32
 
 

@@ -88,3 +88,16 @@ def test_unknown_user_costs_a_pbkdf2_of_the_configured_rounds(factory, site, mon
         factory.reactor.advance(logins.FAILURE_DELAY)
         assert s.take() == b"-ERR [AUTH] invalid user name or password\r\n"
     assert calls == [rounds, rounds, rounds]
+
+
+def test_too_many_checks_waiting_is_a_temporary_failure(factory):
+    guard = factory.logins
+    guard.waiting = 0
+    guard.checks.acquire()  # a check is running: no room for another
+    s = Session(factory, peer="192.0.2.1")
+    assert s.login() == b""
+    factory.reactor.advance(logins.FAILURE_DELAY)
+    assert s.take() == b"-ERR [SYS/TEMP] too many logins being checked, try again later\r\n"
+    assert not s.transport.disconnecting
+    guard.checks.release()
+    assert s.login().startswith(b"+OK mailbox pull")

@@ -154,3 +154,17 @@ def test_connection_lost_during_the_delay(site):
     s.proto.connectionLost(None)
     s.reactor.advance(logins.FAILURE_DELAY)
     assert s.take() == b""
+
+
+def test_too_many_checks_waiting_is_a_temporary_failure(site, pbkdf2_calls):
+    s = tls_session(site)
+    guard = s.factory.logins
+    guard.waiting = 0
+    held = guard.checks.acquire()  # a check is running: no room for another
+    assert held.called
+    assert s.cmd(f"AUTH PLAIN {plain('alice', 'wonderland')}") == b""
+    s.reactor.advance(logins.FAILURE_DELAY)
+    assert s.take() == b"454 4.7.0 Temporary authentication failure, try again later\r\n"
+    assert not s.closed and pbkdf2_calls == []
+    guard.checks.release()
+    assert s.cmd(f"AUTH PLAIN {plain('alice', 'wonderland')}").startswith(b"235 ")

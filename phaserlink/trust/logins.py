@@ -242,14 +242,22 @@ class LoginSession:
 
 
 _guards: "WeakKeyDictionary[Any, LoginGuard]" = WeakKeyDictionary()
+_guards_by_id: dict[int, LoginGuard] = {}
 
 
 def guard_for(reactor) -> LoginGuard:
     """The :class:`LoginGuard` of *reactor*: the SMTP and POP3 servers of
     one appliance count failures in one table."""
-    guard = _guards.get(reactor)
+    try:
+        guard = _guards.get(reactor)
+    except TypeError:  # not weak-referenceable
+        guard = _guards_by_id.get(id(reactor))
     if guard is None:
-        guard = _guards[reactor] = LoginGuard(reactor)
+        guard = LoginGuard(reactor)
+        try:
+            _guards[reactor] = guard
+        except TypeError:
+            _guards_by_id[id(reactor)] = guard
     return guard
 
 

@@ -198,3 +198,40 @@ def test_page_viewer_sees_no_buttons(console):
     page = exchange(console.site, console.clock, "GET", "/", headers=cookie)
     assert b"j1" in page.body
     assert b'value="cancel"' not in page.body
+
+
+# -- configuration --------------------------------------------------------------
+
+
+def _site_ini(tmp_path, extra: str) -> str:
+    path = tmp_path / "site.ini"
+    path.write_text(f"[appliance]\nspool = {tmp_path}/var\n" + extra)
+    return str(path)
+
+
+def test_config_console_keys(tmp_path):
+    from phaserlink import config
+
+    h = hash_password("x", iterations=1000)
+    site = config.load(_site_ini(tmp_path, f"admin_listen = tcp:0:interface=127.0.0.1\nhistory_days = 7\n"
+                                           f"[admin:olga]\npassword = {h}\nrole = operator\n"))
+    assert site.console.listen == ("tcp:0:interface=127.0.0.1",)
+    assert site.console.history_days == 7
+    assert site.console.admins["olga"].role == "operator"
+    assert config.load(_site_ini(tmp_path, "")).console.listen == ()
+
+
+@pytest.mark.parametrize("extra, where, why", [
+    ("admin_listen = tcp:0\n", "[appliance] admin_listen", "at least one [admin:NAME]"),
+    ("admin_listen = nonsense:0\n", "[appliance] admin_listen", "not a Twisted server endpoint"),
+    ("history_days = 0\n", "[appliance] history_days", "more than 0 days"),
+    ("[admin:olga]\nrole = operator\n", "[admin:olga] password", "is required"),
+    ("[admin:olga]\npassword = HASH\nrole = boss\n", "[admin:olga] role", "not one of viewer, operator"),
+])
+def test_config_console_errors_name_the_key(tmp_path, extra, where, why):
+    from phaserlink import config
+
+    extra = extra.replace("HASH", hash_password("x", iterations=1000))
+    with pytest.raises(config.ConfigError) as e:
+        config.load(_site_ini(tmp_path, extra))
+    assert where in str(e.value) and why in str(e.value)

@@ -27,7 +27,7 @@ from typing import Callable, Mapping
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from phaserlink.passwords import PasswordHash
+from phaserlink.config import AdminConfig
 
 log = Logger()
 
@@ -58,13 +58,7 @@ class Admin:
         return self.role == OPERATOR
 
 
-@dataclass(frozen=True)
-class AdminAccount:
-    """One ``[admin:NAME]`` section."""
-
-    name: str
-    password: PasswordHash
-    role: str
+AdminAccount = AdminConfig  # one [admin:NAME] section
 
 
 def is_loopback(host: str) -> bool:

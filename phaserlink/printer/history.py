@@ -66,6 +66,7 @@ CREATE INDEX IF NOT EXISTS jobs_newest ON jobs (created DESC, job_id DESC);
 CREATE INDEX IF NOT EXISTS jobs_printer ON jobs (printer, created DESC);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created DESC);
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended);
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (printer, ended);
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     at REAL NOT NULL,
@@ -128,11 +129,14 @@ class JobHistory:
         return db
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._write_lock:
-            if self._writer is None:
-                self._writer = self._connect()
-                self._writer.executescript(_SCHEMA)
+            self._open_locked()
+
+    def _open_locked(self) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            self._writer.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._write_lock:
@@ -177,8 +181,9 @@ class JobHistory:
             auth = json.dumps(auth)
         with self._write_lock:
             if self._writer is None:
-                return
+                self._open_locked()
             db = self._writer
+            assert db is not None
             db.execute("BEGIN IMMEDIATE")
             try:
                 old = db.execute("SELECT state, reasons, detail, ended FROM jobs WHERE job_id = ?",
@@ -219,9 +224,9 @@ class JobHistory:
         removed = 0
         while True:
             with self._write_lock:
-                if self._writer is None:
-                    return removed
+                self._open_locked()
                 db = self._writer
+                assert db is not None
                 ids = [r[0] for r in db.execute(
                     "SELECT job_id FROM jobs WHERE ended IS NOT NULL AND ended < ? LIMIT ?",
                     (cutoff, PRUNE_BATCH))]
@@ -293,6 +298,12 @@ class JobHistory:
         db.row_factory = None
         row = db.execute("SELECT printer FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return row[0] if row else None
+
+    def waiting(self, printer: str) -> int:
+        """Jobs of *printer* not finished (an indexed count)."""
+        db = self._reader()
+        db.row_factory = None
+        return db.execute("SELECT COUNT(*) FROM jobs WHERE printer = ? AND ended IS NULL", (printer,)).fetchone()[0]
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(printer, state, jobs) over the whole history."""

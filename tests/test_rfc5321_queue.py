@@ -187,3 +187,16 @@ def test_commit_fsyncs_outside_the_reactor_thread(tmp_path, monkeypatch):
     assert (q.env_dir / f"{queue_id}.json").exists()
     assert threads_seen and threading.main_thread().name not in threads_seen
     yield q.stopService()
+
+
+def test_bounce_of_8bit_mail_is_7bit_and_keeps_the_headers(tmp_path, clock, fake):
+    q = make_queue(tmp_path, clock, fake)
+    enqueue(q, data=EIGHT_BIT)
+    clock.advance(0)
+    answer(fake.calls[0], bob=550)
+    [dsn_env] = q.queued()
+    raw = (q.data_dir / dsn_env.id).read_bytes()
+    assert raw.isascii() and dsn_env.body is None  # goes through a smarthost without 8BITMIME
+    headers = parse(raw).get_payload()[2]
+    assert "Subject: caf\u00e9" in headers.get_payload(decode=True).decode("utf-8")
+    q.stopService()

@@ -497,7 +497,11 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def _wait_for(self, d: defer.Deferred) -> None:
         """Hold this session's input until *d* fires, then go on with it."""
-        if d.called:  # synchronous (tests, no thread pool): no pause needed
+        # ``d.called`` is not enough: a Deferred that fired but waits on an
+        # inner one (the queue's commit in a thread) is "called" too.
+        finished: list[None] = []
+        d.addBoth(lambda result: finished.append(None) or result)
+        if finished:  # synchronous (tests, no thread pool): no pause needed
             return
         self._busy = True
 

@@ -164,3 +164,27 @@ def test_full_spool_disk_in_data_is_451_then_accepted_and_printed_once(small_dis
         assert "Traceback" not in app.log()
     finally:
         app.stop()
+
+
+def test_full_spool_disk_in_data_of_relayed_mail_is_451_then_relayed_once(small_disk, tmp_path):
+    with SmtpSink(tmp_path / "sink") as sink:
+        app = Appliance(small_disk.path, log_dir=tmp_path)
+        app.appliance_extra = f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\n"
+        app.sections = "[printer:demo]\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
+        app.start()
+        try:
+            body = b"Subject: relayed\r\n\r\n" + (b"y" * 76 + b"\r\n") * 3000
+            small_disk.fill(leave=0)
+            with smtplib.SMTP("127.0.0.1", app.smtp_port, timeout=10) as smtp:
+                with pytest.raises(smtplib.SMTPDataError) as info:
+                    smtp.sendmail("alice@client.example", ["bob@elsewhere.example"], body)
+                assert (info.value.smtp_code, info.value.smtp_error[:5]) == (451, b"4.3.1")
+                queue = small_disk.path / "var" / "queue"
+                assert [p for d in ("tmp", "data", "env") for p in (queue / d).iterdir()] == []
+                small_disk.release()
+                assert smtp.sendmail("alice@client.example", ["bob@elsewhere.example"], body) == {}
+            [message] = saved(sink, 1)
+            assert message.raw.endswith(body.replace(b"\r\n", b"\n"))
+            assert "Traceback" not in app.log()
+        finally:
+            app.stop()

@@ -136,3 +136,36 @@ def test_relay_only_commit_is_not_inline(tmp_path):
     assert s.send(b"Subject: x\r\n\r\nx\r\n.\r\nNOOP\r\n") == b""  # held until durable
     later.callback("Q9")
     assert s.take() == b"250 2.0.0 Ok: queued as " + s.proto._message_id.encode() + b"\r\n250 2.0.0 Ok\r\n"
+
+
+def test_postmaster_keys_are_checked_by_the_config(tmp_path):
+    from phaserlink.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        make_site(tmp_path, "postmaster = not an address\n", sections=GROUPS_ELSEWHERE)
+    assert "postmaster" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        make_site(tmp_path, "postmaster_pop3_password = secret\n", sections=GROUPS_ELSEWHERE)
+    assert "postmaster_pop3_password" in str(info.value)
+    site = make_site(tmp_path, "postmaster = Admin@Corp.Example\n", sections=GROUPS_ELSEWHERE)
+    assert site.appliance.postmaster == "admin@corp.example" and site.appliance.postmaster_pop3_password is None
+
+
+def test_postmaster_pop3_login_opens_only_its_box(tmp_path):
+    from twisted.cred.credentials import UsernamePassword
+
+    from phaserlink.pop3_store.auth import IMailbox, build_portal
+    from phaserlink.pop3_store.maildir import MaildirStore
+    from support.appliance import password_hash
+
+    site = make_site(tmp_path, f"postmaster_pop3_password = {password_hash('pm')}\n", sections=GROUPS_ELSEWHERE)
+    store = MaildirStore(site.appliance.spool / "mail", list(site.printers))
+    Session(site, store=store)  # the SMTP side adds the box
+    portal = build_portal(site, store)
+    results: list = []
+    portal.login(UsernamePassword(b"postmaster", b"pm"), None, IMailbox).addBoth(results.append)
+    _, mailbox, logout = results[0]
+    assert mailbox.name == POSTMASTER_BOX
+    logout()
+    portal.login(UsernamePassword(b"postmaster", b"nope"), None, IMailbox).addBoth(results.append)
+    assert results[1].check(Exception) and "invalid" in results[1].getErrorMessage()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from support.appliance import Appliance, password_hash
+from support.sink_wait import saved
 from support.smtp_sink import SmtpSink
 from test_printer_appliance import POSTSCRIPT, job_mail, printed_files, printer_section
 
@@ -31,19 +32,6 @@ TO_POSTMASTER = (b"From: <>\r\nTo: postmaster\r\nSubject: Re: your job printed\r
 EIGHT_BIT = ("From: alice@client.example\r\nTo: bob@elsewhere.example\r\nSubject: caf\u00e9\r\n"
              "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
              "Content-Transfer-Encoding: 8bit\r\n\r\n\u00e9t\u00e9 \u00e0 Z\u00fcrich\r\n").encode()
-
-
-def saved(sink: SmtpSink, count: int, timeout: float = 15.0):
-    """*count* messages smtp-sink has finished saving (it creates each file
-    at MAIL and fills it at the end of DATA)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [m for m in sink.messages() if m.recipients and m.raw.strip()]
-        if len(found) >= count:
-            time.sleep(0.2)  # and nothing more arrives
-            return [m for m in sink.messages() if m.recipients]
-        time.sleep(0.05)
-    raise TimeoutError(f"smtp-sink saved {len(sink.messages())} of {count} messages")
 
 
 class SinkWithout8BitMIME(SmtpSink):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import poplib
 import smtplib
 import time
-from pathlib import Path
 
 import pytest
 

@@ -17,7 +17,7 @@ from phaserlink.net import smtp_client
 from phaserlink.net.smtp_client import SMTPError
 from phaserlink.smtp_relay.queue import STOP_TIMEOUT, OutboundQueue
 
-from test_queue import MAX_AGE, MESSAGE, FakeSMTP, answer, enqueue, envelope, fired, make_queue, make_site, parse
+from test_queue import MAX_AGE, MESSAGE, FakeSMTP, answer, enqueue, envelope, make_queue, make_site, parse
 
 
 @pytest.fixture

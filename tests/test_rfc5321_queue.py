@@ -156,9 +156,18 @@ def test_commit_in_background_returns_the_id_and_logs_a_failure(tmp_path, clock,
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    queue_id = m.commit_in_background()
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        queue_id = m.commit_in_background()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
     assert queue_id == m.id
     assert q.queued() == [] and list(q.tmp_dir.iterdir()) == [] and list(q.data_dir.iterdir()) == []
+    [line] = [formatEvent(e) for e in events if "could not be committed" in formatEvent(e)]
+    assert queue_id in line and "No space left on device" in line
     q.stopService()
 
 

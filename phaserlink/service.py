@@ -49,6 +49,7 @@ def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = N
 
         reactor = _reactor
     from phaserlink.pop3_store.server import build_factory as pop3_factory
+    from phaserlink.printer.operations import PrinterOperations
     from phaserlink.printer.service import PrinterService
     from phaserlink.smtp_relay.queue import OutboundQueue
     from phaserlink.smtp_relay.server import build_factory as smtp_factory
@@ -59,6 +60,10 @@ def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = N
     queue = OutboundQueue(site, reactor=reactor)
     queue.setServiceParent(top)
     printers = PrinterService(site, store, queue, reactor=reactor)
+    # The operator's operations and the job history (docs/console.md):
+    # before the printers, so it stops after them.
+    operations = PrinterOperations(printers, reactor, site.console.history_days)
+    operations.setServiceParent(top)
     printers.setServiceParent(top)
 
     # strports services fail twistd at start when a port cannot be bound,
@@ -69,4 +74,11 @@ def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = N
     pop3 = pop3_factory(site, store, reactor=reactor)
     for description in site.appliance.pop3_listen:
         strports.service(description, pop3, reactor=reactor).setServiceParent(top)
+    if site.console.listen:
+        from phaserlink.admin.service import QueueControl, build_site
+
+        console, _ = build_site(operations, QueueControl(queue), site.console.admins, reactor,
+                                printer_names=list(operations.runners), history=operations.history)
+        for description in site.console.listen:
+            strports.service(description, console, reactor=reactor).setServiceParent(top)
     return top

@@ -185,7 +185,7 @@ class ApiResource(resource.Resource):
         except C.UnknownPrinter:
             raise HTTPError(404, f"no printer {path[1]}") from None
         except C.NotAllowed as e:
-            key = "printer" if path[0] == "printers" else "job"
+            key = {"printers": "printer", "queue": "message"}.get(path[0], "job")
             raise HTTPError(409, e.why, {key: e.view} if e.view is not None else {}) from None
         except KeyError:
             raise HTTPError(404, f"no queued message {path[1]}") from None

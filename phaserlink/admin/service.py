@@ -21,7 +21,7 @@ from phaserlink.admin.api import ApiResource
 from phaserlink.admin.auth import Authenticator, Sessions
 from phaserlink.admin.metrics import ConsoleMetrics, HealthResource, MetricsResource
 from phaserlink.admin.pages import ConsolePage
-from phaserlink.printer.control import IQueueControl
+from phaserlink.printer.control import IQueueControl, NotAllowed
 from phaserlink.printer.history import iso
 
 log = Logger()
@@ -76,7 +76,10 @@ class QueueControl:
     async def delete(self, queue_id: str, by: str) -> None:
         self._view(queue_id)
         log.info("console: {who} deletes queued message {id}", who=by, id=queue_id)
-        await self.queue.delete(queue_id)
+        try:
+            await self.queue.delete(queue_id)
+        except RuntimeError as e:
+            raise NotAllowed(str(e), self._view(queue_id)) from None
 
 
 def build_site(printers, queue, accounts, reactor, *, printer_names: list[str], tls: bool = False,

@@ -98,6 +98,10 @@ class Dispatcher:
         self.retry_call = None
         self.running = False
         self.idle: defer.Deferred | None = None
+        #: An operator paused this printer (printer/operations.py).
+        self.paused = False
+        #: Jobs an operator cancels while they are worked on: fired when let go.
+        self.cutting: dict[str, defer.Deferred] = {}
 
     # -- life cycle -------------------------------------------------------------
 
@@ -126,12 +130,14 @@ class Dispatcher:
         if job.terminal:
             self.finish(job)
             return
+        if operator_held(job):
+            return
         if job.job_id != self.current and job.job_id not in self.queue:
             self.queue.append(job.job_id)
         self._next()
 
     def _next(self) -> None:
-        if not self.running or self.current is not None or self.retry_call is not None:
+        if not self.running or self.paused or self.current is not None or self.retry_call is not None:
             return
         if not self.queue:
             return
@@ -142,8 +148,11 @@ class Dispatcher:
         d.addBoth(self._done)
 
     def _done(self, _result) -> None:
+        cut = self.cutting.pop(self.current, None) if self.current is not None else None
         self.current = None
         self.sending = None
+        if cut is not None:
+            cut.callback(None)
         if not self.running:
             if self.idle is not None:
                 idle, self.idle = self.idle, None
@@ -167,6 +176,8 @@ class Dispatcher:
         if job.terminal:
             self.finish(job)
             return
+        if operator_held(job):
+            return
         if not self.printer.sender_allowed(job.sender or ""):
             self.abort(job, [J.SENDER_NOT_ALLOWED],
                        f"{job.sender or 'an unknown sender'} may not print on {self.printer.name}")
@@ -181,6 +192,8 @@ class Dispatcher:
                 self.abort(job, reasons, e.reason)
                 return
             job.documents = documents
+        if job.job_id in self.cutting:
+            return
         self._set(job, J.PROCESSING, [J.JOB_PRINTING])
         from phaserlink.printer.output import PrinterRejected, PrinterUnavailable
 
@@ -191,6 +204,8 @@ class Dispatcher:
             try:
                 result = await self.sending
             except defer.CancelledError:
+                if job.job_id in self.cutting:
+                    return  # an operator canceled it: printer/operations.py records it
                 log.info("printer {printer} job {job}: send cut short by shutdown; resumes at restart",
                          printer=self.printer.name, job=job.job_id)
                 return
@@ -301,7 +316,7 @@ class Dispatcher:
             text = (f"Your print job {_quoted(job.title)} was delivered to printer {self.printer.name}{pages}.\n"
                     f"The printer side reported: {job.acknowledged or 'done'}.")
             self.status.notify(job, PRINTED, text)
-        elif J.SENDER_NOT_ALLOWED not in job.reasons:
+        elif not (J.SENDER_NOT_ALLOWED in job.reasons and job.state == J.ABORTED):  # canceled by an operator: told
             text = (f"Your print job {_quoted(job.title)} for printer {self.printer.name} "
                     f"was not printed.\nReason: {job.detail or 'unknown'}.")
             self.status.notify(job, ERRORS, text)
@@ -378,12 +393,42 @@ class Dispatcher:
         self.retry_call = None
         self._next()
 
+    # -- what an operator does (printer/operations.py) -----------------------------------
+
+    def cut(self, job_id: str) -> defer.Deferred:
+        """Stop working on *job_id*: a send under way is cancelled (the
+        output aborts its connection); fires once the job is let go."""
+        if self.current != job_id:
+            return defer.succeed(None)
+        waiter = self.cutting.setdefault(job_id, defer.Deferred())
+        if self.sending is not None:
+            self.sending.cancel()
+        return waiter
+
+    def forget(self, job_id: str) -> None:
+        """Take *job_id* out of the queue (it was canceled or held)."""
+        if job_id in self.queue:
+            self.queue.remove(job_id)
+
+    def retry_job(self, job: Job) -> None:
+        """Try *job* (waiting for its printer) first, now."""
+        self.forget(job.job_id)
+        self.queue.appendleft(job.job_id)
+        self.retry_now()
+
     def retry_now(self) -> None:
         """Try a held printer again at once (e.g. an operator says it is back)."""
         if self.retry_call is not None and self.retry_call.active():
             self.retry_call.cancel()
         self.retry_call = None
         self._next()
+
+
+def operator_held(job: Job) -> bool:
+    """Held by an operator or for its sender's release: not queued until released."""
+    from phaserlink.printer.control import JOB_HOLD_UNTIL_SPECIFIED, SENDER_RELEASE
+
+    return job.state == J.PENDING_HELD and bool({JOB_HOLD_UNTIL_SPECIFIED, SENDER_RELEASE} & set(job.reasons))
 
 
 def _quoted(title: str) -> str:

@@ -217,6 +217,21 @@ class JobHistory:
                 except Exception:
                     log.failure("history listener failed")
 
+    def record_quietly(self, printer: str, state: dict[str, Any], message: Path | None = None) -> None:
+        """:meth:`record`, for the spool: the size is *message*'s, and a
+        failure is logged, never raised (the state it indexes is on disk
+        already; the index must not make a durable write look failed)."""
+        try:
+            size = None
+            if message is not None:
+                try:
+                    size = os.stat(message).st_size
+                except OSError:
+                    pass
+            self.record(printer, state, size)
+        except Exception:
+            log.failure("console history: cannot record job {job}", job=state.get("job_id"))
+
     def prune(self, now: float | None = None) -> int:
         """Forget jobs that ended more than ``history_days`` ago."""
         now = time.time() if now is None else now

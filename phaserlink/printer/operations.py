@@ -234,7 +234,7 @@ class PrinterOperations(service.Service):
         note = ""
         if d.current == job.job_id:
             was_sending = d.sending is not None
-            await d.cut(job.job_id, CUT_TIMEOUT)
+            await d.cut(job.job_id).addTimeout(CUT_TIMEOUT, self.reactor)
             try:
                 job = runner.spool.load(job.job_id)
             except FileNotFoundError:

@@ -63,6 +63,7 @@ class JobSpool:
         self.printer = printer
         self.incoming = self.root / INCOMING_DIR
         self.incoming.mkdir(parents=True, exist_ok=True)
+        self.history = None  # the console's JobHistory, set by PrinterOperations
 
     # -- paths ---------------------------------------------------------------
 
@@ -117,8 +118,10 @@ class JobSpool:
         self.save(job)
 
     def save(self, job: Job) -> None:
-        write_atomic(self.job_dir(job.job_id) / STATE_FILE,
-                     json.dumps(job.to_json(), sort_keys=True).encode())
+        state = job.to_json()
+        write_atomic(self.job_dir(job.job_id) / STATE_FILE, json.dumps(state, sort_keys=True).encode())
+        if self.history is not None:  # the console's index (docs/console.md); never fails the save
+            self.history.record_quietly(self.printer, state, self.message_path(job.job_id))
 
     def load(self, job_id: str) -> Job:
         with open(self.job_dir(job_id) / STATE_FILE, "rb") as f:

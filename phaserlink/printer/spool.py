@@ -162,11 +162,17 @@ class JobSpool:
                 os.rename(message, target)
             self._write_state(job_id, state)  # fsyncs the job directory (the rename and state.json)
             fsync_dir(self.root)  # the new job directory itself
+            self.seen.write(seen, now, sync)
         except BaseException:
-            # ENOSPC and friends: the source still has the message.
+            # ENOSPC and friends: the source still has the message, so no
+            # job may stay behind that the caller never heard of (it would
+            # print a second time at the next start).
             shutil.rmtree(d, ignore_errors=True)
+            try:
+                fsync_dir(self.root)
+            except OSError:
+                pass
             raise
-        self.seen.write(seen, now, sync)
 
     def add_part(self, job: Job, message: Path, number: int, *, seen: Records = (),
                  sync: bool = False) -> defer.Deferred:

@@ -126,8 +126,12 @@ def test_kill9_between_spool_and_delete_prints_once(appliance, tmp_path):
     appliance.stop()
     # Put the same message back in the mailbox, as if its delete had been lost.
     box = appliance.spool / "mail" / "demo"
-    journal = (appliance.spool / "jobs" / "demo" / "journal.jsonl").read_text()
-    uidl = next(line for line in journal.splitlines() if '"k":"uidl"' in line).split('"v":"')[1].split('"')[0]
+    from phaserlink.printer.journal import SEEN_FILE, SeenIndex
+
+    seen = SeenIndex(appliance.spool / "jobs" / "demo" / SEEN_FILE)
+    seen.open(time.time())
+    uidl = seen.records("uidl")[0]["v"]
+    seen.close()
     (box / "new" / f"{uidl},S=10,W=11").write_bytes(b"From: alice@example.com\nSubject: x\n\nagain\n")
     appliance.start()
     appliance.wait_for(lambda: list((box / "new").iterdir()) == [], what="the stale copy to be deleted")

@@ -29,7 +29,6 @@ reassembly), so in-memory sets never race their own spool writes.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +36,6 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
-from phaserlink.durable import fsync_dir
 from phaserlink.printer import jobs as J
 from phaserlink.printer import journal
 from phaserlink.printer.dispatch import human_duration
@@ -52,15 +50,6 @@ log = Logger()
 #: A set claiming more parts than this is refused (a 500 MB job in 5 MB
 #: fragments has 100; this leaves room without inviting abuse).
 MAX_PARTS = 10_000
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(path.parent)
 
 
 class Intake:
@@ -262,7 +251,6 @@ class Intake:
             await self.spool.save(job, seen=[journal.partial_done(job.partial.id)])
             self.on_job(job)
             return
-        await self.pools.durable(_fsync_path, message)
         facts, unreadable = self._inspect(message)
         if unreadable is None:
             job.message_id = facts.message_id
@@ -283,13 +271,13 @@ class Intake:
         if unreadable is not None:
             job.state, job.reasons = J.ABORTED, [J.DOCUMENT_FORMAT_ERROR]
             job.detail = f"the reassembled message's header could not be read: {unreadable}"
-            await self.spool.save(job, seen=records, discard=parts)
+            await self.spool.save(job, seen=records, discard=parts, flush=[message])
             self.on_job(job)
             return
         job.state, job.reasons = J.PENDING, [J.JOB_QUEUED]
         if job.message_id:
             records.append(journal.message_id(job.message_id))
-        await self.spool.save(job, seen=records, discard=parts)
+        await self.spool.save(job, seen=records, discard=parts, flush=[message])
         self.status.notify(job, RECEIVED, (
             f"Your print job {_quoted(job.title)} ({job.partial.total} parts) was received by printer "
             f"{self.printer.name} and is waiting to print (job {job.job_id})."))

@@ -62,6 +62,14 @@ def fsync_file(f: BinaryIO) -> None:
     os.fsync(f.fileno())
 
 
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def new_job_id(now: float | None = None) -> str:
     """Sortable, unique across restarts, safe as a file name and in LPD."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
@@ -190,15 +198,21 @@ class JobSpool:
             raise
         self.seen.write(seen, now, sync)
 
-    def save(self, job: Job, *, seen: Records = (), discard: Iterable[Path] = (),
+    def save(self, job: Job, *, seen: Records = (), discard: Iterable[Path] = (), flush: Iterable[Path] = (),
              sync: bool = False) -> defer.Deferred:
-        """Write *job*'s state, then its *seen* records, then unlink the
-        *discard* files (fragments a reassembled job no longer needs)."""
-        return self._serial(self._save, job.to_json(), list(seen), list(discard), sync, self._seconds())
+        """fsync the *flush* files (a reassembled message the new state
+        points at), write *job*'s state, then its *seen* records, then
+        unlink the *discard* files (fragments it no longer needs)."""
+        return self._serial(self._save, job.to_json(), list(seen), list(discard), sync, self._seconds(),
+                            list(flush))
 
     record = save  # "record this change of the job, and these records"
 
-    def _save(self, state: dict, seen: list, discard: list, sync: bool, now: float) -> None:
+    def _save(self, state: dict, seen: list, discard: list, sync: bool, now: float, flush: list = ()) -> None:
+        for path in flush:
+            _fsync_path(Path(path))
+        if flush:
+            fsync_dir(self.job_dir(state["job_id"]))
         self._write_state(state["job_id"], state)
         self.seen.write(seen, now, sync)
         for path in discard:

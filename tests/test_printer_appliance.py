@@ -282,3 +282,37 @@ def test_remote_dovecot_mailbox_is_polled_printed_and_emptied(appliance, tmp_pat
         assert len(printed_files(out)) == 1
     finally:
         dovecot.stop()
+
+
+def test_unreadable_header_and_impossible_fragment_are_answered_not_dropped(appliance, tmp_path):
+    """Issue 7 item 5 on the running appliance: a 300 KB header block and a
+    message/partial set with total=0 each get a "failed" status mail that
+    says why, at once (no partial_timeout wait), and nothing prints."""
+    from support.smtp_sink import SmtpSink
+
+    out = tmp_path / "printed"
+    with SmtpSink(tmp_path / "sink") as sink:
+        appliance.appliance_extra = f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\n"
+        appliance.sections = printer_section("demo", f"file:{out}", notify="errors")
+        appliance.start()
+        big = job_mail(Message_ID="<big-header@example.com>")
+        for i in range(3600):
+            big[f"X-Padding-{i}"] = "x" * 70
+        send(appliance, big)
+        [mail] = sink_mails(sink, 1)
+        report = parse_status_report(mail.raw)
+        assert mail.recipients == ["alice@example.com"]
+        assert report.state == "aborted" and list(report.reasons) == ["document-format-error"]
+        assert "header could not be read: header section is longer than 262144 bytes" in report.human_text
+        fragment = (b"From: alice@example.com\r\nTo: demo@phaserlink.test\r\nSubject: part 1\r\n"
+                    b"Message-ID: <p1@example.com>\r\nMIME-Version: 1.0\r\n"
+                    b'Content-Type: message/partial; id="set-zero@example.com"; number=1; total=0\r\n\r\n'
+                    b"From: alice@example.com\r\nSubject: inner\r\n\r\n%!PS\r\n")
+        with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
+            smtp.sendmail("alice@example.com", ["demo@phaserlink.test"], fragment)
+        mails = sink_mails(sink, 2)
+        report = parse_status_report(mails[1].raw)
+        assert report.state == "aborted" and "job-data-insufficient" in report.reasons
+        assert "do not fit together: fragment 1 says the job has 0 parts" in report.human_text
+        assert printed_files(out) == []
+        assert list((appliance.spool / "mail" / "demo" / "new").iterdir()) == []

@@ -114,3 +114,27 @@ def test_records_survive_a_crash_of_the_process(tmp_path, sync):
     index = SeenIndex(tmp_path / "seen.sqlite")
     index.open(2.0)
     assert index.has_uidl("src", "u1")
+
+
+def test_one_spool_call_per_intake_outcome(tmp_path):
+    """The spool owns its journal: taking in a message is one call (the job
+    and its records), a dropped duplicate is one call, a printed job's end
+    is one call (the "done" record and the removal)."""
+    rig = Rig(tmp_path, make_site(tmp_path)).start()
+    spool = rig.runner().spool
+    calls = []
+    for name in ("create", "add_part", "save", "remove", "note"):
+        real = getattr(spool, name)
+
+        def wrapped(*a, _real=real, _name=name, **k):
+            calls.append(_name)
+            return _real(*a, **k)
+
+        setattr(spool, name, wrapped)
+    rig.runner().dispatcher.spool = rig.runner().intake.spool = spool
+    rig.deliver(message(msgid="<once@example.com>"))
+    assert calls.count("create") == 1 and calls.count("remove") == 1 and "note" not in calls
+    calls.clear()
+    rig.deliver(message(msgid="<once@example.com>"))
+    assert calls == ["note"]
+    assert not hasattr(rig.runner(), "journal")  # no second party to keep in step

@@ -42,7 +42,7 @@ from phaserlink.printer.dispatch import human_duration
 from phaserlink.printer.jobs import Job, PartialSet, describe_partial
 from phaserlink.printer.spool import JobSpool, new_job_id
 from phaserlink.printer.status import FRAGMENT, RECEIVED, SET_COMPLETE, StatusMailer
-from phaserlink.printer.toolkit import MessageFacts, Toolkit
+from phaserlink.printer.toolkit import MessageFacts, Toolkit, sender_from_prefix
 from phaserlink.threads import pools_for
 
 log = Logger()
@@ -83,7 +83,7 @@ class Intake:
             why = getattr(e, "reason", None) or str(e) or type(e).__name__
             sender = None
             try:
-                sender = self.tools.sender_hint(path)
+                sender = sender_from_prefix(path)
             except Exception:
                 log.failure("printer {printer}: no sender found in {path}", printer=self.printer.name, path=path)
             return MessageFacts(sender=sender, message_id=None, title=None, copies=1, notify=None,

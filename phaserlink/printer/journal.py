@@ -1,5 +1,5 @@
 """What a printer has already taken in: the durable memory behind
-"exactly one print per job" (DESIGN.md guarantee 3; docs/spool.md).
+"exactly one print per job" (guarantee 3; docs/spool.md).
 
 A crash between spooling a message and deleting it at the source, or a
 relay that sends a message twice, brings the same mail back.  The seen

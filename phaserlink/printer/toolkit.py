@@ -73,7 +73,6 @@ class Toolkit:
     convert: Callable[..., Any]  # (reactor, src, dst, from, to) -> Deferred
     unprintable: tuple[type[BaseException], ...]  # errors with .reason and .ipp_reason
     write_report: Callable[..., None]  # phaserlink.message.report.write_status_report
-    sender_hint: Callable[[Path], str | None] = sender_from_prefix  # when inspect fails
 
 
 # The printer's notify keywords for the words a client may use (the message

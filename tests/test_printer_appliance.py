@@ -316,3 +316,52 @@ def test_unreadable_header_and_impossible_fragment_are_answered_not_dropped(appl
         assert "do not fit together: fragment 1 says the job has 0 parts" in report.human_text
         assert printed_files(out) == []
         assert list((appliance.spool / "mail" / "demo" / "new").iterdir()) == []
+
+
+def test_sigterm_keeps_the_spool_lock_until_the_printer_stopped(appliance, tmp_path):
+    """Issue 7 item 9 on the real twistd: SIGTERM while a job is being sent
+    to an LPD printer that never answers.  The spool lock stays held while
+    the send gets its grace (another appliance could otherwise start on the
+    spool and print the job a second time), the process exits within the
+    bound, and the job is still in the spool to resume."""
+    import signal
+    import socket
+
+    from phaserlink.durable import SpoolLock, SpoolLocked
+    from phaserlink.printer.dispatch import STOP_GRACE
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)
+    port = silent.getsockname()[1]
+    try:
+        appliance.sections = printer_section("lp", f"lpd://127.0.0.1:{port}/raw")
+        appliance.start()
+        send(appliance, job_mail(to="lp@phaserlink.test"))
+        conn, _ = silent.accept()  # the appliance is sending now
+        spool = appliance.spool / "jobs" / "lp"
+        appliance.wait_for(lambda: any('"processing"' in p.read_text() for p in spool.glob("*/state.json")),
+                           what="the job to be processing")
+        appliance.proc.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+
+        def held() -> bool:
+            probe = SpoolLock(appliance.spool)
+            try:
+                probe.acquire()
+            except SpoolLocked:
+                return True
+            probe.release()
+            return False
+
+        while time.monotonic() - stopped_at < STOP_GRACE - 2:
+            assert appliance.proc.poll() is None
+            assert held(), "the spool lock was released while the printer was still sending"
+            time.sleep(0.5)
+        appliance.proc.wait(timeout=15)
+        assert time.monotonic() - stopped_at < STOP_GRACE + 10
+        assert not held()
+        assert list(spool.glob("*/state.json")), "the job must stay in the spool to resume"
+        conn.close()
+    finally:
+        silent.close()

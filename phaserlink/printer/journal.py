@@ -180,7 +180,7 @@ class SeenIndex:
             raise RuntimeError("seen index not open")
         return self._writer
 
-    def _commit(self, sql: str, rows: list[tuple], sync: bool) -> None:
+    def _commit(self, sql: str, rows: Iterable[tuple], sync: bool) -> None:
         db = self._db()
         db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
         db.execute("BEGIN IMMEDIATE")
@@ -196,17 +196,26 @@ class SeenIndex:
         if not legacy.exists():
             return
         when = legacy.stat().st_mtime
-        rows = []
-        for record in _read_legacy(legacy):
-            row = _row(record, float(record.get("t") or when))
-            if row is not None:
-                rows.append(row)
+        count = 0
+
+        def rows() -> Iterator[tuple]:  # streamed: a journal of any length migrates in flat memory
+            nonlocal count
+            for record in _read_legacy(legacy):
+                try:
+                    row = _row(record, float(record.get("t") or when))
+                except (KeyError, TypeError, ValueError):
+                    log.warn("journal {path}: skipping a damaged record", path=legacy)
+                    continue
+                if row is not None:
+                    count += 1
+                    yield row
+
         # OR IGNORE: a crash after this commit but before the unlink
         # migrates again at the next start, changing nothing.
-        self._commit("INSERT OR IGNORE INTO seen (kind, key, t, data) VALUES (?, ?, ?, ?)", rows, True)
+        self._commit("INSERT OR IGNORE INTO seen (kind, key, t, data) VALUES (?, ?, ?, ?)", rows(), True)
         legacy.unlink()
         fsync_dir(legacy.parent)
-        log.info("seen index {path}: migrated {n} records from {legacy}", path=self.path, n=len(rows),
+        log.info("seen index {path}: migrated {n} records from {legacy}", path=self.path, n=count,
                  legacy=legacy)
 
     # -- lookups (any thread) -----------------------------------------------------

@@ -105,3 +105,36 @@ def test_enospc_for_a_fragment_keeps_it_and_the_set_completes_later(rig, small_d
     rig.settle()
     assert [d for _j, d in rig.outputs["lp"].sent] == [b"one\ntwo\n"]
     assert rig.mailbox() == [] and rig.job_dirs() == []
+
+
+def test_enospc_while_a_set_is_put_together_is_retried_not_blamed_on_the_document(rig, small_disk):
+    from phaserlink.printer.intake import SPOOL_RETRY
+
+    inner = b"From: alice@example.com\nSubject: Big\nMessage-ID: <inner2@example.com>\n\n"
+
+    def fragment(n, body):
+        return message(msgid=f"<g{n}@example.com>", X_Fake_Partial=f"set2 {n} 2", body=body)
+
+    rig.start()
+    intake = rig.runner().intake
+    real = intake.tools.reassemble
+    filled = []
+
+    def reassemble_on_a_full_disk(paths, out):
+        if not filled:
+            small_disk.fill(leave=0)
+            filled.append(True)
+        return real(paths, out)
+
+    intake.tools = dataclasses.replace(intake.tools, reassemble=reassemble_on_a_full_disk)
+    rig.deliver(fragment(1, inner + b"one\n" * 2000))
+    rig.deliver(fragment(2, b"two\n" * 2000))
+    assert filled and rig.outputs["lp"].sent == []
+    assert "failed" not in rig.queue.events()  # not "document-format-error"
+    assert rig.mailbox() == []  # both fragments are safe in the set
+    small_disk.release()
+    rig.clock.advance(SPOOL_RETRY)
+    rig.settle()
+    [(_job, data)] = rig.outputs["lp"].sent
+    assert data == b"one\n" * 2000 + b"two\n" * 2000
+    assert rig.job_dirs() == []

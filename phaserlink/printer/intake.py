@@ -50,6 +50,9 @@ log = Logger()
 #: A set claiming more parts than this is refused (a 500 MB job in 5 MB
 #: fragments has 100; this leaves room without inviting abuse).
 MAX_PARTS = 10_000
+#: Seconds before a set's completion or time-out that could not be written
+#: (a full disk) is tried again.
+SPOOL_RETRY = 30.0
 
 
 class Intake:
@@ -232,8 +235,32 @@ class Intake:
             self.sets.pop(job.partial.id, None)
 
     async def _complete(self, job: Job) -> None:
-        assert job.partial is not None and job.partial.total is not None
+        """All fragments are durable in the set: put them together.  A
+        failure (a full disk) keeps the set as it was and tries again after
+        :data:`SPOOL_RETRY`: the fragment that completed the set is already
+        recorded (and so deleted at its source), nothing else would."""
         self._disarm(job)
+        try:
+            await self._put_together(dataclasses.replace(job))
+        except Exception:
+            log.failure("printer {printer} job {job}: could not put the set together; trying again in {s:g}s",
+                        printer=self.printer.name, job=job.job_id, s=SPOOL_RETRY)
+            self._keep_trying(job, self._complete_later)
+
+    def _keep_trying(self, job: Job, later: Callable[[str], object]) -> None:
+        assert job.partial is not None
+        self.sets[job.partial.id] = job
+        self.timers[job.job_id] = self.reactor.callLater(SPOOL_RETRY, later, job.job_id)
+
+    def _complete_later(self, job_id: str) -> defer.Deferred | None:
+        self.timers.pop(job_id, None)
+        job = next((j for j in self.sets.values() if j.job_id == job_id), None)
+        if job is None:
+            return None
+        return self._turn.run(lambda: defer.ensureDeferred(self._complete(job)))
+
+    async def _put_together(self, job: Job) -> None:
+        assert job.partial is not None and job.partial.total is not None
         log.info("printer {printer} job {job}: all {n} fragments of {pid} arrived; reassembling",
                  printer=self.printer.name, job=job.job_id, n=job.partial.total, pid=job.partial.id)
         self.status.notify(job, SET_COMPLETE, (
@@ -243,6 +270,10 @@ class Intake:
         message = self.spool.message_path(job.job_id)
         try:
             await self.pools.cpu(self.tools.reassemble, parts, message)
+        except OSError:
+            # The disk, not the document (ENOSPC, EIO): try again later.
+            message.unlink(missing_ok=True)
+            raise
         except Exception as e:
             log.failure("printer {printer} job {job}: reassembly failed", printer=self.printer.name, job=job.job_id)
             job.state, job.reasons = J.ABORTED, [J.DOCUMENT_FORMAT_ERROR]
@@ -288,15 +319,21 @@ class Intake:
 
     async def _expire_now(self, job_id: str) -> None:
         self.timers.pop(job_id, None)
-        job = next((j for j in self.sets.values() if j.job_id == job_id), None)
-        if job is None or job.partial is None:
+        held = next((j for j in self.sets.values() if j.job_id == job_id), None)
+        if held is None or held.partial is None:
             return
-        self.sets.pop(job.partial.id, None)
-        job.state, job.reasons = J.ABORTED, [J.ABORTED_BY_SYSTEM, J.JOB_DATA_INSUFFICIENT]
-        job.detail = (f"{describe_partial(job.partial)} after waiting "
-                      f"{human_duration(self.printer.partial_timeout)} for the rest")
-        job.changed = self._now()
-        await self.spool.save(job, seen=[journal.partial_done(job.partial.id)])
+        self.sets.pop(held.partial.id, None)
+        detail = (f"{describe_partial(held.partial)} after waiting "
+                  f"{human_duration(self.printer.partial_timeout)} for the rest")
+        job = dataclasses.replace(held, state=J.ABORTED, reasons=[J.ABORTED_BY_SYSTEM, J.JOB_DATA_INSUFFICIENT],
+                                  detail=detail, changed=self._now())
+        try:
+            await self.spool.save(job, seen=[journal.partial_done(held.partial.id)])
+        except Exception:
+            log.failure("printer {printer} job {job}: could not give up the set; trying again in {s:g}s",
+                        printer=self.printer.name, job=job_id, s=SPOOL_RETRY)
+            self._keep_trying(held, self._expire)
+            return
         log.warn("printer {printer} job {job}: incomplete set {pid} given up: {why}",
                  printer=self.printer.name, job=job.job_id, pid=job.partial.id, why=job.detail)
         self.on_job(job)

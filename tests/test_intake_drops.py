@@ -169,3 +169,24 @@ def test_the_real_toolkit_reports_impossible_numbers_instead_of_hiding_them(tmp_
     path = write(tmp_path / "m", b"From: alice@example.com\nContent-Type: message/partial; "
                  + params.encode() + b"\n\nbody\n")
     assert inspect_message(path).partial == want
+
+
+def test_a_read_error_is_not_blamed_on_the_document(rig, monkeypatch):
+    """An OSError while reading the header is the disk's fault: the message
+    stays at its source and prints on the next pass, no "failed" mail."""
+    calls = []
+    fake = printer_fakes.fake_inspect
+
+    def flaky(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        return fake(path)
+
+    monkeypatch.setattr(printer_fakes, "fake_inspect", flaky)
+    rig.start()
+    rig.deliver(message())
+    assert rig.outputs["lp"].sent == [] and len(rig.mailbox()) == 1 and rig.queue.messages == []
+    rig.clock.advance(60)
+    rig.settle()
+    assert len(rig.outputs["lp"].sent) == 1 and rig.mailbox() == []

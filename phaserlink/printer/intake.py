@@ -82,6 +82,8 @@ class Intake:
         """The message's facts, and why its header could not be read (None if it could)."""
         try:
             return self.tools.inspect(path), None
+        except OSError:
+            raise  # the disk, not the document: the message stays at its source
         except Exception as e:
             why = getattr(e, "reason", None) or str(e) or type(e).__name__
             sender = None

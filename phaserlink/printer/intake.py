@@ -89,6 +89,8 @@ class Intake:
             sender = None
             try:
                 sender = sender_from_prefix(path)
+            except OSError:
+                raise
             except Exception:
                 log.failure("printer {printer}: no sender found in {path}", printer=self.printer.name, path=path)
             return MessageFacts(sender=sender, message_id=None, title=None, copies=1, notify=None,

@@ -2,7 +2,7 @@
 
 No POP3 round trips and no polling: the store's delivery event wakes the
 retriever, which is what lets a job reach the printer within milliseconds
-of the SMTP 250.  Copying a message runs in the CPU thread pool (*copy*)
+of the SMTP 250.  Copying a message runs in the CPU thread pool (*blocking*)
 so that a 500 MB job never stalls the reactor; deletions are made durable
 by :meth:`Maildir.delete`, which fsyncs, in the durable pool (*durable*)
 when the session closes: no fsync in the reactor thread (docs/spool.md).

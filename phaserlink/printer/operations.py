@@ -246,16 +246,26 @@ class PrinterOperations(service.Service):
                 note = "; " + cut_note(runner.printer.output)
         else:
             d.forget(job.job_id)
-        call = getattr(runner.intake, "timers", {}).pop(job.job_id, None)
-        if call is not None and call.active():
-            call.cancel()
         seen = []
         if job.partial is not None:
             from phaserlink.printer import journal
 
             seen.append(journal.partial_done(job.partial.id))  # later fragments are dropped
-        await self._record(runner, job, by, J.CANCELED, [C.JOB_CANCELED_BY_OPERATOR],
-                           f"canceled by operator {by}{note}", seen)
+        intake = runner.intake
+        turn = getattr(intake, "_turn", None) if J.JOB_INCOMING in job.reasons else None
+        if turn is not None:
+            await turn.acquire()  # no fragment of this set is being taken in meanwhile
+        try:
+            call = getattr(intake, "timers", {}).pop(job.job_id, None)
+            if call is not None and call.active():
+                call.cancel()
+            if job.partial is not None:
+                getattr(intake, "sets", {}).pop(job.partial.id, None)
+            await self._record(runner, job, by, J.CANCELED, [C.JOB_CANCELED_BY_OPERATOR],
+                               f"canceled by operator {by}{note}", seen)
+        finally:
+            if turn is not None:
+                turn.release()
         try:
             await defer.maybeDeferred(d.finish, job)
         except Exception:

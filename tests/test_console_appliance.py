@@ -227,3 +227,34 @@ def test_roles_basic_auth_and_csrf(appliance, tmp_path):
     assert call(port, "GET", "/healthz", auth=None).body == b"ok\n"
     assert admin_cli(port, "printers").returncode == 0
     assert admin_cli(free_port(), "printers").returncode == 75
+
+
+def _fragment(number: int, total: int, body: bytes) -> bytes:
+    return (f"From: {SENDER}\r\nTo: demo@phaserlink.test\r\nSubject: part {number}\r\n"
+            f"Message-ID: <frag{number}-console@example.com>\r\nMIME-Version: 1.0\r\n"
+            f'Content-Type: message/partial; id="console-set@example.com"; number={number}; total={total}\r\n\r\n'
+            ).encode() + body
+
+
+def test_cancel_incomplete_fragment_set_then_the_rest_arrives_and_is_dropped(appliance, tmp_path):
+    import smtplib
+
+    out = tmp_path / "printed"
+    appliance.sections = printer_section("demo", f"file:{out}")
+    port = console_config(appliance)
+    start(appliance)
+    inner = (f"From: {SENDER}\r\nSubject: split job\r\nMIME-Version: 1.0\r\n"
+             "Content-Type: application/postscript\r\n\r\n").encode() + postscript(marker=MARKER).replace(b"\n", b"\r\n")
+    half = len(inner) // 2
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
+        smtp.sendmail(SENDER, ["demo@phaserlink.test"], _fragment(1, 2, inner[:half]))
+    incoming = only_job(port, "demo", "pending-held")
+    assert "job-incoming" in incoming["state_reasons"]
+    assert incoming["fragments"] == {"received": 1, "total": 2}
+    assert call(port, "POST", f"/api/v1/jobs/{incoming['id']}/cancel").json()["state"] == "canceled"
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
+        smtp.sendmail(SENDER, ["demo@phaserlink.test"], _fragment(2, 2, inner[half:]))
+    mailbox = appliance.spool / "mail" / "demo" / "new"
+    wait_until(lambda: not list(mailbox.iterdir()), 30, "the second fragment taken from the mailbox", appliance.log)
+    assert [j["state"] for j in jobs(port, printer="demo")] == ["canceled"]
+    assert not out.exists() or list(out.iterdir()) == []

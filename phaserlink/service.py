@@ -139,7 +139,8 @@ def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = N
         from phaserlink.admin.service import QueueControl, build_site
 
         console, _ = build_site(operations, QueueControl(queue), site.console.admins, reactor,
-                                printer_names=list(operations.runners), history=operations.history)
+                                printer_names=list(operations.runners), history=operations.history,
+                                sessions={"smtp": smtp, "pop3": pop3})
         for description in site.console.listen:
             strports.service(description, console, reactor=reactor).setServiceParent(top)
     return top

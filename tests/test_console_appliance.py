@@ -215,6 +215,10 @@ def test_roles_basic_auth_and_csrf(appliance, tmp_path):
     assert call(port, "POST", "/api/v1/jobs/no-such-job/cancel").code == 404
     assert admin_cli(port, "cancel", "no-such-job").returncode == 1
     assert metric(port, "phaserlink_console_failed_logins_total") == 1
+    assert metric(port, "phaserlink_login_attempts_total", outcome="rejected") == 1
+    assert metric(port, "phaserlink_sessions_open", protocol="smtp") == 0
+    assert metric(port, "phaserlink_jobs_waiting", printer="demo") == 1
+    assert metric(port, "phaserlink_printer_paused", printer="demo") == 1
 
     browser = Browserless(port)
     csrf = browser.login(*OPERATOR)

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web import resource
 
@@ -33,8 +33,9 @@ SIZE_BUCKETS = (1e3, 1e4, 1e5, 1e6, 1e7, 5e7, 1e8, 5e8)
 class _LiveGauges:
     """Gauges read at scrape time."""
 
-    def __init__(self, printers, queue, clock):
+    def __init__(self, printers, queue, clock, sessions: dict[str, Any], guard):
         self.printers, self.queue, self.clock = printers, queue, clock
+        self.sessions, self.guard = sessions, guard
 
     def collect(self):
         waiting = GaugeMetricFamily("phaserlink_jobs_waiting", "Jobs spooled and not finished, per printer",
@@ -54,12 +55,26 @@ class _LiveGauges:
             age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
             yield GaugeMetricFamily("phaserlink_outbound_queue_oldest_age_seconds",
                                     "Age of the oldest message in the outbound queue", value=age)
+        if self.sessions:
+            open_ = GaugeMetricFamily("phaserlink_sessions_open", "SMTP and POP3 sessions open now",
+                                      labels=["protocol"])
+            for protocol, factory in self.sessions.items():
+                open_.add_metric([protocol], getattr(factory, "sessions", 0))
+            yield open_
+        if self.guard is not None:
+            logins = CounterMetricFamily("phaserlink_login_attempts",
+                                         "SMTP AUTH, POP3 and console logins by outcome (trust/logins.py)",
+                                         labels=["outcome"])
+            for outcome, n in sorted(self.guard.counts.items(), key=lambda kv: kv[0].value):
+                logins.add_metric([outcome.value], n)
+            yield logins
 
 
 class ConsoleMetrics:
     """The console's registry and the counters the rest feeds."""
 
-    def __init__(self, printers, queue, printer_names: list[str], clock=None):
+    def __init__(self, printers, queue, printer_names: list[str], clock=None, *,
+                 sessions: dict[str, Any] | None = None, guard=None):
         self.registry = CollectorRegistry(auto_describe=True)
         self.jobs = Counter("phaserlink_jobs", "Jobs finished, by printer and final IPP job state",
                             ["printer", "state"], registry=self.registry)
@@ -75,7 +90,7 @@ class ConsoleMetrics:
                                      "Failed console logins (API and page)", registry=self.registry)
         self.operations = Counter("phaserlink_console_operations", "Console operations done, by operation",
                                   ["operation"], registry=self.registry)
-        self.registry.register(_LiveGauges(printers, queue, clock))
+        self.registry.register(_LiveGauges(printers, queue, clock, sessions or {}, guard))
 
     def job_finished(self, row: dict[str, Any], _previous: str | None) -> None:
         """A history listener: called (in the spool's thread) once per job

@@ -83,10 +83,13 @@ class QueueControl:
 
 
 def build_site(printers, queue, accounts, reactor, *, printer_names: list[str], tls: bool = False,
-               history=None) -> tuple[server.Site, ConsoleMetrics]:
+               history=None, sessions: dict[str, Any] | None = None) -> tuple[server.Site, ConsoleMetrics]:
     """The console's Site over *printers* (IPrinterControl) and *queue*
-    (IQueueControl or None)."""
-    metrics = ConsoleMetrics(printers, queue, printer_names)
+    (IQueueControl or None); *sessions* maps a protocol name to its server
+    factory (whose ``sessions`` counts the open ones)."""
+    from phaserlink.trust.logins import guard_for
+
+    metrics = ConsoleMetrics(printers, queue, printer_names, sessions=sessions, guard=guard_for(reactor))
     if history is not None:
         history.listeners.append(metrics.job_finished)
     auth = Authenticator(accounts, reactor, on_failure=metrics.failed_logins.inc)

@@ -83,6 +83,8 @@ def test_cancel_a_job_held_for_a_dead_printer_survives_kill9(appliance):
         # outbound queue (no smarthost here).
         queue = wait_until(lambda: call(port, "GET", "/api/v1/queue").json()["messages"], 10, "the status mail")
         assert [m["recipients"] for m in queue] == [[SENDER]]
+        [mail] = job(port, held["id"])["mails"]  # the job's page shows what it said
+        assert mail["event"] == "failed" and "canceled by operator olga" in mail["text"]
         assert call(port, "POST", f"/api/v1/queue/{queue[0]['id']}/delete").code == 200
         assert call(port, "GET", "/api/v1/queue").json()["messages"] == []
         assert metric(port, "phaserlink_jobs_total", printer="raw", state="canceled") == 1

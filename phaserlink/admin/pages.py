@@ -60,6 +60,7 @@ button.cancel,button.delete{border-color:#a33;color:#a33}
 .msg{background:#fff3cd;border:1px solid #e0c56e;padding:.5em 1em;margin:1em 0}
 .filters{display:flex;flex-wrap:wrap;gap:.5em;align-items:end;margin:.5em 0}
 .filters label{display:flex;flex-direction:column;font-size:.9em}
+pre{white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:.5em}
 .login{max-width:22em;margin:3em auto;background:#fff;padding:1.5em;border:1px solid #ddd}
 .login label{display:block;margin:.6em 0}.login input{width:100%;font:inherit;padding:.3em;box-sizing:border-box}
 @media (max-width:40em){th.wide,td.wide{display:none}main{padding:0 .4em 2em}}
@@ -380,6 +381,10 @@ class ConsolePage(resource.Resource):
                 *[tags.tr(tags.td(e["at"] or ""), tags.td(*_state(e["state"], e["state_reasons"])),
                           tags.td(e["by"]), tags.td(e.get("detail") or "")) for e in job["timeline"]],
                 id="timeline"), **{"class": "scroll"}),
+            tags.h2("Status mail sent"),
+            *([tags.div(tags.p(tags.strong(m["event"]), " ", m["at"] or ""), tags.pre(m["text"]),
+                        **{"class": "mail"}) for m in job.get("mails") or []]
+              or [tags.p("None (the printer's notify policy asked for none, or none was due yet).")]),
         ]
         return _page(f"Job {job_id}", body, admin=session.admin, csrf=session.csrf,
                      refresh=job["state"] not in TERMINAL_STATES)

@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, at);
+CREATE TABLE IF NOT EXISTS mails (
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mails_job ON mails (job_id);
 """
 
 Listener = Callable[[dict[str, Any], str | None], None]
@@ -232,6 +239,14 @@ class JobHistory:
         except Exception:
             log.failure("console history: cannot record job {job}", job=state.get("job_id"))
 
+    def note_mail(self, job_id: str, event: str, text: str, now: float | None = None) -> None:
+        """The status mail queued for *job_id* (its human text), for the job's page."""
+        with self._write_lock:
+            self._open_locked()
+            assert self._writer is not None
+            self._writer.execute("INSERT INTO mails (job_id, at, event, text) VALUES (?,?,?,?)",
+                                 (job_id, time.time() if now is None else now, event, text[:4 * MAX_TEXT]))
+
     def prune(self, now: float | None = None) -> int:
         """Forget jobs that ended more than ``history_days`` ago."""
         now = time.time() if now is None else now
@@ -250,6 +265,7 @@ class JobHistory:
                 marks = ",".join("?" * len(ids))
                 db.execute("BEGIN IMMEDIATE")
                 db.execute(f"DELETE FROM events WHERE job_id IN ({marks})", ids)
+                db.execute(f"DELETE FROM mails WHERE job_id IN ({marks})", ids)
                 db.execute(f"DELETE FROM jobs WHERE job_id IN ({marks})", ids)
                 db.execute("COMMIT")
             removed += len(ids)
@@ -306,6 +322,8 @@ class JobHistory:
             {"at": iso(e["at"]), "state": e["state"], "state_reasons": json.loads(e["reasons"]),
              "by": e["by"], "detail": e["detail"] or ""}
             for e in db.execute("SELECT * FROM events WHERE job_id = ? ORDER BY at, rowid", (job_id,))]
+        view["mails"] = [{"at": iso(m["at"]), "event": m["event"], "text": m["text"]}
+                         for m in db.execute("SELECT * FROM mails WHERE job_id = ? ORDER BY at, rowid", (job_id,))]
         return view
 
     def printer_of(self, job_id: str) -> str | None:

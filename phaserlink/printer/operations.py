@@ -108,7 +108,22 @@ class PrinterOperations(service.Service):
         self.prune_call = None
         for runner in self.runners.values():
             runner.spool.history = self.history
+            self._note_mails(runner.status)
             runner.dispatcher.paused = paused_marker(runner).exists()
+
+    def _note_mails(self, mailer) -> None:
+        """Keep the text of each status mail the printer queues, for the
+        job's page (written in the durable pool, never in the way)."""
+        notify = mailer.notify
+
+        def noted(job, event, text):
+            queued = notify(job, event, text)
+            if queued:
+                d = self.pools.durable(self.history.note_mail, job.job_id, event, text)
+                d.addErrback(lambda f: log.failure("console history: cannot note a status mail", f))
+            return queued
+
+        mailer.notify = noted
 
     # -- service ------------------------------------------------------------------
 

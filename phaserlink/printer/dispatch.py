@@ -124,7 +124,9 @@ class Dispatcher:
     def submit(self, job: Job) -> None:
         """Take a spooled job (pending, held, processing or terminal)."""
         if job.terminal:
-            self.finish(job)
+            d = defer.ensureDeferred(self.finish(job))
+            d.addErrback(lambda f: log.failure("printer {printer} job {job}: finishing failed", f,
+                                               printer=self.printer.name, job=job.job_id))
             return
         if job.job_id != self.current and job.job_id not in self.queue:
             self.queue.append(job.job_id)
@@ -163,12 +165,12 @@ class Dispatcher:
     # -- one job ------------------------------------------------------------------------
 
     async def _run(self, job_id: str) -> None:
-        job = self.spool.load(job_id)
+        job = await defer.maybeDeferred(self.spool.load, job_id)
         if job.terminal:
-            self.finish(job)
+            await self.finish(job)
             return
         if not self.printer.sender_allowed(job.sender or ""):
-            self.abort(job, [J.SENDER_NOT_ALLOWED],
+            await self.abort(job, [J.SENDER_NOT_ALLOWED],
                        f"{job.sender or 'an unknown sender'} may not print on {self.printer.name}")
             return
         if job.documents is None:
@@ -178,10 +180,10 @@ class Dispatcher:
                 reasons = [J.DOCUMENT_FORMAT_ERROR]
                 if e.ipp_reason != J.DOCUMENT_FORMAT_ERROR:
                     reasons.append(e.ipp_reason)
-                self.abort(job, reasons, e.reason)
+                await self.abort(job, reasons, e.reason)
                 return
             job.documents = documents
-        self._set(job, J.PROCESSING, [J.JOB_PRINTING])
+        await self._set(job, J.PROCESSING, [J.JOB_PRINTING])
         from phaserlink.printer.output import PrinterRejected, PrinterUnavailable
 
         for index in range(job.printed_documents, len(job.documents)):
@@ -196,14 +198,14 @@ class Dispatcher:
                 return
             except PrinterRejected as e:
                 reasons = [e.ipp_reason] if e.ipp_reason == J.DOCUMENT_FORMAT_ERROR else [J.ABORTED_BY_SYSTEM, e.ipp_reason]
-                self.abort(job, reasons, f"the printer refused the job: {e.reason}")
+                await self.abort(job, reasons, f"the printer refused the job: {e.reason}")
                 return
             except PrinterUnavailable as e:
-                self._hold(job, e.reason)
+                await self._hold(job, e.reason)
                 return
             except Exception as e:  # an output bug: temporary, per its contract
                 log.failure("printer {printer} job {job}: output failed", printer=self.printer.name, job=job.job_id)
-                self._hold(job, f"internal error while sending: {e}")
+                await self._hold(job, f"internal error while sending: {e}")
                 return
             finally:
                 self.sending = None
@@ -216,9 +218,9 @@ class Dispatcher:
                      printer=self.printer.name, job=job.job_id, n=index + 1, total=len(job.documents),
                      ack=result.acknowledged)
             if index + 1 < len(job.documents):
-                self._save(job)
-        self._set(job, J.COMPLETED, [J.JOB_COMPLETED_SUCCESSFULLY])
-        self.finish(job)
+                await self._save(job)
+        await self._set(job, J.COMPLETED, [J.JOB_COMPLETED_SUCCESSFULLY])
+        await self.finish(job)
 
     async def _prepare(self, job: Job) -> list[Document]:
         """Extract the documents and convert what the printer does not take."""
@@ -273,28 +275,30 @@ class Dispatcher:
 
     # -- state changes ------------------------------------------------------------------
 
-    def _save(self, job: Job) -> None:
+    async def _save(self, job: Job) -> None:
+        """Record *job*; returns once the spool says it is durable (the
+        spool's save may return a Deferred or nothing)."""
         job.changed = self.reactor.seconds()
-        self.spool.save(job)
+        await defer.maybeDeferred(self.spool.save, job)
 
-    def _set(self, job: Job, state: str, reasons: list[str]) -> None:
+    async def _set(self, job: Job, state: str, reasons: list[str]) -> None:
         job.state, job.reasons = state, reasons
-        self._save(job)
+        await self._save(job)
         log.info("printer {printer} job {job}: {state} ({reasons})", printer=self.printer.name,
                  job=job.job_id, state=state, reasons=", ".join(reasons))
 
-    def abort(self, job: Job, reasons: list[str], why: str) -> None:
+    async def abort(self, job: Job, reasons: list[str], why: str) -> None:
         job.detail = why
         if J.ABORTED_BY_SYSTEM not in reasons and reasons[:1] != [J.DOCUMENT_FORMAT_ERROR]:
             reasons = reasons + [J.ABORTED_BY_SYSTEM]
-        self._set(job, J.ABORTED, reasons)
+        await self._set(job, J.ABORTED, reasons)
         log.warn("printer {printer} job {job}: aborted: {why}", printer=self.printer.name, job=job.job_id, why=why)
-        self.finish(job)
+        await self.finish(job)
 
-    def finish(self, job: Job) -> None:
+    async def finish(self, job: Job) -> None:
         """A terminal job: tell the sender, remember it, forget its files."""
         if job.job_id in self.journal.index.finished:
-            self.spool.remove(job.job_id)  # mail went out before a crash
+            await defer.maybeDeferred(self.spool.remove, job.job_id)  # mail went out before a crash
             return
         if job.state == J.COMPLETED:
             pages = f" ({job.pages} page{'s' if job.pages != 1 else ''})" if job.pages is not None else ""
@@ -306,45 +310,45 @@ class Dispatcher:
                     f"was not printed.\nReason: {job.detail or 'unknown'}.")
             self.status.notify(job, ERRORS, text)
         self.journal.append(Journal.done(job, self.reactor.seconds()))
-        self.spool.remove(job.job_id)
+        await defer.maybeDeferred(self.spool.remove, job.job_id)
 
     # -- a printer that is down ---------------------------------------------------------
 
-    def _hold(self, job: Job, reason: str) -> None:
+    async def _hold(self, job: Job, reason: str) -> None:
         now = self.reactor.seconds()
         job.attempts += 1
         job.detail = reason
-        self._set(job, J.PENDING_HELD, [J.PRINTER_STOPPED])
+        await self._set(job, J.PENDING_HELD, [J.PRINTER_STOPPED])
         log.warn("printer {printer} job {job}: printer unavailable ({why}); attempt {n}",
                  printer=self.printer.name, job=job.job_id, why=reason, n=job.attempts)
-        if not self._age_out(job, now):
+        if not await self._age_out(job, now):
             self.queue.appendleft(job.job_id)
         for other_id in list(self.queue):
             if other_id == job.job_id:
                 continue
             try:
-                other = self.spool.load(other_id)
+                other = await defer.maybeDeferred(self.spool.load, other_id)
             except OSError:
                 continue
             other.detail = reason
-            if self._age_out(other, now):
+            if await self._age_out(other, now):
                 self.queue.remove(other_id)
         wait = backoff(job.attempts)
-        for other_id in self.queue:
-            deadline = self._next_deadline(other_id, now)
+        for other_id in list(self.queue):
+            deadline = await self._next_deadline(other_id, now)
             if deadline is not None:
                 wait = min(wait, max(deadline - now, 0.0))
         self._schedule_retry(wait)
 
-    def _age_out(self, job: Job, now: float) -> bool:
+    async def _age_out(self, job: Job, now: float) -> bool:
         """Send the delayed notice or give up, by the job's age; True if aborted."""
         age = now - job.created
         if age >= self.printer.max_retry_time:
-            self._give_up(job)
+            await self._give_up(job)
             return True
         if age >= self.printer.delay_notice and not job.delayed_notified:
             job.delayed_notified = True
-            self._save(job)
+            await self._save(job)
             until = human_duration(self.printer.max_retry_time - age)
             self.status.notify(job, DELAYED, (
                 f"Your print job {_quoted(job.title)} has not been printed yet: printer "
@@ -353,15 +357,15 @@ class Dispatcher:
                 f"{until} more; you will get another message if it gives up."))
         return False
 
-    def _give_up(self, job: Job) -> None:
+    async def _give_up(self, job: Job) -> None:
         age = self.reactor.seconds() - job.created
-        self.abort(job, [J.ABORTED_BY_SYSTEM, J.PRINTER_STOPPED],
+        await self.abort(job, [J.ABORTED_BY_SYSTEM, J.PRINTER_STOPPED],
                    f"printer {self.printer.name} could not be reached for {human_duration(age)} "
                    f"({job.detail or 'no answer'})")
 
-    def _next_deadline(self, job_id: str, now: float) -> float | None:
+    async def _next_deadline(self, job_id: str, now: float) -> float | None:
         try:
-            job = self.spool.load(job_id)
+            job = await defer.maybeDeferred(self.spool.load, job_id)
         except OSError:
             return None
         if not job.delayed_notified:

@@ -246,3 +246,24 @@ def test_a_state_save_that_fails_after_delivery_does_not_print_twice(rig, tools,
     rig.run_for(RETRY_MAX + 10)
     assert [d for _j, d in rig.outputs["lp"].sent] == [b"%!PS once"]  # not sent again
     assert rig.job_dirs() == [] and rig.queue.events() == ["received", "printed"]
+
+
+def test_a_journal_that_cannot_be_written_after_printing_neither_resends_nor_delays(rig, tools, monkeypatch):
+    rig.start()
+    journal = rig.runner().journal
+    real_append = journal.append
+    failures = []
+
+    def append(*records, **kw):
+        if any(r.get("k") == "done" for r in records) and len(failures) < 2:
+            failures.append(records)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_append(*records, **kw)
+
+    monkeypatch.setattr(journal, "append", append)
+    rig.deliver(message(body=b"%!PS once"))
+    rig.run_for(RETRY_MAX)
+    assert [d for _j, d in rig.outputs["lp"].sent] == [b"%!PS once"]
+    assert rig.job_dirs() == []
+    events = rig.queue.events()
+    assert "delayed" not in events and "failed" not in events and events.count("printed") >= 1

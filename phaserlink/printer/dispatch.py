@@ -1,18 +1,28 @@
 """Sending one printer's jobs, one at a time, and finishing them.
 
 A job goes pending -> processing -> completed, or -> aborted when it cannot
-be printed, or pending-held (printer-stopped) while the printer is down.
-Each change is in ``state.json`` before it is acted on: the documents are
-extracted (and converted) and recorded together with ``processing`` before
-the first byte goes to the printer; ``completed`` is recorded before the
-status mail is queued and the job leaves the spool.
+be printed, or pending-held while it cannot be printed *now*.  Each change
+is in ``state.json`` before it is acted on: the documents are extracted
+(and converted) and recorded together with ``processing`` before the first
+byte goes to the printer; ``completed`` is recorded before the status mail
+is queued and the job leaves the spool.
 
-A printer that is down holds its queue (the head job is retried with
-exponential back-off on reactor timers; other printers have their own
-dispatcher and keep printing).  Jobs older than ``delay_notice`` get one
-"delayed" mail; jobs older than ``max_retry_time`` are aborted.  Ages count
-from the moment a job was spooled, so jobs waiting behind a dead printer
-are told and given up on just as the one being retried.
+Every failure is classified once, by :func:`phaserlink.printer.faults.classify`
+in :meth:`Dispatcher._run` (docs/faults.md): a fault in the document aborts
+the job (document-format-error, the converter's words in the mail); a
+permanent refusal aborts it (aborted-by-system); a temporary fault never
+does before ``max_retry_time``.  A temporary fault that every job would meet
+(the printer is down, the disk is full, the converter cannot start) holds
+the queue: its head is retried with exponential back-off on reactor timers,
+in order; other printers have their own dispatcher and keep printing.  A
+temporary fault of one job alone (its conversion killed or timed out, a bug
+it triggers) sets that job aside with its own back-off, and the printer goes
+on with the next one: one crashing job never wedges its printer.
+
+Jobs older than ``delay_notice`` get one "delayed" mail; jobs older than
+``max_retry_time`` are aborted with a mail that says why.  Ages count from
+the moment a job was spooled, so jobs waiting behind a dead printer are
+told and given up on just as the one being retried.
 """
 
 from __future__ import annotations
@@ -191,6 +201,16 @@ class Dispatcher:
                      printer=self.printer.name, job=job.job_id)
             return
         except Exception as e:
+            if job.terminal:
+                # Printed (or decided) already; only finishing it failed (the
+                # journal, the spool).  Never hold or resend it: finish it
+                # again later, from this record.
+                log.failure("printer {printer} job {job}: finishing failed; will finish it again",
+                            printer=self.printer.name, job=job.job_id)
+                self.unsaved[job.job_id] = job
+                count = self.crashes[job_id] = self.crashes.get(job_id, 0) + 1
+                self._put_aside(job_id, backoff(count))
+                return
             fault = classify(e, self.tools.unprintable)
             if isinstance(fault, TemporaryFault) and fault.internal:
                 log.failure("printer {printer} job {job}: unexpected error", printer=self.printer.name,

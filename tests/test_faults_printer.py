@@ -49,6 +49,11 @@ kill -KILL $$
     "hang": """#!/bin/sh
 exec sleep 60
 """,
+    # A wrapper that does not exec: its child keeps the pipes open after
+    # the shell is killed.
+    "hang-in-wrapper": """#!/bin/sh
+sleep 20
+""",
     "truncated": """#!/bin/sh
 # Exit 0 after writing half a PostScript file, as ps2write does on a full disk.
 for a in "$@"; do
@@ -188,7 +193,7 @@ def assert_printed_once_and_whole(live: Live, gs: str) -> None:
 
 # -- converters that fail to start, are killed, hang, or exit 0 with truncated output --
 
-@pytest.mark.parametrize("kind", ["missing-library", "killed", "hang", "truncated"])
+@pytest.mark.parametrize("kind", ["missing-library", "killed", "hang", "hang-in-wrapper", "truncated"])
 @pytest_twisted.ensureDeferred
 async def test_a_failing_converter_holds_the_job_and_it_prints_once_when_fixed(
         kind, real_gs, fake_gs, tmp_path, monkeypatch):
@@ -204,6 +209,7 @@ async def test_a_failing_converter_holds_the_job_and_it_prints_once_when_fixed(
         expected = {"missing-library": "cannot run on the print server (exit 127",
                     "killed": "killed by signal 9",
                     "hang": "took longer than 1 s",
+                    "hang-in-wrapper": "took longer than 1 s",
                     "truncated": "is incomplete: no %%EOF at its end"}[kind]
         assert expected in state["detail"], state["detail"]
         # Nothing sent, nobody told it failed, the document not blamed.

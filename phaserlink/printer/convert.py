@@ -327,6 +327,10 @@ def convert(
             transport.signalProcess("KILL")
         except error.ProcessExitedAlready:
             pass
+        # A wrapper script's own child (a site's `gs` that does not exec)
+        # may outlive the kill and hold the pipes open: close our ends, so
+        # the conversion ends now rather than when that child does.
+        transport.loseConnection()
 
     timer = reactor.callLater(timeout, on_timeout)
 

@@ -267,3 +267,21 @@ def test_a_journal_that_cannot_be_written_after_printing_neither_resends_nor_del
     assert rig.job_dirs() == []
     events = rig.queue.events()
     assert "delayed" not in events and "failed" not in events and events.count("printed") >= 1
+
+
+def test_a_job_whose_record_is_unreadable_is_left_for_a_human_and_the_queue_goes_on(rig, tools):
+    rig.start(lp="hang")
+    rig.deliver(message(msgid="<a@x>", body=b"%!PS a"))
+    rig.deliver(message(msgid="<b@x>", body=b"%!PS b"))
+    rig.deliver(message(msgid="<c@x>", body=b"%!PS c"))
+    out = rig.outputs["lp"]
+    # While a is being sent, b's record is damaged on disk.
+    [b] = [d for d in rig.job_dirs() if json.loads((d / "state.json").read_text())["message_id"] == "<b@x>"]
+    (b / "state.json").write_text("{not json")
+    out.mode = "ok"
+    out.finish()
+    rig.settle()
+    assert [d for _j, d in out.sent] == [b"%!PS a", b"%!PS c"]
+    assert b.exists()  # left for a human, not deleted, not retried in a loop
+    rig.run_for(60)
+    assert [d for _j, d in out.sent] == [b"%!PS a", b"%!PS c"]

@@ -186,7 +186,19 @@ class Dispatcher:
     async def _run(self, job_id: str) -> None:
         job = self.unsaved.pop(job_id, None)
         if job is None:
-            job = await defer.maybeDeferred(self.spool.load, job_id)
+            try:
+                job = await defer.maybeDeferred(self.spool.load, job_id)
+            except FileNotFoundError:
+                log.info("printer {printer} job {job}: gone from the spool; nothing to do",
+                         printer=self.printer.name, job=job_id)
+                self.crashes.pop(job_id, None)
+                return
+            except (ValueError, TypeError) as e:
+                # As at start (JobSpool.recover): never guess about a job
+                # whose record cannot be read; leave it for a human.
+                log.error("printer {printer}: cannot read job {job}: {e}; left in {dir}",
+                          printer=self.printer.name, job=job_id, e=e, dir=str(self.spool.job_dir(job_id)))
+                return
         if job.terminal:
             await self.finish(job)
             return

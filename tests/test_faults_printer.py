@@ -43,6 +43,8 @@ FAKE_GS = {
 echo "gs: error while loading shared libraries: libgs.so.10: cannot open shared object file: No such file or directory" >&2
 exit 127
 """,
+    "bad-interpreter": """#!/nonexistent/interpreter
+""",
     "killed": """#!/bin/sh
 kill -KILL $$
 """,
@@ -193,7 +195,7 @@ def assert_printed_once_and_whole(live: Live, gs: str) -> None:
 
 # -- converters that fail to start, are killed, hang, or exit 0 with truncated output --
 
-@pytest.mark.parametrize("kind", ["missing-library", "killed", "hang", "hang-in-wrapper", "truncated"])
+@pytest.mark.parametrize("kind", ["missing-library", "bad-interpreter", "killed", "hang", "hang-in-wrapper", "truncated"])
 @pytest_twisted.ensureDeferred
 async def test_a_failing_converter_holds_the_job_and_it_prints_once_when_fixed(
         kind, real_gs, fake_gs, tmp_path, monkeypatch):
@@ -207,6 +209,7 @@ async def test_a_failing_converter_holds_the_job_and_it_prints_once_when_fixed(
         [state] = live.states()
         assert state["reasons"] == ["resources-are-not-ready"], state
         expected = {"missing-library": "cannot run on the print server (exit 127",
+                    "bad-interpreter": "cannot run on the print server (exit 1: FileNotFoundError",
                     "killed": "killed by signal 9",
                     "hang": "took longer than 1 s",
                     "hang-in-wrapper": "took longer than 1 s",

@@ -65,6 +65,9 @@ FORMAT_ERROR = "document-format-error"
 #: Exit codes of a child the system could not run: 126 (not executable),
 #: 127 (not found, or the dynamic loader could not load a library).
 CANNOT_RUN_EXIT_CODES = (126, 127)
+#: What Twisted's forked child writes to stderr (then exit 1) when the exec
+#: itself fails (a bad ``#!`` interpreter, a file that is no program).
+EXEC_FAILED = "Upon execvpe"
 #: Below this many free bytes where the output goes, a failed conversion is
 #: taken to be the disk's fault, whatever Ghostscript said.
 LOW_DISK_SPACE = 1024 * 1024
@@ -354,7 +357,10 @@ def convert(
             summary = _summary(messages)
             if signal is not None and code is None:
                 raise ConverterFailed(f"Ghostscript was killed by signal {signal} while {what}", details=messages)
-            if code in CANNOT_RUN_EXIT_CODES:
+            if code in CANNOT_RUN_EXIT_CODES or EXEC_FAILED in messages:
+                if EXEC_FAILED in messages:
+                    last = [line for line in messages.splitlines() if line.strip()][-1:]
+                    summary = last[0].strip() if last else summary
                 raise ConverterUnavailable(
                     f"Ghostscript ({argv[0]}) cannot run on the print server (exit {code}"
                     + (f": {summary}" if summary else "") + ")", details=messages)

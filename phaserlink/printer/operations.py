@@ -28,6 +28,7 @@ finds.  The rules:
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from pathlib import Path
@@ -282,7 +283,7 @@ class PrinterOperations(service.Service):
             if turn is not None:
                 turn.release()
         try:
-            await defer.maybeDeferred(d.finish, job)
+            await _deferred(d.finish, job)
         except Exception:
             # canceled is on disk: a restart finishes it (mail, removal)
             log.failure("printer {printer} job {job}: finishing the canceled job failed; done at restart",
@@ -340,6 +341,15 @@ class PrinterOperations(service.Service):
                 d.retry_now()
         log.info("printer {printer}: {what} by {by}", printer=name, what="paused" if pause else "resumed", by=by)
         return self._printer_view(name)
+
+
+def _deferred(f, *args) -> defer.Deferred:
+    """Call *f* (plain, Deferred-returning or a coroutine function) and
+    give a Deferred of its result."""
+    result = f(*args)
+    if inspect.iscoroutine(result):
+        return defer.ensureDeferred(result)
+    return defer.maybeDeferred(lambda: result)
 
 
 def _unlink_durably(path: Path) -> None:

@@ -164,3 +164,46 @@ def test_extracted_documents_are_the_attachments(docs, nl: bytes) -> None:
         got = extract_documents(path, out)
         assert [d.path.read_bytes() for d in got] == [m + r for m, r in docs]
         assert [d.format for d in got] == ["postscript" if m.startswith(b"%!") else "pdf" for m, _ in docs]
+
+
+def test_walking_and_decoding_memory_stays_bounded(tmp_path: Path) -> None:
+    """Pathological bodies (8 MiB of dashes with no line end, 8 MiB of
+    base64 with no line break, 384 KiB of boundary-like lines every 3
+    bytes, each examined in Python): the walker and the decoder hold a few
+    scan chunks, not the body."""
+    import tracemalloc
+
+    from phaserlink.message.mime import MAX_HEADER_BYTES, SCAN_CHUNK, iter_parts
+
+    size = 8 << 20
+    bodies = {
+        "dashes": b"-" * size,
+        "candidates": b"\n--" * (1 << 17),
+        "base64": base64.b64encode(b"\0" * (size * 3 // 4)),
+    }
+    for name, body in bodies.items():
+        path = tmp_path / f"{name}.eml"
+        path.write_bytes(b"Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+                         b"Content-Transfer-Encoding: base64\n\n" + body + b"\n--b--\n")
+        tracemalloc.start()
+        try:
+            for part in iter_parts(path):
+                with open(path, "rb") as f:
+                    try:
+                        for _ in iter_decoded(f, part):
+                            pass
+                    except MimeError:
+                        pass
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 * SCAN_CHUNK, (name, peak)
+    # a header section larger than the limit is refused, not read whole
+    huge = tmp_path / "header.eml"
+    huge.write_bytes(b"X: " + b"y" * 100 + b"\n" + b" folded\n" * (MAX_HEADER_BYTES // 8 + 10) + b"\nbody\n")
+    try:
+        list(iter_parts(huge))
+    except MimeError as e:
+        assert "header section is longer" in str(e)
+    else:
+        raise AssertionError("a header over MAX_HEADER_BYTES was accepted")

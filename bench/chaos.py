@@ -180,8 +180,11 @@ class Watcher(threading.Thread):
         return min(times) if times else None
 
 
-def count(dirs: dict[str, Path], run: int):
-    """Per printer: {job number: [complete copies, truncated copies]}."""
+def count(dirs: dict[str, Path], run: int, first_done: dict[tuple[str, int], float]):
+    """Per printer: {job number: [complete copies, truncated copies]}.
+
+    *first_done* gets the time (file mtime) each job's first complete copy
+    was finished at each printer."""
     found: dict[str, dict[int, list[int]]] = {}
     for name, d in dirs.items():
         jobs = found.setdefault(name, {})
@@ -194,7 +197,11 @@ def count(dirs: dict[str, Path], run: int):
                     continue
                 n = int(m.group(2))
                 copies = jobs.setdefault(n, [0, 0])
-                copies[0 if data.rstrip().endswith(b"%%EOF") else 1] += 1
+                complete = data.rstrip().endswith(b"%%EOF")
+                copies[0 if complete else 1] += 1
+                if complete:
+                    done = path.stat().st_mtime
+                    first_done[(name, n)] = min(done, first_done.get((name, n), done))
                 break  # the marker is on the page once; the filler lines are hashes
     return found
 
@@ -239,6 +246,7 @@ def main() -> int:
     stop_watch = threading.Event()
     to_listen: list[float] = []
     restart_moments: list[float] = []
+    kills: list[float] = []  # wall clock, to compare with printer file times
     no_print_before_kill = 0
     start_failures = 0
     try:
@@ -257,6 +265,7 @@ def main() -> int:
         for i in range(args.restarts):
             time.sleep(rnd.uniform(args.min_up, args.max_up))
             app.kill9()
+            kills.append(time.time())
             restarted = time.monotonic()
             try:
                 app.start(timeout=60)
@@ -292,7 +301,8 @@ def main() -> int:
             time.sleep(0.5)
         drained = all(printer_idle(app, name) for name in PRINTERS)
         stop_watch.set()
-        found = count(dirs, run)
+        first_done: dict[tuple[str, int], float] = {}
+        found = count(dirs, run, first_done)
 
         print(f"\nchaos soak: {args.restarts} kill -9 + restarts, seed {args.seed}, "
               f"{SENDERS} senders, {args.size} B PostScript jobs, printers {', '.join(outputs.values())}")
@@ -314,6 +324,14 @@ def main() -> int:
             print(f"  {name:4s} ({outputs[name]}): accepted {len(mine)}, printed {sum(1 for c in copies.values() if c[0])}, "
                   f"LOST {len(lost)}, printed twice {len(twice)} ({window}), truncated copies {len(truncated)}"
                   + (f", printed without a 250 seen {len(unsent)}" if unsent else ""))
+            if twice and kills:
+                # the kill nearest to the moment the printer finished the
+                # first copy (negative: the printer finished it after the
+                # kill, as LPRng does when it prints after its last ack)
+                gaps = sorted(min(kills, key=lambda k: abs(k - t)) - t
+                              for t in (first_done[(name, n)] for n in twice))
+                print(f"       kill minus first copy complete: min {gaps[0] * 1000:.0f} ms, "
+                      f"median {statistics.median(gaps) * 1000:.0f} ms, max {gaps[-1] * 1000:.0f} ms")
             for label, numbers in (("lost", lost), ("twice", twice), ("truncated", truncated)):
                 if numbers:
                     print(f"       {label}: " + ", ".join(f"CHAOS-{run}-{n:06d}" for n in numbers[:20]))

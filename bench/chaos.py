@@ -42,7 +42,9 @@ the peers from scripts/install-peers.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
+import json
 import os
 import random
 import re
@@ -206,6 +208,48 @@ def count(dirs: dict[str, Path], run: int, first_done: dict[tuple[str, int], flo
     return found
 
 
+def aborted_by_appliance(app: Appliance, printer: str) -> dict[str, list[str]]:
+    """Message-ID -> reasons, for the jobs the appliance gave up on."""
+    path = app.spool / "jobs" / printer / "journal.jsonl"
+    out: dict[str, list[str]] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("k") == "done" and record.get("state") == "aborted":
+            out[record.get("msgid", "")] = record.get("reasons", [])
+    return out
+
+
+def abort_texts(app: Appliance) -> collections.Counter:
+    """The appliance's own words for why it aborted jobs (from its log)."""
+    texts: collections.Counter = collections.Counter()
+    for log in app.log_path.parent.glob(app.log_path.name + "*"):
+        for line in log.read_text(errors="replace").splitlines():
+            m = re.search(r"printer (\w+) job \S+: aborted: (.*)", line)
+            if m:
+                texts[f"{m.group(1)}: {m.group(2)[:200]}"] += 1
+    return texts
+
+
+def lprng_queued(queue_dir: Path, run: int) -> set[int]:
+    """Job numbers in data files LPRng holds but has not printed."""
+    numbers = set()
+    for path in queue_dir.glob("df*"):
+        try:
+            m = MARKER.search(path.read_bytes())
+        except OSError:
+            continue
+        if m and int(m.group(1)) == run:
+            numbers.add(int(m.group(2)))
+    return numbers
+
+
 def summary(values: list[float]) -> str:
     if not values:
         return "n/a"
@@ -300,6 +344,12 @@ def main() -> int:
                     break
             time.sleep(0.5)
         drained = all(printer_idle(app, name) for name in PRINTERS)
+        # LPRng may still be working through its own queue: give it time
+        queue_dir = lpd.base / "spool" / "chaos"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and list(queue_dir.glob("df*")):
+            time.sleep(0.5)
+        at_lprng = lprng_queued(queue_dir, run)
         stop_watch.set()
         first_done: dict[tuple[str, int], float] = {}
         found = count(dirs, run, first_done)
@@ -314,6 +364,8 @@ def main() -> int:
             mine = {n: j for n, j in ledger.accepted.items() if j.printer == name}
             copies = found.get(name, {})
             lost = sorted(n for n in mine if copies.get(n, [0, 0])[0] == 0)
+            queued = sorted(n for n in lost if name == "lpd" and n in at_lprng)
+            lost = [n for n in lost if n not in queued]
             twice = sorted(n for n, c in copies.items() if c[0] > 1)
             truncated = sorted(n for n, c in copies.items() if c[1] > 0)
             unsent = sorted(n for n in copies if n not in mine)  # stored, 250 never seen, not resent
@@ -332,6 +384,14 @@ def main() -> int:
                               for t in (first_done[(name, n)] for n in twice))
                 print(f"       kill minus first copy complete: min {gaps[0] * 1000:.0f} ms, "
                       f"median {statistics.median(gaps) * 1000:.0f} ms, max {gaps[-1] * 1000:.0f} ms")
+            aborted = aborted_by_appliance(app, name)
+            gave_up = [n for n in lost if mine[n].message_id in aborted]
+            if gave_up:
+                print(f"       {len(gave_up)} of the lost were aborted by the appliance "
+                      f"(reasons {sorted({r for n in gave_up for r in aborted[mine[n].message_id]})})")
+            if queued:
+                print(f"       {len(queued)} more are still in LPRng's own queue (acknowledged by the "
+                      "printer, not printed by it yet): not lost by the appliance")
             for label, numbers in (("lost", lost), ("twice", twice), ("truncated", truncated)):
                 if numbers:
                     print(f"       {label}: " + ", ".join(f"CHAOS-{run}-{n:06d}" for n in numbers[:20]))
@@ -339,6 +399,8 @@ def main() -> int:
         print(f"recovery after restart: to SMTP listening {summary(to_listen)}; "
               f"to the first job printed {summary(print_times)} "
               f"({no_print_before_kill} restarts were killed again before a job printed)")
+        for text, n in abort_texts(app).most_common(5):
+            print(f"  aborted {n}x: {text}")
         if start_failures:
             print(f"restarts that failed once: {start_failures}")
         if not drained:

@@ -42,16 +42,20 @@ from . import fields
 from .build import header_line
 from .mime import Headers, MimeError, read_headers
 
-COPY_CHUNK = 1 << 18
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    PARTIAL_COPY_CHUNK as COPY_CHUNK,
+    NEWLINE_WINDOW,
+    MAX_FRAGMENTS,
+    MAX_ID,
+)
+
 """Bytes copied per step while splitting and reassembling."""
 
-NEWLINE_WINDOW = 64 * 1024
 """Bytes read backwards at a time when looking for a line end to cut at."""
 
-MAX_FRAGMENTS = 100_000
 """A job needing more fragments than this is refused (limit far too small)."""
 
-MAX_ID = 1000
 """Longest fragment id accepted from mail."""
 
 _INNER_FIELDS = ("subject", "message-id", "encrypted", "mime-version")

@@ -44,8 +44,10 @@ import errno
 from dataclasses import dataclass
 from typing import Callable
 
-#: RFC 5321 6.3 asks for a hop limit of at least 100; more is a loop.
-MAX_RECEIVED = 100
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_RECEIVED,
+)
 
 END_OF_DATA = b"\r\n.\r\n"
 

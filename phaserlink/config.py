@@ -59,7 +59,10 @@ class ConfigError(Exception):
 TLS_POLICIES = ("none", "opportunistic", "required")
 NOTIFY_EVENTS = events.EVENTS  # the words of a printer's notify: phaserlink.message.events
 FORMATS = formats.FORMATS  # named once, in phaserlink.message.formats
-MAX_LOCAL_PART = 64
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_LOCAL_PART,
+)
 
 
 @dataclass(frozen=True)

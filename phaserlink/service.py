@@ -26,11 +26,10 @@ from phaserlink.pop3_store.maildir import MaildirStore
 
 log = Logger()
 
-#: Longest wait for one part to stop before shutdown goes on without it:
-#: the printers' send in flight is cut after the dispatcher's STOP_GRACE
-#: (10 s), queue attempts are bounded by their own time-outs.
-STOP_TIMEOUT = 30.0
-
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    APPLIANCE_STOP_TIMEOUT as STOP_TIMEOUT,
+)
 
 class ApplianceService(service.MultiService):
     """The appliance: holds the spool lock from before anything binds or

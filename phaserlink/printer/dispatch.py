@@ -48,13 +48,13 @@ from phaserlink.printer.toolkit import Toolkit
 
 log = Logger()
 
-#: First wait after a printer failed, then multiplied by RETRY_FACTOR per
-#: failure in a row, never more than RETRY_MAX.
-RETRY_INITIAL = 5.0
-RETRY_FACTOR = 2.0
-RETRY_MAX = 600.0
-#: How long stopping the service waits for a job being sent before cutting it.
-STOP_GRACE = 10.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    RETRY_INITIAL,
+    RETRY_FACTOR,
+    RETRY_MAX,
+    DISPATCH_STOP_GRACE as STOP_GRACE,
+)
 
 MIME_TYPES = {"postscript": "application/postscript", "pdf": "application/pdf",
               "pcl": "application/vnd.hp-pcl", "text": "text/plain"}

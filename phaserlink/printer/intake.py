@@ -47,13 +47,11 @@ from phaserlink.threads import pools_for
 
 log = Logger()
 
-#: A set claiming more parts than this is refused (a 500 MB job in 5 MB
-#: fragments has 100; this leaves room without inviting abuse).
-MAX_PARTS = 10_000
-#: Seconds before a set's completion or time-out that could not be written
-#: (a full disk) is tried again.
-SPOOL_RETRY = 30.0
-
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    INTAKE_MAX_PARTS as MAX_PARTS,
+    SPOOL_RETRY,
+)
 
 class Intake:
     """Takes retrieved messages into one printer's spool."""

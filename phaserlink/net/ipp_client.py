@@ -23,13 +23,14 @@ from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
 from . import ipp_codec as codec
@@ -397,11 +398,8 @@ class IPPClient:
         self.user = user
         self.version = (2, 0)
         self._request_id = 0
-        policy = _VerifiedTLS(ca_file, verify) if scheme == "ipps" else None
-        kwargs = {"connectTimeout": connect_timeout}
-        if policy is not None:
-            kwargs["contextFactory"] = policy
-        self.agent = Agent(reactor, **kwargs)
+        self.tls = _VerifiedTLS(ca_file, verify) if scheme == "ipps" else None
+        self.connect_timeout = connect_timeout
 
     # -- the operations -------------------------------------------------------------
 
@@ -491,8 +489,12 @@ class IPPClient:
         head = codec.encode(Message(code, request_id, tuple(groups), self.version))
         watchdog = _Watchdog(self.reactor, self.timeout)
         body = IPPBodyProducer(head, document, progress=watchdog.touch)
-        d = self.agent.request(b"POST", self.http_url.encode("ascii"),
-                               Headers({b"Content-Type": [b"application/ipp"]}), body)
+        # An Agent per exchange, so that the watchdog knows this exchange's
+        # connection: cancelling an Agent's Deferred once the request is
+        # written does not reliably drop the connection.
+        agent = Agent.usingEndpointFactory(self.reactor, _Endpoints(self, watchdog))
+        d = agent.request(b"POST", self.http_url.encode("ascii"),
+                          Headers({b"Content-Type": [b"application/ipp"]}), body)
         watchdog.arm(d)
         try:
             response = await d
@@ -504,7 +506,7 @@ class IPPClient:
             d = reader.done
             watchdog.arm(d)
             data = await d
-        except defer.CancelledError:
+        except Exception:
             if watchdog.fired:
                 raise IPPTimeout(f"{operation}: no answer from {self.uri} for {self.timeout:g} s") from None
             raise
@@ -535,6 +537,7 @@ class _Watchdog:
         self.deferred: defer.Deferred | None = None
         self.call = None
         self.fired = False
+        self.protocol = None  # the exchange's connection, once connected
 
     def arm(self, d: defer.Deferred) -> None:
         self.deferred = d
@@ -548,12 +551,46 @@ class _Watchdog:
 
     def _fire(self) -> None:
         self.fired = True
-        if self.deferred is not None and not self.deferred.called:
-            self.deferred.cancel()
+        transport = getattr(self.protocol, "transport", None)
+        if transport is not None:
+            transport.abortConnection()  # the request then fails: ResponseFailed & co.
+        elif self.deferred is not None and not self.deferred.called:
+            self.deferred.cancel()  # still connecting
 
     def stop(self) -> None:
         if self.call is not None and self.call.active():
             self.call.cancel()
+
+
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """Endpoints for one exchange: TCP (HostnameEndpoint: IPv4 and IPv6),
+    wrapped in TLS for ipps, telling the watchdog the connection made."""
+
+    def __init__(self, client: "IPPClient", watchdog: _Watchdog) -> None:
+        self.client = client
+        self.watchdog = watchdog
+
+    def endpointForURI(self, uri):
+        endpoint = HostnameEndpoint(self.client.reactor, uri.host, uri.port, timeout=self.client.connect_timeout)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self.client.tls.creatorForNetloc(uri.host, uri.port), endpoint)
+        return _Recording(endpoint, self.watchdog)
+
+
+@implementer(IStreamClientEndpoint)
+class _Recording:
+    def __init__(self, endpoint, watchdog: _Watchdog) -> None:
+        self.endpoint = endpoint
+        self.watchdog = watchdog
+
+    def connect(self, factory):
+        def connected(protocol):
+            self.watchdog.protocol = protocol
+            return protocol
+
+        return self.endpoint.connect(factory).addCallback(connected)
+
 
 
 class _Discard(Protocol):

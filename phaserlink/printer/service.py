@@ -73,7 +73,8 @@ class PrinterRunner(service.Service):
             from phaserlink.printer.output import make_output
 
             output = make_output(printer.output, reactor=reactor, pjl=printer.pjl,
-                                 source_port=printer.lpd_source_port)
+                                 source_port=printer.lpd_source_port, tls=printer.output_tls,
+                                 ca_file=printer.output_ca)
             directory = getattr(output, "directory", None)
             if directory is not None:
                 # The demo printer: its folder is ours to make (a network

@@ -72,8 +72,12 @@ def make_output(uri: str, *, reactor, pjl: bool = False, timeout: float | None =
 
         from phaserlink.net.ipp_client import CONNECT_TIMEOUT as IPP_CONNECT, REQUEST_TIMEOUT
 
-        return IPPOutput(uri, reactor=reactor, ca_file=str(ca_file) if ca_file else None,
-                         verify=tls != "none", timeout=pick(REQUEST_TIMEOUT), connect_timeout=pick(IPP_CONNECT))
+        try:
+            return IPPOutput(uri, reactor=reactor, ca_file=str(ca_file) if ca_file else None,
+                             verify=tls != "none", timeout=pick(REQUEST_TIMEOUT),
+                             connect_timeout=pick(IPP_CONNECT))
+        except ValueError as e:
+            raise ValueError(f"printer output {e}") from None
 
     raise ValueError(f"printer output {uri!r}: unknown scheme {scheme!r} "
                      "(file:, lpd://, socket://, ipp:// or ipps://)")

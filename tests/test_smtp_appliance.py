@@ -74,7 +74,8 @@ def test_smtplib_plain_delivery_byte_exact(plain):
     (path,) = new_files(plain)
     stored = path.read_bytes()
     assert strip_received(stored) == STORED
-    assert stored.startswith(b"Received: from client.example ([127.0.0.1])\n\tby phaserlink.test (PhaserLink) "
+    assert stored.startswith(b"Return-Path: <anyone@x.example>\n"
+                             b"Received: from client.example ([127.0.0.1])\n\tby phaserlink.test (PhaserLink) "
                              b"with ESMTP id ")
 
 

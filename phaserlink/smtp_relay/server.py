@@ -22,17 +22,20 @@ Protocol behaviour chosen here (all replies carry RFC 3463 status codes):
   NUL in a command: ``500 5.5.2``.  More than ``MAX_BUFFERED_LINE`` bytes
   without any LF: one ``500 5.5.2`` and the connection is dropped.
   ``MAX_ERRORS`` bad commands in one session: ``421 4.7.0`` and close.
-* MAIL FROM takes SIZE= (over the limit: 552 5.3.4), BODY=7BIT/8BITMIME and
-  AUTH=; other parameters 555 5.5.4.  RCPT TO takes none.  Recipient policy:
-  :mod:`phaserlink.smtp_relay.policy`; the ``max_recipients``-th + 1 RCPT
-  gets ``452 4.5.3``.
+* MAIL FROM takes SIZE= (over the limit: 552 5.3.4), BODY=7BIT/8BITMIME
+  (kept with relayed mail and declared again on the way out) and AUTH=;
+  other parameters 555 5.5.4.  RCPT TO takes none.  Recipient policy:
+  :mod:`phaserlink.smtp_relay.policy` (``postmaster`` is always accepted,
+  never printed); the ``max_recipients``-th + 1 RCPT gets ``452 4.5.3``.
 * DATA: ``354``; then the reader (see there for bare LF/CR, NUL, line length,
   size lie and loop rules).  The ``250 2.0.0 Ok: queued as ID`` is sent only
-  after the message, with our ``Received:`` line on top (RFC 5321 4.4), is
-  committed (fsync'd) into every mailbox / the outbound queue.  An OSError
-  from the store or the queue is ``451 4.3.0``, never 250 and never 550.
-  The mailbox fsyncs run in the reactor's thread pool so that concurrent
-  sessions' fsyncs overlap; the session's input is held until the reply.
+  after the message, with our ``Received:`` line on top (RFC 5321 4.4; the
+  mailbox copy has its ``Return-Path:`` above that), is committed (fsync'd)
+  into every mailbox / the outbound queue.  An OSError from the store or
+  the queue is ``451 4.3.0`` (``451 4.3.1`` when the disk is full), never
+  250 and never 550; the partial file is removed.  The fsyncs run in worker
+  threads so that concurrent sessions' fsyncs overlap; the session's input
+  is held until the reply (docs/smtp.md).
 * DATA refused (no valid recipients, ...) while the client had already sent
   bytes after the DATA line: it did not wait for 354 (RFC 2920 3.1), so
   that is message text; ``554 5.5.0`` and close, never parse it.
@@ -40,8 +43,11 @@ Protocol behaviour chosen here (all replies carry RFC 3463 status codes):
   plaintext is discarded, and HELO, sender, recipients and AUTH are
   forgotten (the CVE-2011-0411 class).
 * AUTH PLAIN / LOGIN (RFC 4954) only under TLS (else ``530 5.7.0``); the
-  password check runs in the reactor's thread pool (PBKDF2 is slow on
-  purpose) and input is held meanwhile, so pipelined commands wait for it.
+  rules of :mod:`phaserlink.trust.logins` decide (docs/logins.md): the
+  PBKDF2 check runs in the ``cpu`` pool, a failure (``535 5.7.8``) is
+  answered after a delay, a session is closed after a few failures, and an
+  address that failed too often gets ``421 4.7.0`` and is closed.  Input is
+  held meanwhile, so pipelined commands wait for the answer.
 * VRFY ``252 2.5.2``; EXPN ``502 5.5.1``; NOOP, RSET, HELP, QUIT as RFC 5321.
 """
 
@@ -56,7 +62,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Callable
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
@@ -64,10 +70,13 @@ from twisted.protocols.policies import TimeoutMixin
 
 from phaserlink.config import SiteConfig
 from phaserlink.pop3_store.maildir import MaildirStore
-from phaserlink.smtp_relay.data import DataReader
+from phaserlink.pop3_store.postmaster import POSTMASTER_BOX
+from phaserlink.smtp_relay.data import DataReader, store_failed
 from phaserlink.smtp_relay.interfaces import IOutboundQueue
 from phaserlink.smtp_relay.policy import RelayPolicy
 from phaserlink.smtp_relay.sink import MessageSink
+from phaserlink.threads import pools_for
+from phaserlink.trust.logins import LoginGuard, LoginSession, LoginVerdict, Outcome, guard_for
 
 log = Logger()
 
@@ -99,10 +108,11 @@ def new_message_id() -> str:
 class _Transaction:
     """One MAIL ... DATA transaction."""
 
-    __slots__ = ("mail_from", "printers", "relay", "count", "rcpts")
+    __slots__ = ("mail_from", "body", "printers", "relay", "count", "rcpts")
 
-    def __init__(self, mail_from: str):
+    def __init__(self, mail_from: str, body: str | None = None):
         self.mail_from = mail_from
+        self.body = body  # BODY= of MAIL FROM (7BIT, 8BITMIME) or None
         self.printers: dict[str, None] = {}
         self.relay: dict[str, None] = {}
         self.count = 0
@@ -340,6 +350,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         if address and "@" not in address:
             self._error(501, "5.1.7", "Bad sender address syntax")
             return
+        body = None
         for param in params:
             key, _, value = param.partition("=")
             key = key.upper()
@@ -354,12 +365,13 @@ class SMTPServer(Protocol, TimeoutMixin):
                 if value.upper() not in ("7BIT", "8BITMIME"):
                     self._error(501, "5.5.4", "Bad BODY parameter (7BIT or 8BITMIME)")
                     return
+                body = value.upper()
             elif key == "AUTH" and self.esmtp:
                 pass  # RFC 4954 5: may be ignored
             else:
                 self._error(555, "5.5.4", f"Unsupported parameter {key}")
                 return
-        self.txn = _Transaction(address)
+        self.txn = _Transaction(address, body)
         self.reply(250, "2.1.0", "Ok")
 
     def do_RCPT(self, arg: str) -> None:
@@ -391,7 +403,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         for name in verdict.printers:
             txn.printers[name] = None
         if verdict.relay:
-            txn.relay[address] = None
+            txn.relay[verdict.forward_to or address] = None
         self.reply(verdict.code, verdict.status, verdict.text)
 
     def do_DATA(self, arg: str) -> None:
@@ -410,13 +422,14 @@ class SMTPServer(Protocol, TimeoutMixin):
         sink: MessageSink | None = None
         try:
             sink = MessageSink.open(factory.store, factory.queue, list(txn.printers), txn.mail_from,
-                                    list(txn.relay))
+                                    list(txn.relay), txn.body)
             sink.write(self._received(message_id, txn))
         except OSError as e:
             log.error("smtp {id}: cannot start storing: {e}", id=message_id, e=e)
             if sink is not None:
                 sink.abort()
-            self._refuse_data(451, "4.3.0", "Error: cannot store the message now, try again later")
+            refusal = store_failed(e)
+            self._refuse_data(refusal.code, refusal.status, refusal.text)
             return
         self._sink = sink
         self._message_id = message_id
@@ -478,7 +491,8 @@ class SMTPServer(Protocol, TimeoutMixin):
                 log.error("smtp {id}: commit failed: {e}", id=mid, e=f.value)
             else:
                 log.failure("smtp {id}: commit failed", f, id=mid)
-            self.reply(451, "4.3.0", "Error: cannot store the message now, try again later")
+            refusal = store_failed(f.value if isinstance(f.value, OSError) else None)
+            self.reply(refusal.code, refusal.status, refusal.text)
 
         # The fsyncs may take milliseconds: they run in a thread while this
         # session holds its input (the client waits for this reply anyway)
@@ -487,7 +501,11 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def _wait_for(self, d: defer.Deferred) -> None:
         """Hold this session's input until *d* fires, then go on with it."""
-        if d.called:  # synchronous (tests, no thread pool): no pause needed
+        # ``d.called`` is not enough: a Deferred that fired but waits on an
+        # inner one (the queue's commit in a thread) is "called" too.
+        finished: list[None] = []
+        d.addBoth(lambda result: finished.append(None) or result)
+        if finished:  # synchronous (tests, no thread pool): no pause needed
             return
         self._busy = True
 
@@ -610,23 +628,40 @@ class SMTPServer(Protocol, TimeoutMixin):
         if decoded is not None:
             self._check_login(username, decoded)
 
-    def _check_login(self, username: bytes, password: bytes) -> None:
-        name = username.decode("utf-8", "replace")
+    _logins: LoginSession | None = None  # this connection's login attempts
 
-        def done(ok: bool) -> None:
-            if ok:
+    def _check_login(self, username: bytes, password: bytes) -> None:
+        """Ask the login rules (phaserlink.trust.logins, docs/logins.md) and
+        answer what they say; input is held until then."""
+        name = username.decode("utf-8", "replace")
+        if self._logins is None:
+            self._logins = self.factory.logins.session(self.client_ip)
+
+        def answer(verdict: LoginVerdict) -> None:
+            if self._closed:
+                return
+            if verdict.accepted:
                 self.user = name
                 log.info("smtp {ip}: authenticated as {user}", ip=self.client_ip, user=name)
                 self.reply(235, "2.7.0", "Authentication successful")
+            elif verdict.outcome is Outcome.THROTTLED:
+                self._hangup(421, "4.7.0", f"{self.factory.hostname} Error: too many failed logins from "
+                             "your address, try again later")
+            elif verdict.outcome is Outcome.BUSY:
+                self.reply(454, "4.7.0", "Temporary authentication failure, try again later")
             else:
                 log.info("smtp {ip}: AUTH failed for {user}", ip=self.client_ip, user=name)
                 self._error(535, "5.7.8", "Error: authentication failed")
+                if verdict.hangup and not self._closed:
+                    self._hangup(421, "4.7.0", f"{self.factory.hostname} Error: too many failed logins")
 
         def failed(f) -> None:
             log.failure("smtp: password check failed", f)
-            self.reply(454, "4.7.0", "Temporary authentication failure")
+            if not self._closed:
+                self.reply(454, "4.7.0", "Temporary authentication failure")
 
-        self._wait_for(self.factory.check_login(name, password).addCallbacks(done, failed))
+        d = self._logins.attempt(lambda: self.factory.check_login(name, password))
+        self._wait_for(d.addCallbacks(answer, failed))
 
     _COMMANDS: dict[str, Callable[["SMTPServer", str], None]] = {}
 
@@ -677,6 +712,8 @@ class SMTPFactory(ServerFactory):
         self.max_sessions = site.appliance.max_sessions
         self.sessions = 0
         self.policy = RelayPolicy(site)
+        if self.policy.postmaster is None:
+            store.add_mailbox(POSTMASTER_BOX)  # postmaster mail stays here (docs/smtp.md)
         self.tls_options = None
         if site.appliance.tls is not None:
             from phaserlink.tls import server_options
@@ -690,26 +727,33 @@ class SMTPFactory(ServerFactory):
         get_pool = getattr(self.reactor, "getThreadPool", None)
         return get_pool() if get_pool is not None else None
 
+    @property
+    def logins(self) -> LoginGuard:
+        """The login rules' state, one per reactor (shared with POP3)."""
+        return guard_for(self.reactor)
+
     def check_login(self, username: str, password: bytes) -> defer.Deferred:
-        """Check in the reactor's thread pool when it has one (PBKDF2 takes
-        ~0.1 s and must not stall other sessions), else inline (tests)."""
-        pool = self._thread_pool()
-        if pool is not None:
-            return threads.deferToThreadPool(self.reactor, pool, self.policy.check_login, username, password)
-        return defer.maybeDeferred(self.policy.check_login, username, password)
+        """PBKDF2 (~0.05 s, slow on purpose) in the ``cpu`` pool, never in
+        the ``durable`` one the commits use (docs/threads.md); inline on
+        reactors without threads (tests)."""
+        return pools_for(self.reactor).cpu(self.policy.check_login, username, password)
 
     def commit(self, sink: MessageSink) -> defer.Deferred:
         """Make a message durable without stalling other sessions.
 
         The mailbox part uses :meth:`Delivery.commit_async`: the file's fsync
-        runs in the thread pool and the directory fsyncs are group-committed
+        runs in a worker thread and the directory fsyncs are group-committed
         across sessions, so many 250s share one fsync per ``new/``; the
         store's observers (the printer side) hear of it in the reactor thread.
-        The queue part, which schedules work on the reactor, runs here too.
+        The queue part does its file work in the ``durable`` pool too
+        (:meth:`QueuedMessage.commit`), also for relay-only mail.
         """
-        if self._thread_pool() is None or sink.delivery is None:
-            return defer.maybeDeferred(sink.commit)
-        d = sink.delivery.commit_async(self.reactor)
+        if sink.delivery is None:
+            d: defer.Deferred = defer.succeed(None)
+        elif not pools_for(self.reactor).threaded:
+            d = defer.maybeDeferred(sink.commit_local)  # tests on a fake reactor
+        else:
+            d = sink.delivery.commit_async(self.reactor)
         d.addCallback(lambda _: sink.commit_queue())
         return d
 

@@ -27,7 +27,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS
@@ -492,7 +492,8 @@ class IPPClient:
         # An Agent per exchange, so that the watchdog knows this exchange's
         # connection: cancelling an Agent's Deferred once the request is
         # written does not reliably drop the connection.
-        agent = Agent.usingEndpointFactory(self.reactor, _Endpoints(self, watchdog))
+        agent = Agent.usingEndpointFactory(self.reactor, _Endpoints(self, watchdog),
+                                           pool=_QuietPool(self.reactor, persistent=False))
         d = agent.request(b"POST", self.http_url.encode("ascii"),
                           Headers({b"Content-Type": [b"application/ipp"]}), body)
         watchdog.arm(d)
@@ -591,6 +592,14 @@ class _Recording:
 
         return self.endpoint.connect(factory).addCallback(connected)
 
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False  # a poll every few seconds would log two lines each
+
+
+class _QuietPool(HTTPConnectionPool):
+    _factory = _QuietFactory  # Twisted's (private) hook for the connection factory
 
 
 class _Discard(Protocol):

@@ -148,9 +148,10 @@ class IPPOutput:
             log.info("IPP {uri}: job {id} created for {job}; sending the document", uri=self.uri,
                      id=created.job_id, job=job.job_id)
             try:
+                # No document-name: CUPS 2.4.2's cupsd dies (SIGSEGV) on a
+                # Send-Document that has one (seen here; docs/ipp.md).
                 sent = await self._call("Send-Document", self.client.send_document(
-                    created.job_id, job.path, document_format=plan.format, user=job.user,
-                    document_name=job.title[:MAX_JOB_NAME]))
+                    created.job_id, job.path, document_format=plan.format, user=job.user))
             except PrinterRejected:
                 await self._cancel_quietly(created.job_id)
                 raise

@@ -1,8 +1,7 @@
 """ippeveprinter (Debian cups-ipp-utils) as a real IPP Everywhere printer.
 
 It needs a D-Bus system bus even with DNS-SD off, so each printer gets a
-private ``dbus-daemon`` (see /work/shared/peers.md-derived notes in
-docs/ipp.md).  ``-k`` keeps every document as ``SPOOL/ID-NAME.EXT``
+private ``dbus-daemon`` (docs/ipp.md, "Peers").  ``-k`` keeps every document as ``SPOOL/ID-NAME.EXT``
 byte-identical; job ids restart at 1 on each start, so every start gets a
 fresh spool folder.  With a completion command (``-c``) a job completes when
 the command exits, and the command reports the page count on stderr

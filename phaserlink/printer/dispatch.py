@@ -338,6 +338,7 @@ class Dispatcher:
             host=self.hostname,
             copies=max(1, min(job.copies, self.printer.copies_max)),
             format=MIME_TYPES.get(document.format, "application/octet-stream"),
+            options=job.options,
         )
 
     # -- state changes ------------------------------------------------------------------

@@ -45,6 +45,7 @@ class IppEvePrinter:
     formats: str = "application/pdf,image/pwg-raster,image/jpeg"
     name: str = "phaserlink-test"
     delay: float = 0.0
+    duplex: bool = False  # -2: sides-supported has the two-sided values
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     dbus: subprocess.Popen | None = None
@@ -82,7 +83,7 @@ class IppEvePrinter:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [exe, "-n", "localhost", "-r", "off", "-p", str(self.port), "-k", "-d", str(self.spool),
-                 "-f", self.formats, "-c", str(script), self.name],
+                 "-f", self.formats, "-c", str(script), *(["-2"] if self.duplex else []), self.name],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_for_port(self.port, timeout=READY_TIMEOUT)

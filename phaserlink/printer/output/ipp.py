@@ -37,6 +37,7 @@ from zope.interface import Interface, implementer
 
 from phaserlink.net import ipp_client as ipp
 from phaserlink.net.ipp_client import IPPClient, IPPError, IPPHTTPError, IPPProtocolError, IPPTimeout, JobStatus
+from phaserlink.message.job_options import JobOptions
 from phaserlink.net.ipp_codec import Attribute, IntRange, Tag, attr
 
 from .interfaces import (
@@ -188,7 +189,43 @@ class IPPOutput:
                 attributes.append(attr("copies", Tag.INTEGER, job.copies))
             else:
                 notes.append(f"the printer cannot make {job.copies} copies (at most {top}); printed once")
+        self._plan_options(job, status, attributes, notes)
         return _Plan(fmt, tuple(attributes), tuple(notes))
+
+    def _plan_options(self, job: OutputJob, status: ipp.PrinterStatus, attributes: list[Attribute],
+                      notes: list[str]) -> None:
+        """The sender's options as job-template attributes (RFC 8011 5.2,
+        PWG 5100.x), each only if the printer says it supports the value;
+        what it cannot do becomes a note for the status mail."""
+        options = JobOptions.parse(job.options)
+        for item in options.ignored:
+            notes.append(f"option {item!r} not understood; ignored")
+        if options.sides:
+            if options.sides in status.supported("sides"):
+                attributes.append(attr("sides", Tag.KEYWORD, options.sides))
+            else:
+                notes.append(f"the printer cannot print {options.sides} "
+                             f"(it can: {', '.join(map(str, status.supported('sides'))) or 'nothing it names'})")
+        if options.media:
+            media = options.pwg_media
+            if media in status.supported("media"):
+                attributes.append(attr("media", Tag.KEYWORD, media))
+            else:
+                notes.append(f"the printer has no {options.media} media; printed on its default")
+        if options.color:
+            modes = status.supported("print-color-mode")
+            if options.color in modes:
+                attributes.append(attr("print-color-mode", Tag.KEYWORD, options.color))
+            elif options.color == "color":
+                notes.append("the printer cannot print in colour")
+            else:
+                notes.append("the printer cannot be asked for monochrome")
+        if options.pages:
+            if True in status.supported("page-ranges"):
+                attributes.append(attr("page-ranges", Tag.RANGE_OF_INTEGER,
+                                       *(IntRange(a, b) for a, b in options.pages)))
+            else:
+                notes.append("the printer cannot select pages; all pages were printed")
 
     async def _resume(self, previous: str, name: str) -> OutputResult | None:
         """Ask about a job an earlier attempt created; an OutputResult when

@@ -150,6 +150,8 @@ def test_pdf_to_a_pdf_printer_arrives_byte_identical_and_reports_its_pages(ippev
     assert doc.read_bytes() == data
     [state] = job_states(site.appliance, "office").values() or [None]
     assert state is None or state.get("printer_job") is None
+    # At start the appliance asked the printer what it takes.
+    assert f"printer office: {printer.uri} takes application/octet-stream, application/pdf" in site.appliance.log()
 
 
 def test_a_printer_that_is_down_holds_the_job_and_prints_it_once_when_back(ippeve, site_for):

@@ -108,3 +108,34 @@ class JobOptions:
             except ValueError:
                 ignored.append(item[:80])
         return cls(ignored=tuple(ignored), **found)  # type: ignore[arg-type]
+
+
+def from_cups_options(text: str) -> JobOptions:
+    """The CUPS backend's *options* argument (``sides=two-sided-long-edge
+    media=A4 print-color-mode=monochrome page-ranges=1-3``, space
+    separated, values possibly quoted) as JobOptions; what is not a job
+    option here is left to CUPS (not listed as ignored: CUPS passes many)."""
+    import shlex
+
+    try:
+        words = shlex.split(text or "")
+    except ValueError:
+        words = (text or "").split()
+    found: dict[str, object] = {}
+    for word in words:
+        key, _, value = word.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        try:
+            if key == "sides" and value.lower() in SIDES:
+                found["sides"] = value.lower()
+            elif key in ("media", "pagesize", "media-size") and value:
+                found["media"] = media_name(value.split(",")[0])
+            elif key == "print-color-mode" and value.lower() in COLOR_MODES:
+                found["color"] = value.lower()
+            elif key == "colormodel" and value:
+                found["color"] = "monochrome" if value.lower() in ("gray", "grey", "black", "kgray") else "color"
+            elif key in ("page-ranges", "pages") and value:
+                found["pages"] = parse_pages(value)
+        except ValueError:
+            continue
+    return JobOptions(**found)  # type: ignore[arg-type]

@@ -141,6 +141,8 @@ class PrinterConfig:
     pjl: bool
     copies_max: int
     lpd_source_port: str = "auto"  # auto, privileged (721-731, needs root), any
+    output_tls: str = "required"  # ipps://: required = verified TLS, none = TLS, certificate not checked
+    output_ca: Path | None = None  # ipps://: CA file to verify the printer with; None = system CAs
 
     def sender_allowed(self, sender: str) -> bool:
         return sender_matches(sender, self.allowed_senders)
@@ -259,6 +261,7 @@ PRINTER_KEYS = {
     "pop3_apop_secret_file", "formats", "notify", "mailbox", "mailbox_password_file",
     "mailbox_tls", "mailbox_ca", "poll_interval", "partial_timeout", "delay_notice",
     "max_retry_time", "pjl", "copies_max", "lpd_source_port",
+    "output_tls", "output_ca",
 }
 GROUP_KEYS = {"address", "members"}
 USER_KEYS = {"password"}
@@ -574,7 +577,18 @@ class _Loader:
             pjl=s.boolean("pjl", False),
             copies_max=s.typed("copies_max", "10", _positive_int),
             lpd_source_port=s.choice("lpd_source_port", "auto", ("auto", "privileged", "any")),
+            output_tls=self.output_tls(s, output),
+            output_ca=s.readable_file("output_ca"),
         )
+
+    def output_tls(self, s: _Section, output: str) -> str:
+        """ipps:// verifies by default; ipp:// is plain HTTP (TLS there would be
+        HTTP Upgrade, which printers rarely offer): ``required`` on it is a mistake."""
+        scheme = urlsplit(output).scheme
+        policy = s.choice("output_tls", "required" if scheme == "ipps" else "none", ("required", "none"))
+        if scheme == "ipp" and policy == "required":
+            s.error("output_tls", f"{output!r} is plain IPP; use ipps://... for TLS")
+        return policy
 
     def check_output(self, s: _Section, output: str) -> None:
         if output == "pull":
@@ -590,8 +604,12 @@ class _Loader:
         elif url.scheme == "socket":
             if not url.hostname:
                 s.error("output", f"{output!r}: use socket://HOST[:PORT]")
+        elif url.scheme in ("ipp", "ipps"):
+            if not url.hostname or url.query or url.fragment:
+                s.error("output", f"{output!r}: use {url.scheme}://HOST[:PORT]/PATH")
         else:
-            s.error("output", f"{output!r}: use file:DIR, lpd://HOST[:PORT]/QUEUE, socket://HOST[:PORT] or pull")
+            s.error("output", f"{output!r}: use file:DIR, lpd://HOST[:PORT]/QUEUE, socket://HOST[:PORT], "
+                              "ipp[s]://HOST[:PORT]/PATH or pull")
         try:
             url.port
         except ValueError:

@@ -121,7 +121,7 @@ def test_make_output_parses_uris(tmp_path):
 
 
 @pytest.mark.parametrize("uri", [
-    "printer", "ipp://h/q", "lpd://h", "lpd://h/", "lpd:///q", "lpd://h:x/q",
+    "printer", "gopher://h/q", "ipp://", "ipps://h:x/q", "lpd://h", "lpd://h/", "lpd:///q", "lpd://h:x/q",
     "socket://h/path", "socket://", "file:", "lpd://h/a%20b",
 ])
 def test_make_output_rejects_bad_uris(uri):

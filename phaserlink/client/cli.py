@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from phaserlink.client import destinations as dmod
 from phaserlink.client.destinations import DestinationError
 from phaserlink.client.sending import EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
-from phaserlink.message import events
+from phaserlink.message import events, job_options
 from phaserlink.message.formats import FORMATS
 from phaserlink.values import parse_duration, parse_positive_int, parse_size
 
@@ -35,6 +35,20 @@ def _size(text: str) -> int:
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _pages(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return job_options.parse_pages(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _media(text: str) -> str:
+    try:
+        return job_options.media_name(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -97,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-file", type=Path, metavar="FILE", help="read the SMTP AUTH password from FILE")
     p.add_argument("--copies", type=_positive, metavar="N", help="copies to print")
     p.add_argument("--title", metavar="TEXT", help="job title (default: the file name)")
+    p.add_argument("--sides", choices=job_options.SIDES, help="one- or two-sided printing")
+    p.add_argument("--media", type=_media, metavar="SIZE",
+                   help=f"paper size: {', '.join(job_options.MEDIA)} or a PWG name (iso_a4_210x297mm)")
+    colour = p.add_mutually_exclusive_group()
+    colour.add_argument("--color", dest="color", action="store_const", const="color", help="print in colour")
+    colour.add_argument("--monochrome", dest="color", action="store_const", const="monochrome",
+                        help="print in black and white")
+    p.add_argument("--pages", type=_pages, metavar="LIST", help="pages to print, e.g. 1-3,7")
     p.add_argument("--notify", type=_notify, metavar="EVENTS",
                    help=f"status mail wanted: some of {','.join(events.EVENTS)}, or {events.ALL} or "
                         f"{events.NONE} (default: the destination's, else the printer's policy)")

@@ -112,7 +112,10 @@ def main(argv: Sequence[str] | None = None, *, stdin: Any = None, stderr: TextIO
     if len(argv) not in (5, 6):
         print("Usage: phaserlink job-id user title copies options [file]", file=err)
         return CUPS_BACKEND_FAILED
-    job_id, user, title, copies_text, _options = argv[:5]
+    job_id, user, title, copies_text, cups_options = argv[:5]
+    from phaserlink.message.job_options import from_cups_options
+
+    options = from_cups_options(cups_options).header_value() or None
     try:
         copies = max(1, int(copies_text))
     except ValueError:
@@ -147,7 +150,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: Any = None, stderr: TextIO
                 say(f"INFO: Sending job {job_id} to {target.address} via {target.server.endpoint}")
                 result = await sending.send_job(
                     reactor, target, data_path, work, limits=limits, passwords=passwords,
-                    progress=CupsProgress(err), filename=filename, title=title or None, copies=copies)
+                    progress=CupsProgress(err), filename=filename, title=title or None, copies=copies,
+                    options=options)
                 say(f"STATE: -{STATE_CONNECTING}")
                 for line in sending.report_lines(result):
                     say(("DEBUG: " if result.ok else "ERROR: ") + line.strip())

@@ -13,6 +13,7 @@ from phaserlink.client import progress as pmod
 from phaserlink.client import sending
 from phaserlink.client.runner import run
 from phaserlink.client.sending import EXIT_OK, EXIT_USAGE, JobResult
+from phaserlink.message import job_options
 
 
 def run_send(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
@@ -61,7 +62,7 @@ def run_send(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: 
                     result = await sending.send_job(
                         reactor, target, path, work, limits=limits, passwords=passwords, progress=progress,
                         filename=filename, format=args.type, title=args.title, copies=args.copies,
-                        notify=args.notify)
+                        notify=args.notify, options=send_options(args))
                     for line in sending.report_lines(result):
                         print(line, file=stdout if result.ok else stderr)
                     results.append(result)
@@ -81,3 +82,10 @@ def run_send(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: 
     finally:
         sending.remove_work_dir(work)
     return sending.worst_exit(results) if waited is None else waited
+
+
+def send_options(args: argparse.Namespace) -> str | None:
+    """The X-PhaserLink-Options value for ``send``'s option flags, or None."""
+    options = job_options.JobOptions(sides=getattr(args, "sides", None), media=getattr(args, "media", None),
+                                     color=getattr(args, "color", None), pages=getattr(args, "pages", None) or ())
+    return options.header_value() or None

@@ -270,6 +270,7 @@ def build_message(
     copies: int | None,
     notify: tuple[str, ...] | None,
     progress: Progress | None = None,
+    options: str | None = None,
 ) -> Path:
     """Write the job message (one MIME message, base64 body) to *out_dir*."""
     from phaserlink.message import build
@@ -290,6 +291,7 @@ def build_message(
             filename=filename,
             copies=copies or target.copies,
             notify=None if wanted is None else notify_events(wanted),
+            options=options,
             job_id=job_id,
             message_id=build.make_message_id(domain),
             on_read=progress.advance,
@@ -508,6 +510,7 @@ async def send_job(
     copies: int | None = None,
     notify: tuple[str, ...] | None = None,
     job_id: str | None = None,
+    options: str | None = None,
 ) -> JobResult:
     """Build, split and send one job to one target."""
     job_id = job_id or new_job_id()
@@ -517,7 +520,7 @@ async def send_job(
         password = passwords(target.server)
         message = build_message(target, data_path, work_dir, job_id=job_id, format=fmt, filename=filename,
                                 progress=progress,
-                                title=title, copies=copies, notify=notify)
+                                title=title, copies=copies, notify=notify, options=options)
         result.message_id = read_message_id(message)
         limit = await limits(target)
         result.fragments = split(message, limit, work_dir, job_id)

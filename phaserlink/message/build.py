@@ -109,6 +109,7 @@ def write_job_message(
     filename: str,
     copies: int = 1,
     notify: Iterable[str] | None = None,
+    options: str | None = None,
     job_id: str,
     message_id: str | None = None,
     date: datetime | None = None,
@@ -152,6 +153,8 @@ def write_job_message(
     ]
     if notify_value is not None:
         head.append(header_line(fields.NOTIFY, notify_value))
+    if options:
+        head.append(header_line(fields.OPTIONS, options))
     # Subject, Message-ID, MIME-Version, Content-* last: RFC 2046 5.2.2.1
     # reassembly puts exactly these after the rest, so a split job
     # reassembles byte for byte.

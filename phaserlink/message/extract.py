@@ -113,6 +113,7 @@ class JobRequest:
     sender: str | None  # addr-spec of From
     message_id: str | None
     job_id: str | None
+    options: str | None = None  # X-PhaserLink-Options as sent (job_options.JobOptions.parse reads it)
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,7 @@ def job_request(headers: Headers) -> JobRequest:
         sender=_sender(headers.get("From")),
         message_id=_message_id(headers.get("Message-ID")),
         job_id=_job_id(headers.get(fields.JOB_ID)),
+        options=_options(headers.get(fields.OPTIONS)),
     )
 
 
@@ -302,6 +304,13 @@ def _title(headers: Headers) -> str | None:
         if value:
             return value
     return None
+
+
+def _options(value: str | None) -> str | None:
+    if not value:
+        return None
+    value = " ".join(_CONTROL.sub(" ", value).split())[:MAX_TITLE]
+    return value or None
 
 
 def _copies(value: str | None) -> int:

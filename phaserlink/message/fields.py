@@ -20,6 +20,9 @@ TITLE = "X-PhaserLink-Title"
 COPIES = "X-PhaserLink-Copies"
 """Decimal number of copies, 1..MAX_COPIES."""
 
+OPTIONS = "X-PhaserLink-Options"
+"""Job options: ``sides=...; media=...; color=...; pages=...`` (see job_options.py)."""
+
 NOTIFY = "X-PhaserLink-Notify"
 """Comma-separated events the sender wants status mail for, or ``none``
 (the words of :mod:`phaserlink.message.events`)."""

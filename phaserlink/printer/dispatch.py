@@ -42,6 +42,7 @@ from phaserlink.printer import journal
 from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
 from phaserlink.printer.jobs import Document, Job
 from phaserlink.printer.local_source import run_inline
+from phaserlink.printer.output.ipp import IExactlyOnceOutput
 from phaserlink.printer.spool import JobSpool
 from phaserlink.printer.status import DELAYED, ERRORS, PRINTED, StatusMailer
 from phaserlink.printer.toolkit import Toolkit
@@ -257,12 +258,20 @@ class Dispatcher:
                 raise defer.CancelledError()  # canceled between documents: send no more
             document = job.documents[index]
             out_job = self._output_job(job, document, index)
-            self.sending = defer.maybeDeferred(self.output.send, out_job)
+            if IExactlyOnceOutput.providedBy(self.output):
+                # IPP: the printer's job id is in the spool before a byte is
+                # sent, and asked about first after a crash (docs/ipp.md).
+                self.sending = defer.maybeDeferred(
+                    self.output.send, out_job, record=lambda token, job=job: defer.ensureDeferred(
+                        self._record_printer_job(job, token)), previous=job.printer_job)
+            else:
+                self.sending = defer.maybeDeferred(self.output.send, out_job)
             try:
                 result = await self.sending
             finally:
                 self.sending = None
             job.printed_documents = index + 1
+            job.printer_job = None
             if result.pages is not None:
                 job.pages = (job.pages or 0) + result.pages
             job.acknowledged = result.acknowledged
@@ -274,6 +283,12 @@ class Dispatcher:
                 await self._save(job)
         await self._set(job, J.COMPLETED, [J.JOB_COMPLETED_SUCCESSFULLY])
         await self.finish(job)
+
+    async def _record_printer_job(self, job: Job, token: str) -> None:
+        """The output's exactly-once hook: the printer's id for the document
+        being sent, durable before the document goes."""
+        job.printer_job = token
+        await self._save(job)
 
     async def _fault(self, job: Job, fault: Fault) -> None:
         """Act on a classified fault: hold, set aside, or abort."""
@@ -340,6 +355,7 @@ class Dispatcher:
             host=self.hostname,
             copies=max(1, min(job.copies, self.printer.copies_max)),
             format=MIME_TYPES.get(document.format, "application/octet-stream"),
+            options=job.options,
         )
 
     # -- state changes ------------------------------------------------------------------

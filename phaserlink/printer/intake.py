@@ -105,7 +105,7 @@ class Intake:
             job_id=new_job_id(now), printer=self.printer.name, state=state, reasons=reasons,
             created=now, changed=now, source=source, uidls=[uidl], message_id=facts.message_id,
             sender=facts.sender, client_job_id=facts.client_job_id, title=facts.title or "", copies=max(1, min(facts.copies, self.printer.copies_max)),
-            notify=facts.notify,
+            notify=facts.notify, options=facts.options or "",
         )
 
     # -- one message -------------------------------------------------------------------
@@ -292,6 +292,7 @@ class Intake:
             job.title = facts.title or job.title
             job.sender = facts.sender or job.sender
             job.client_job_id = facts.client_job_id or job.client_job_id
+            job.options = facts.options or job.options
             job.copies = max(1, min(facts.copies, self.printer.copies_max)) if facts.copies else job.copies
             if facts.notify is not None:
                 job.notify = facts.notify

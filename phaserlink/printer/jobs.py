@@ -86,9 +86,11 @@ class Job:
     title: str = ""
     copies: int = 1
     notify: list[str] | None = None  # what the sender asked for (X-PhaserLink-Notify)
+    options: str = ""  # X-PhaserLink-Options: sides, media, color, pages (message/job_options.py)
     partial: PartialSet | None = None
     documents: list[Document] | None = None  # None until extracted
     printed_documents: int = 0  # how many documents the printer acknowledged
+    printer_job: str | None = None  # the printer's id for the document being sent (IPP), asked about after a crash
     pages: int | None = None
     attempts: int = 0  # failed sends in a row (back-off)
     delayed_notified: bool = False

@@ -73,7 +73,8 @@ class PrinterRunner(service.Service):
             from phaserlink.printer.output import make_output
 
             output = make_output(printer.output, reactor=reactor, pjl=printer.pjl,
-                                 source_port=printer.lpd_source_port)
+                                 source_port=printer.lpd_source_port, tls=printer.output_tls,
+                                 ca_file=printer.output_ca)
             directory = getattr(output, "directory", None)
             if directory is not None:
                 # The demo printer: its folder is ours to make (a network
@@ -109,6 +110,13 @@ class PrinterRunner(service.Service):
                  n=len(recovered))
         self.retriever.start()
         self.prune_call = self.reactor.callLater(journal.PRUNE_INTERVAL, self._prune)
+        probe = getattr(self.output, "probe", None)  # IPP: what the printer says it takes (docs/ipp.md)
+        if probe is not None:
+            probe().addCallbacks(
+                lambda status: log.info("printer {printer}: {output} takes {formats}", printer=self.name,
+                                        output=self.output.uri, formats=", ".join(status.formats) or "(not said)"),
+                lambda f: log.warn("printer {printer}: {output} did not answer at start: {why}", printer=self.name,
+                                   output=self.output.uri, why=f.getErrorMessage()))
 
     def _prune(self) -> None:
         self.prune_call = self.reactor.callLater(journal.PRUNE_INTERVAL, self._prune)

@@ -25,6 +25,7 @@ class MessageFacts:
     notify: list[str] | None  # the sender's wish, in site.ini keywords
     partial: tuple[str, int, int | None] | None  # message/partial (id, number, total)
     client_job_id: str | None = None  # X-PhaserLink-Job-Id: the id `phaserlink send` printed
+    options: str | None = None  # X-PhaserLink-Options (sides, media, color, pages)
 
 
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
@@ -97,6 +98,7 @@ def inspect_message(path: Path) -> MessageFacts:
         notify=notify_words(headers.get(fields.NOTIFY)),
         partial=_partial_of(headers),
         client_job_id=request.job_id,
+        options=request.options,
     )
 
 

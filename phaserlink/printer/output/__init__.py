@@ -17,7 +17,7 @@ from .interfaces import (
 
 
 def make_output(uri: str, *, reactor, pjl: bool = False, timeout: float | None = None,
-                source_port: str = "auto") -> IPrinterOutput:
+                source_port: str = "auto", tls: str = "required", ca_file=None) -> IPrinterOutput:
     """Build the output for *uri* (``file:DIR``, ``lpd://host[:port]/queue``,
     ``socket://host[:port]``).  Raises ValueError for a URI it cannot use.
 
@@ -25,10 +25,12 @@ def make_output(uri: str, *, reactor, pjl: bool = False, timeout: float | None =
     a stalled write, the final close); None = the scheme's default.
     *source_port* is for LPD: 'privileged' (721-731, RFC 1179), 'any', or
     'auto' (privileged when root, falling back to any port when all are busy).
+    *tls* and *ca_file* are for ``ipps://`` (``none``: do not verify).
     """
     from .factory import make_output as _make
 
-    return _make(uri, reactor=reactor, pjl=pjl, timeout=timeout, source_port=source_port)
+    return _make(uri, reactor=reactor, pjl=pjl, timeout=timeout, source_port=source_port,
+                 tls=tls, ca_file=ca_file)
 
 
 __all__ = [

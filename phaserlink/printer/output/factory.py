@@ -3,6 +3,8 @@
     file:DIR  file:///abs/dir      one file per job in DIR
     lpd://host[:port]/queue        RFC 1179, port 515 by default
     socket://host[:port]           raw TCP, port 9100 by default
+    ipp://host[:port]/path         IPP (RFC 8011), port 631 by default
+    ipps://host[:port]/path        IPP over TLS (verified unless tls = none)
 
 IPv6 literals go in brackets (``socket://[::1]:9100``).  Anything else is
 a ValueError that names the URI, so a bad site.ini fails at start-up.
@@ -21,7 +23,7 @@ from .transfer import CONNECT_TIMEOUT
 
 
 def make_output(uri: str, *, reactor, pjl: bool = False, timeout: float | None = None,
-                source_port: str = "auto") -> IPrinterOutput:
+                source_port: str = "auto", tls: str = "required", ca_file=None) -> IPrinterOutput:
     """See phaserlink.printer.output.make_output.  *timeout* replaces every
     default wait (connect, acks, stalled writes, the final close, the PJL
     job end) when given."""
@@ -65,5 +67,17 @@ def make_output(uri: str, *, reactor, pjl: bool = False, timeout: float | None =
                             timeout=pick(SOCKET_TIMEOUT), connect_timeout=pick(CONNECT_TIMEOUT),
                             pjl_end_timeout=pick(PJL_END_TIMEOUT))
 
+    if scheme in ("ipp", "ipps"):
+        from .ipp import IPPOutput
+
+        from phaserlink.net.ipp_client import CONNECT_TIMEOUT as IPP_CONNECT, REQUEST_TIMEOUT
+
+        try:
+            return IPPOutput(uri, reactor=reactor, ca_file=str(ca_file) if ca_file else None,
+                             verify=tls != "none", timeout=pick(REQUEST_TIMEOUT),
+                             connect_timeout=pick(IPP_CONNECT))
+        except ValueError as e:
+            raise ValueError(f"printer output {e}") from None
+
     raise ValueError(f"printer output {uri!r}: unknown scheme {scheme!r} "
-                     "(file:, lpd:// or socket://)")
+                     "(file:, lpd://, socket://, ipp:// or ipps://)")

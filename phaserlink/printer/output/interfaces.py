@@ -56,6 +56,7 @@ class OutputJob:
     host: str
     copies: int = 1
     format: str = "application/octet-stream"
+    options: str = ""  # the sender's X-PhaserLink-Options (an output says what it cannot do)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,9 @@
 """The appliance's durable outbound queue: relayed mail and status mail.
 
-Everything the appliance sends goes through here and on to one configured
-smarthost (``[appliance] smarthost``).  There is no MX lookup and no direct
-delivery to the recipients' domains: an appliance behind a firewall has a
-mail server to hand mail to, and DNS-based delivery (MX, fallback, DANE,
-per-domain policy) is that server's job.  Without a smarthost, mail stays
-queued (a log line says so) until one is configured and the appliance is
-restarted, or until it is ``queue_max_age`` old: then it is bounced like any
-undeliverable mail (docs/smtp.md).
+Everything the appliance sends goes through here: to the configured
+smarthost (``[appliance] smarthost``) when there is one, else directly to
+each recipient domain's MX hosts (RFC 5321 5.1, :mod:`phaserlink.smtp_relay.mx`,
+docs/outbound.md), several messages for one domain over one connection.
 
 Every file operation of a commit, an envelope update and a removal (fsync,
 rename, unlink) runs in the ``durable`` worker pool (:mod:`phaserlink.threads`),
@@ -72,7 +68,7 @@ from zope.interface import implementer
 from phaserlink.durable import fsync_dir
 from phaserlink.net import smtp_client
 from phaserlink.threads import pools_for
-from phaserlink.smtp_relay import bounce
+from phaserlink.smtp_relay import bounce, mx
 from phaserlink.smtp_relay.interfaces import IOutboundQueue, IQueuedMessage
 
 log = Logger()
@@ -86,7 +82,6 @@ READABLE_VERSIONS = (1, 2)
 STOP_TIMEOUT = 10.0
 BODY_8BITMIME = "8BITMIME"
 BODY_7BIT = "7BIT"
-NO_SMARTHOST = "no smarthost configured ([appliance] smarthost); cannot deliver"
 _counter = itertools.count()
 
 # Failures at these stages say something about the message, so a 5xx there
@@ -138,6 +133,7 @@ class _Failure:
     enhanced: str | None
     text: str
     permanent: bool
+    remote: str | None = None  # the host that said so, when not the smarthost (MX delivery)
 
     def diagnostic(self) -> str:
         if self.code is None:
@@ -274,6 +270,7 @@ class OutboundQueue(service.Service):
         self.max_concurrent = MAX_CONCURRENT_DELIVERIES
         # The SMTP client; tests replace it with a fake of the same signature.
         self.send: Callable[..., defer.Deferred] = smtp_client.send
+        self.mx: mx.MXDelivery | None = None  # delivery by MX when there is no smarthost
         self._entries: dict[str, Envelope] = {}
         self._timers: dict[str, Any] = {}
         self._ready: deque[str] = deque()
@@ -311,12 +308,9 @@ class OutboundQueue(service.Service):
         for stale in self.tmp_dir.iterdir():
             stale.unlink()
         self._recover()
-        if self.site.appliance.smarthost is None and self._entries:
-            log.warn(
-                "outbound queue: no smarthost configured; {count} message(s) stay queued "
-                "until they expire (queue_max_age)",
-                count=len(self._entries),
-            )
+        if self.site.appliance.smarthost is None:
+            log.info("outbound queue: no smarthost configured; delivering by MX records (port {port})",
+                     port=getattr(self.site.appliance, "mx_port", mx.DEFAULT_MX_PORT))
 
     def stopService(self) -> "defer.Deferred[None]":
         """Stop starting deliveries; wait for the ones running (at most
@@ -331,6 +325,8 @@ class OutboundQueue(service.Service):
         self._ready.clear()
         active = list(self._active.values())
         waiting = active + list(self._pending)
+        if self.mx is not None:
+            waiting.append(self.mx.close_idle())
         if not waiting:
             return defer.succeed(None)
         timer = self.reactor.callLater(STOP_TIMEOUT, self._cancel_attempts, active)
@@ -450,14 +446,6 @@ class OutboundQueue(service.Service):
         if old is not None and old.active():
             old.cancel()
         when = envelope.next_attempt
-        if self.site.appliance.smarthost is None:
-            # Nothing to try until it expires; then it is bounced.
-            when = max(when, self.deadline(envelope))
-            log.warn(
-                "outbound queue: no smarthost configured; {id} stays queued until it expires "
-                "in {left:.0f}s (set [appliance] smarthost and restart)",
-                id=envelope.id, left=max(0.0, when - self.reactor.seconds()),
-            )
         delay = max(0.0, when - self.reactor.seconds())
         self._timers[envelope.id] = self.reactor.callLater(delay, self._due, envelope.id)
 
@@ -500,9 +488,7 @@ class OutboundQueue(service.Service):
         failures: dict[str, _Failure] = {}
         delivered: list[str] = []
         if smarthost is None:
-            for rcpt in envelope.recipients:
-                failures[rcpt] = _Failure(None, None, NO_SMARTHOST, False)
-            await self._record(envelope, delivered, failures, None)
+            await self._attempt_by_mx(envelope, delivered, failures)
             return
         password = None
         try:
@@ -532,6 +518,47 @@ class OutboundQueue(service.Service):
                 else:
                     failures[r.address] = _Failure(r.reply.code, r.reply.enhanced, r.reply.text, r.reply.permanent)
         await self._record(envelope, delivered, failures, smarthost.host)
+
+    def mx_delivery(self) -> mx.MXDelivery:
+        """The MX deliverer (made on first use; tests may set ``self.mx``)."""
+        if self.mx is None:
+            a = self.site.appliance
+            self.mx = mx.MXDelivery(
+                self.reactor, helo=a.hostname, port=getattr(a, "mx_port", mx.DEFAULT_MX_PORT),
+                tls=getattr(a, "outbound_tls", "may"), ca_file=getattr(a, "outbound_tls_ca", None),
+                dns_servers=getattr(a, "dns_servers", ()), timeout=DELIVERY_TIMEOUT,
+            )
+        return self.mx
+
+    async def _attempt_by_mx(self, envelope: Envelope, delivered: list[str], failures: dict[str, _Failure]) -> None:
+        """No smarthost: each recipient domain by its MX hosts, the domains
+        side by side (docs/outbound.md)."""
+        by_domain: dict[str, list[str]] = {}
+        for rcpt in envelope.recipients:
+            by_domain.setdefault(mx.domain_of(rcpt), []).append(rcpt)
+        deliverer = self.mx_delivery()
+        path = str(self.data_dir / envelope.id)
+        attempts = [
+            defer.Deferred.fromCoroutine(deliverer.deliver(domain, envelope.mail_from, rcpts, path,
+                                                           size=envelope.size, body=envelope.body))
+            for domain, rcpts in by_domain.items()
+        ]
+        results = await defer.DeferredList(attempts, consumeErrors=True)
+        hosts: list[str] = []
+        for (ok, outcome), rcpts in zip(results, by_domain.values()):
+            if not ok:
+                log.failure("outbound queue: {id}: MX delivery crashed", outcome, id=envelope.id)
+                for rcpt in rcpts:
+                    failures[rcpt] = _Failure(None, None, f"local error: {outcome.getErrorMessage()}", False)
+                continue
+            for o in outcome:
+                if o.accepted:
+                    delivered.append(o.address)
+                    if o.host and o.host not in hosts:
+                        hosts.append(o.host)
+                else:
+                    failures[o.address] = _Failure(o.code, o.enhanced, o.text, o.permanent, o.host)
+        await self._record(envelope, delivered, failures, ", ".join(hosts) or "MX")
 
     async def _record(self, envelope: Envelope, delivered: list[str], failures: dict[str, _Failure],
                       remote: str | None) -> None:
@@ -590,7 +617,7 @@ class OutboundQueue(service.Service):
                 bounce.status_for(f.code, f.enhanced),
                 f.diagnostic() if not (expired and not f.permanent) else f"{f.diagnostic()} (gave up after "
                 f"{self.site.appliance.queue_max_age:g}s in the queue)",
-                remote if f.code is not None else None,
+                (f.remote or remote) if f.code is not None else None,
             )
             for address, f in failed.items()
         ]

@@ -68,7 +68,7 @@ from zope.interface import implementer
 from phaserlink.durable import fsync_dir
 from phaserlink.net import smtp_client
 from phaserlink.threads import pools_for
-from phaserlink.smtp_relay import bounce, mx
+from phaserlink.smtp_relay import bounce, dkim_sign, mx
 from phaserlink.smtp_relay.interfaces import IOutboundQueue, IQueuedMessage
 
 log = Logger()
@@ -190,9 +190,10 @@ class QueuedMessage:
         queue = self.queue
         envelope = Envelope(self.id, self.mail_from, self.recipients, queue.reactor.seconds(),
                             body=self.body_type(), size=self.wire_size())
-        d = queue._track(queue.pools.durable(self._write_files, envelope))
+        signer = queue.signer if self.mail_from == "" else None
+        d = queue._track(queue.pools.durable(self._write_files, envelope, signer))
 
-        def committed(_: object) -> str:
+        def committed(envelope: Envelope) -> str:
             queue._committed(envelope)
             return self.id
 
@@ -212,17 +213,22 @@ class QueuedMessage:
         self.commit().addErrback(failed)
         return queue_id
 
-    def _write_files(self, envelope: Envelope) -> None:
+    def _write_files(self, envelope: Envelope, signer: dkim_sign.Signer | None = None) -> Envelope:
         """In a worker thread: data file fsync'd and renamed, then the
-        envelope (the commit record); on any failure neither stays."""
+        envelope (the commit record); on any failure neither stays.  The
+        appliance's own mail (null sender) is DKIM-signed first when a
+        signer is configured (docs/outbound.md)."""
         queue = self.queue
         try:
             self._file.flush()
+            if signer is not None:
+                envelope = self._sign(signer, envelope)
             os.fsync(self._file.fileno())
             self._file.close()
             os.rename(self._tmp, queue.data_dir / self.id)
             fsync_dir(queue.data_dir)
             queue._store_envelope(envelope)
+            return envelope
         except BaseException:
             try:
                 self._file.close()
@@ -234,6 +240,27 @@ class QueuedMessage:
                 except OSError:
                     pass
             raise
+
+    def _sign(self, signer: dkim_sign.Signer, envelope: Envelope) -> Envelope:
+        """Put a DKIM-Signature on top of a small message (in the worker
+        thread); a message too big for dkimpy's in-memory signing, or one it
+        cannot sign, goes unsigned with a log line."""
+        if self.size > dkim_sign.MAX_SIGNED_SIZE:
+            log.warn("outbound queue: {id} is {size} bytes, over {max}: queued without a DKIM signature",
+                     id=self.id, size=self.size, max=dkim_sign.MAX_SIGNED_SIZE)
+            return envelope
+        data = self._tmp.read_bytes()
+        try:
+            field = signer.header(data)
+        except Exception as e:
+            log.error("outbound queue: {id}: cannot DKIM-sign ({why}); queued unsigned", id=self.id, why=e)
+            return envelope
+        self._file.seek(0)
+        self._file.write(field + data)
+        self._file.flush()
+        self.size += len(field)
+        self.lines += field.count(b"\n")
+        return replace(envelope, size=self.wire_size())
 
     def abort(self) -> None:
         if self._done:
@@ -271,6 +298,7 @@ class OutboundQueue(service.Service):
         # The SMTP client; tests replace it with a fake of the same signature.
         self.send: Callable[..., defer.Deferred] = smtp_client.send
         self.mx: mx.MXDelivery | None = None  # delivery by MX when there is no smarthost
+        self.signer = dkim_sign.signer_for(site.appliance)  # DKIM for our own mail, or None
         self._entries: dict[str, Envelope] = {}
         self._timers: dict[str, Any] = {}
         self._ready: deque[str] = deque()

@@ -7,8 +7,8 @@ appliance stopped its mail waits in Postfix's queue (``postqueue -p`` lists
 it) while the other keeps printing, and it prints when the appliance is
 back; the status mail of both goes out by MX to the sender's domain
 (dnsmasq's records, smtp-sink on 127.0.0.4) and is DKIM-valid for the key
-in DNS.  Dovecot-held mailboxes (``mailbox = pop3s://``) are not part of
-this test (see the notes).
+in DNS.  A second test gives both appliances one Dovecot mailbox: POP3's
+lock lets one in at a time and every job prints once.
 """
 
 from __future__ import annotations
@@ -154,3 +154,58 @@ def test_two_appliances_behind_postfix(tmp_path, capsys):
         postfix.stop()
         status_sink.stop()
         server.stop()
+
+
+def test_two_appliances_never_both_retrieve_one_dovecot_mailbox(tmp_path):
+    """Both appliances are (wrongly) given the same Dovecot mailbox: POP3's
+    lock (``pop3_lock_session = yes``) lets one in at a time, the other is
+    refused and says so in its log, and every job prints exactly once."""
+    import poplib
+
+    from support.dovecot import Dovecot
+
+    class LockingDovecot(Dovecot):
+        def _config(self) -> str:
+            return super()._config() + "pop3_lock_session = yes\n"
+
+    dovecot = LockingDovecot()
+    boxes: list[BoxAppliance] = []
+    out = tmp_path / "printed"
+    try:
+        dovecot.start(users={"printer1": "pw"})
+        password = tmp_path / "mailbox.password"
+        password.write_text("pw\n")
+        for i in range(3):
+            dovecot.deliver("printer1", bytes(job_mail(sender="alice@big.test", to="remote@printers.test",
+                                                       Message_ID=f"<shared-{i}@big.test>")))
+        holder = poplib.POP3("127.0.0.1", dovecot.port, timeout=10)  # a session in progress
+        holder.user("printer1")
+        holder.pass_("pw")
+        for n, addr in enumerate(("127.0.0.2", "127.0.0.3")):
+            box = BoxAppliance(tmp_path / f"box{n}")
+            box.directory.mkdir()
+            box.address = addr
+            box.sections = textwrap.dedent(f"""\
+                [printer:remote]
+                addresses = remote@printers.test
+                output = file:{out / str(n)}
+                allowed_senders = *@big.test
+                formats = postscript
+                notify = none
+                mailbox = pop3://printer1@127.0.0.1:{dovecot.port}
+                mailbox_password_file = {password}
+                mailbox_tls = none
+                poll_interval = 1s
+                """)
+            boxes.append(box.start())
+        for box in boxes:
+            until(lambda: "IN-USE" in box.log() or "locked" in box.log(), 30, "the lock refusal in the log")
+        holder.quit()
+        until(lambda: dovecot.messages("printer1") == [], 30, "Dovecot emptied")
+        time.sleep(2.5)  # more polls from both: nothing more prints
+        printed = [p for n in range(2) for p in printed_files(out / str(n))]
+        assert len(printed) == 3
+    finally:
+        for box in boxes:
+            box.stop()
+        dovecot.stop()

@@ -64,8 +64,6 @@ MAX_HOSTS = 10  # addresses tried per attempt, at most
 DNS_TIMEOUTS = (1, 3, 5)  # seconds per try of twisted.names' client
 OUTBOUND_TLS = ("may", "verify", "none")
 
-# Stages at which a 4xx (or anything) says "try another host".
-_SESSION_STAGES = (smtp_client.STAGE_CONNECT, STAGE_GREETING, smtp_client.STAGE_EHLO, STAGE_STARTTLS)
 _FINAL_STAGES = (STAGE_MAIL, STAGE_RCPT, STAGE_DATA, STAGE_MESSAGE)
 
 
@@ -105,7 +103,9 @@ def _address_of(record: Any) -> str | None:
 class MXResolver:
     """MX and address look-ups on ``twisted.names.client``."""
 
-    def __init__(self, reactor: Any, servers: Sequence[tuple[str, int]] = ()):
+    def __init__(self, reactor: Any, servers: Sequence[tuple[str, int]] = (),
+                 timeouts: tuple[float, ...] = DNS_TIMEOUTS):
+        self.timeouts = timeouts
         if servers:
             self.resolver = client.Resolver(servers=list(servers), reactor=reactor)
         else:
@@ -115,7 +115,7 @@ class MXResolver:
         found: list[str] = []
         for lookup in (self.resolver.lookupAddress, self.resolver.lookupIPV6Address):
             try:
-                answers, _auth, _extra = await lookup(name, timeout=DNS_TIMEOUTS)
+                answers, _auth, _extra = await lookup(name, timeout=self.timeouts)
             except (dns_error.DomainError, dns_error.DNSNameError):
                 continue
             except defer.CancelledError:
@@ -133,7 +133,7 @@ class MXResolver:
             literal = domain[1:-1].removeprefix("IPv6:")
             return [Host(literal, literal)]
         try:
-            answers, _auth, _extra = await self.resolver.lookupMailExchange(domain, timeout=DNS_TIMEOUTS)
+            answers, _auth, _extra = await self.resolver.lookupMailExchange(domain, timeout=self.timeouts)
         except (dns_error.DomainError, dns_error.DNSNameError):
             raise DNSFailure(f"the domain {domain} does not exist (DNS NXDOMAIN)", True, "5.1.2")
         except defer.CancelledError:
@@ -294,22 +294,25 @@ class MXDelivery:
             raise SMTPError.from_reply(STAGE_MESSAGE, "end of data", final)
         return results
 
-    async def _on_host(self, domain: str, host: Host | None, mail_from: str, recipients: list[str],
-                       open_source: Any, size: int | None, body: str | None) -> tuple[list[RecipientResult], Host]:
-        """One transaction over a parked session (host None) or a new one."""
-        session = self._take_idle(domain) if host is None else None
+    async def _on_host(self, domain: str, host: Host | None, session: _Session | None, mail_from: str,
+                       recipients: list[str], path: str, size: int | None,
+                       body: str | None) -> tuple[list[RecipientResult], Host]:
+        """One transaction over a parked *session* (after RSET) or a new
+        connection to *host*; the session is parked again if still sane."""
         if session is not None:
             try:
                 await smtp_client._expect(session.proto, STAGE_MAIL, "RSET", (250,))
-            except SMTPError:
+            except SMTPError as e:
                 await smtp_client._quit(session.proto, False)
+                e.host = session.host  # type: ignore[attr-defined]
+                e.permanent = False  # a stale parked session says nothing about the message
                 raise
         else:
             assert host is not None
             session = await self._connect(host)
         healthy = False
         try:
-            with open_source() as source:
+            with open(path, "rb") as source:
                 results = await self._transaction(session, mail_from, recipients, source, size, body)
             healthy = True
             session.messages += 1
@@ -350,53 +353,78 @@ class MXDelivery:
 
     async def _deliver(self, domain: str, mail_from: str, remaining: list[str], path: str,
                        size: int | None, body: str | None) -> list[Outcome]:
-        done: dict[str, Outcome] = {}
-        last = Outcome("", False, text=f"no MX host of {domain} could be reached")
-
-        def open_source() -> IO[bytes]:
-            return open(path, "rb")
-
-        plan: list[Host | None] = [None] if self._idle.get(domain) else []
-        try:
-            plan += await self.resolver.hosts(domain)
-        except DNSFailure as e:
-            if not plan:
-                return [Outcome(r, False, None, e.enhanced, e.text, e.permanent) for r in remaining]
-        for host in plan:
-            if not remaining:
-                break
-            where = "a reused session" if host is None else f"{host.name} [{host.address}]:{self.port}"
+        """A parked session first (no DNS needed when it takes the message),
+        then the MX hosts in order, until no recipient is left to try."""
+        attempt = _Attempt(domain, remaining)
+        parked = self._take_idle(domain)
+        if parked is not None:
+            await self._try(attempt, None, parked, mail_from, path, size, body)
+        if attempt.remaining:
             try:
-                results, used = await self._on_host(domain, host, mail_from, remaining, open_source, size, body)
-            except SMTPError as e:
-                used = getattr(e, "host", host)
-                name = used.name if used is not None else None
-                last = Outcome("", False, e.code, e.enhanced, e.text, False, name)
-                final = e.permanent and e.stage in _FINAL_STAGES
-                log.info("MX {domain}: {where}: {what} ({stage}: {why})", domain=domain, where=where,
-                         stage=e.stage, why=e.text, what="refused for good" if final else "next host")
-                if final:
-                    for r in remaining:
-                        done[r] = Outcome(r, False, e.code, e.enhanced, e.text, True, name)
-                    remaining = []
-                continue
-            except OSError as e:
-                last = Outcome("", False, text=f"local error: {e}")
-                break
-            still: list[str] = []
-            for r in results:
-                reply = r.reply
-                if r.accepted:
-                    done[r.address] = Outcome(r.address, True, reply.code, reply.enhanced, reply.text, False, used.name)
-                elif reply.permanent:
-                    done[r.address] = Outcome(r.address, False, reply.code, reply.enhanced, reply.text, True, used.name)
-                else:
-                    still.append(r.address)
-                    last = Outcome("", False, reply.code, reply.enhanced, reply.text, False, used.name)
-            remaining = still
-        for r in remaining:
-            done[r] = Outcome(r, False, last.code, last.enhanced, last.text, False, last.host)
-        return [done[r] for r in done]
+                hosts = await self.resolver.hosts(domain)
+            except DNSFailure as e:
+                hosts = []
+                attempt.last = Outcome("", False, None, e.enhanced, e.text, e.permanent)
+            for host in hosts:
+                if not attempt.remaining:
+                    break
+                if not await self._try(attempt, host, None, mail_from, path, size, body):
+                    break
+        return attempt.outcomes()
+
+    async def _try(self, attempt: "_Attempt", host: Host | None, session: _Session | None, mail_from: str,
+                   path: str, size: int | None, body: str | None) -> bool:
+        """One host (or parked session) for the recipients still to try;
+        False when there is no point trying further hosts (a local error)."""
+        where = f"{host.name} [{host.address}]:{self.port}" if host is not None else "a reused session"
+        try:
+            results, used = await self._on_host(attempt.domain, host, session, mail_from, attempt.remaining,
+                                                 path, size, body)
+        except SMTPError as e:
+            used = getattr(e, "host", host)
+            name = used.name if used is not None else None
+            final = e.permanent and e.stage in _FINAL_STAGES
+            log.info("MX {domain}: {where}: {what} ({stage}: {why})", domain=attempt.domain, where=where,
+                     stage=e.stage, why=e.text, what="refused for good" if final else "next host")
+            if final:
+                for r in attempt.remaining:
+                    attempt.done[r] = Outcome(r, False, e.code, e.enhanced, e.text, True, name)
+                attempt.remaining = []
+            else:
+                attempt.last = Outcome("", False, e.code, e.enhanced, e.text, False, name)
+            return True
+        except OSError as e:
+            attempt.last = Outcome("", False, text=f"local error: {e}")
+            return False
+        still: list[str] = []
+        for r in results:
+            reply = r.reply
+            if r.accepted or reply.permanent:
+                attempt.done[r.address] = Outcome(r.address, r.accepted, reply.code, reply.enhanced, reply.text,
+                                                  reply.permanent, used.name)
+            else:
+                still.append(r.address)
+                attempt.last = Outcome("", False, reply.code, reply.enhanced, reply.text, False, used.name)
+        attempt.remaining = still
+        return True
+
+
+@dataclass
+class _Attempt:
+    """The state of one domain's attempt: who is done, who is left, the
+    last temporary reason (given to those left at the end)."""
+
+    domain: str
+    remaining: list[str]
+    done: dict[str, Outcome] = field(default_factory=dict)
+    last: Outcome | None = None
+
+    def outcomes(self) -> list[Outcome]:
+        last = self.last or Outcome("", False, text=f"no MX host of {self.domain} could be reached")
+        for r in self.remaining:
+            self.done[r] = Outcome(r, False, last.code, last.enhanced, last.text, last.permanent, last.host)
+        self.remaining = []
+        return list(self.done.values())
 
 
 def domain_of(address: str) -> str:

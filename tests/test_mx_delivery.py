@@ -161,3 +161,15 @@ async def test_many_messages_to_one_domain_share_few_connections(tmp_path, net, 
     await until(lambda: q.queued() == [])
     assert sorted(m.recipients[0] for m in net.good.messages()) == sorted(f"u{i}@plain.test" for i in range(count))
     assert q.mx.connections_opened <= mx.MAX_SESSIONS_PER_DOMAIN  # the rest went over them after RSET
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_message_to_two_domains_and_8bitmime_declared(tmp_path, net, queues):
+    q = make_queue(tmp_path / "spool", net)
+    queues.append(q)
+    data = "Subject: caf\u00e9\n\n\u00e9t\u00e9\n".encode()
+    await enqueue(q, data, rcpts=("bob@big.test", "carol@plain.test"))
+    await until(lambda: q.queued() == [])
+    got = net.good.messages()
+    assert sorted(m.recipients[0] for m in got) == ["bob@big.test", "carol@plain.test"]
+    assert [(m.raw, m.mail_params) for m in got] == [(data, "BODY=8BITMIME")] * 2

@@ -120,6 +120,14 @@ class ApplianceConfig:
     queue_retry_max: float
     postmaster: str | None = None  # postmaster@ mail is relayed here; None: kept in the local box
     postmaster_pop3_password: PasswordHash | None = None  # POP3 login "postmaster" to that box
+    # Outbound mail without a smarthost, DKIM (docs/outbound.md)
+    dns_servers: tuple[tuple[str, int], ...] = ()  # () = the system resolver
+    mx_port: int = 25  # port of MX hosts (tests use another)
+    outbound_tls: str = "may"  # may | verify | none, for MX hosts
+    outbound_tls_ca: Path | None = None  # CAs for outbound_tls = verify (default: the system's)
+    dkim_key: Path | None = None  # PEM RSA private key; signing needs all three dkim_* keys
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +264,9 @@ APPLIANCE_KEYS = {
     "queue_max_age", "queue_retry_min", "queue_retry_max",
     "postmaster", "postmaster_pop3_password",
 }
+# Outbound mail by MX, DKIM signing (docs/outbound.md); parsed by _Loader.outbound.
+APPLIANCE_KEYS |= {"dns_servers", "mx_port", "outbound_tls", "outbound_tls_ca", "dkim_key", "dkim_selector",
+                   "dkim_domain"}
 PRINTER_KEYS = {
     "addresses", "output", "allowed_senders", "pop3_user", "pop3_password",
     "pop3_apop_secret_file", "formats", "notify", "mailbox", "mailbox_password_file",
@@ -389,6 +400,7 @@ class _Loader:
         if not self.parser.has_section("appliance"):
             raise ConfigError(self.file, "appliance", None, "section is missing")
         appliance = self.appliance(_Section(self, "appliance", APPLIANCE_KEYS))
+        appliance = self.outbound(_Section(self, "appliance", APPLIANCE_KEYS), appliance)
         printers: dict[str, PrinterConfig] = {}
         groups: dict[str, GroupConfig] = {}
         users: dict[str, UserConfig] = {}
@@ -509,6 +521,45 @@ class _Loader:
             queue_retry_max=s.typed("queue_retry_max", "1h", parse_duration),
             postmaster=s.addresses("postmaster")[0] if s.get("postmaster") else None,
             postmaster_pop3_password=self.password(s, "postmaster_pop3_password"),
+        )
+
+    def outbound(self, s: _Section, appliance: ApplianceConfig) -> ApplianceConfig:
+        """MX delivery and DKIM keys (docs/outbound.md); the key is loaded
+        here so a bad one stops the start with its key's name."""
+        from dataclasses import replace
+
+        from phaserlink.values import parse_port
+
+        servers = []
+        for item in split_list(s.get("dns_servers") or ""):
+            try:
+                host, port = parse_host_port(item, 53)
+                ipaddress.ip_address(host)
+            except ValueError as e:
+                s.error("dns_servers", f"{item!r}: {e}; use IP[:PORT] ...")
+            servers.append((host, port))
+        selector, domain = s.get("dkim_selector"), s.get("dkim_domain")
+        key = s.readable_file("dkim_key")
+        given = [k for k, v in (("dkim_key", key), ("dkim_selector", selector), ("dkim_domain", domain)) if v]
+        if given and len(given) < 3:
+            missing = [k for k in ("dkim_key", "dkim_selector", "dkim_domain") if k not in given]
+            s.error(missing[0], f"DKIM signing needs dkim_key, dkim_selector and dkim_domain ({', '.join(missing)} missing)")
+        if key is not None:
+            from phaserlink.smtp_relay.dkim_sign import load_key
+
+            try:
+                load_key(key)
+            except ValueError as e:
+                s.error("dkim_key", f"{key}: {e}")
+        if selector is not None and not re.match(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", selector):
+            s.error("dkim_selector", f"{selector!r} is not a DKIM selector (letters, digits, '-', '_', '.')")
+        from phaserlink.smtp_relay.mx import OUTBOUND_TLS
+
+        return replace(
+            appliance, dns_servers=tuple(servers),
+            mx_port=s.typed("mx_port", "25", parse_port), outbound_tls=s.choice("outbound_tls", "may", OUTBOUND_TLS),
+            outbound_tls_ca=s.readable_file("outbound_tls_ca"), dkim_key=key, dkim_selector=selector,
+            dkim_domain=domain.lower().rstrip(".") if domain else None,
         )
 
     def check_spool(self, s: _Section, spool: Path) -> None:

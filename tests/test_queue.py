@@ -97,9 +97,27 @@ def queue(tmp_path, clock, fake):
         q.stopService()
 
 
+class UnreachableMX:
+    """Stands in for MX delivery (no smarthost): no MX host answers."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def deliver(self, domain, mail_from, recipients, path, **kw):
+        from phaserlink.smtp_relay.mx import Outcome
+
+        self.calls.append((domain, list(recipients)))
+        return [Outcome(r, False, text=f"no MX host of {domain} could be reached") for r in recipients]
+
+    def close_idle(self):
+        return defer.succeed(None)
+
+
 def make_queue(tmp_path, clock, fake, **site_kw) -> OutboundQueue:
     q = OutboundQueue(make_site(tmp_path / "spool", **site_kw), reactor=clock)
     q.send = fake
+    if not site_kw.get("smarthost", True):
+        q.mx = UnreachableMX()
     q.startService()
     return q
 
@@ -333,11 +351,12 @@ def test_commit_before_start_is_delivered_after_start(tmp_path, clock, fake):
     q.stopService()
 
 
-def test_without_smarthost_mail_stays_queued_until_it_expires(tmp_path, clock, fake):
+def test_without_smarthost_mail_goes_by_mx_and_expires_when_no_mx_answers(tmp_path, clock, fake):
     q = make_queue(tmp_path, clock, fake, smarthost=False)
     queue_id = enqueue(q)
     clock.advance(MAX_AGE - 1)
-    assert fake.calls == []
+    assert fake.calls == []  # never to a smarthost
+    assert q.mx.calls == [("remote.test", ["bob@remote.test"])]  # tried by MX, then backed off
     assert [e.id for e in q.queued()] == [queue_id] and (q.data_dir / queue_id).exists()
     clock.advance(1)  # queue_max_age: bounced (tests/test_rfc5321_queue.py has the details)
     assert queue_id not in {e.id for e in q.queued()} and not (q.data_dir / queue_id).exists()

@@ -39,7 +39,7 @@ def test_no_smarthost_bounces_at_max_age_with_the_reason(tmp_path, clock, fake):
     assert dsn_env.mail_from == "" and dsn_env.recipients == ("alice@example.test",)
     dsn = parse((q.data_dir / dsn_env.id).read_bytes())
     text, status, headers = dsn.get_payload()
-    assert "<bob@remote.test>" in text.get_content() and "no smarthost configured" in text.get_content()
+    assert "<bob@remote.test>" in text.get_content() and "no MX host of remote.test could be reached" in text.get_content()
     assert b"Status: 4.4.7" in status.as_bytes() and b"Action: failed" in status.as_bytes()
     assert b"Message-ID: <m1@example.test>" in headers.as_bytes()
     assert fake.calls == []  # nothing was ever sent anywhere

@@ -1,13 +1,9 @@
 """The appliance's durable outbound queue: relayed mail and status mail.
 
-Everything the appliance sends goes through here and on to one configured
-smarthost (``[appliance] smarthost``).  There is no MX lookup and no direct
-delivery to the recipients' domains: an appliance behind a firewall has a
-mail server to hand mail to, and DNS-based delivery (MX, fallback, DANE,
-per-domain policy) is that server's job.  Without a smarthost, mail stays
-queued (a log line says so) until one is configured and the appliance is
-restarted, or until it is ``queue_max_age`` old: then it is bounced like any
-undeliverable mail (docs/smtp.md).
+Everything the appliance sends goes through here: to the configured
+smarthost (``[appliance] smarthost``) when there is one, else directly to
+each recipient domain's MX hosts (RFC 5321 5.1, :mod:`phaserlink.smtp_relay.mx`,
+docs/outbound.md), several messages for one domain over one connection.
 
 Every file operation of a commit, an envelope update and a removal (fsync,
 rename, unlink) runs in the ``durable`` worker pool (:mod:`phaserlink.threads`),
@@ -72,7 +68,7 @@ from zope.interface import implementer
 from phaserlink.durable import fsync_dir
 from phaserlink.net import smtp_client
 from phaserlink.threads import pools_for
-from phaserlink.smtp_relay import bounce
+from phaserlink.smtp_relay import bounce, dkim_sign, mx
 from phaserlink.smtp_relay.interfaces import IOutboundQueue, IQueuedMessage
 
 log = Logger()
@@ -86,7 +82,6 @@ READABLE_VERSIONS = (1, 2)
 STOP_TIMEOUT = 10.0
 BODY_8BITMIME = "8BITMIME"
 BODY_7BIT = "7BIT"
-NO_SMARTHOST = "no smarthost configured ([appliance] smarthost); cannot deliver"
 _counter = itertools.count()
 
 # Failures at these stages say something about the message, so a 5xx there
@@ -138,6 +133,7 @@ class _Failure:
     enhanced: str | None
     text: str
     permanent: bool
+    remote: str | None = None  # the host that said so, when not the smarthost (MX delivery)
 
     def diagnostic(self) -> str:
         if self.code is None:
@@ -194,9 +190,10 @@ class QueuedMessage:
         queue = self.queue
         envelope = Envelope(self.id, self.mail_from, self.recipients, queue.reactor.seconds(),
                             body=self.body_type(), size=self.wire_size())
-        d = queue._track(queue.pools.durable(self._write_files, envelope))
+        signer = queue.signer if self.mail_from == "" else None
+        d = queue._track(queue.pools.durable(self._write_files, envelope, signer))
 
-        def committed(_: object) -> str:
+        def committed(envelope: Envelope) -> str:
             queue._committed(envelope)
             return self.id
 
@@ -216,17 +213,22 @@ class QueuedMessage:
         self.commit().addErrback(failed)
         return queue_id
 
-    def _write_files(self, envelope: Envelope) -> None:
+    def _write_files(self, envelope: Envelope, signer: dkim_sign.Signer | None = None) -> Envelope:
         """In a worker thread: data file fsync'd and renamed, then the
-        envelope (the commit record); on any failure neither stays."""
+        envelope (the commit record); on any failure neither stays.  The
+        appliance's own mail (null sender) is DKIM-signed first when a
+        signer is configured (docs/outbound.md)."""
         queue = self.queue
         try:
             self._file.flush()
+            if signer is not None:
+                envelope = self._sign(signer, envelope)
             os.fsync(self._file.fileno())
             self._file.close()
             os.rename(self._tmp, queue.data_dir / self.id)
             fsync_dir(queue.data_dir)
             queue._store_envelope(envelope)
+            return envelope
         except BaseException:
             try:
                 self._file.close()
@@ -238,6 +240,27 @@ class QueuedMessage:
                 except OSError:
                     pass
             raise
+
+    def _sign(self, signer: dkim_sign.Signer, envelope: Envelope) -> Envelope:
+        """Put a DKIM-Signature on top of a small message (in the worker
+        thread); a message too big for dkimpy's in-memory signing, or one it
+        cannot sign, goes unsigned with a log line."""
+        if self.size > dkim_sign.MAX_SIGNED_SIZE:
+            log.warn("outbound queue: {id} is {size} bytes, over {max}: queued without a DKIM signature",
+                     id=self.id, size=self.size, max=dkim_sign.MAX_SIGNED_SIZE)
+            return envelope
+        data = self._tmp.read_bytes()
+        try:
+            field = signer.header(data)
+        except Exception as e:
+            log.error("outbound queue: {id}: cannot DKIM-sign ({why}); queued unsigned", id=self.id, why=e)
+            return envelope
+        self._file.seek(0)
+        self._file.write(field + data)
+        self._file.flush()
+        self.size += len(field)
+        self.lines += field.count(b"\n")
+        return replace(envelope, size=self.wire_size())
 
     def abort(self) -> None:
         if self._done:
@@ -274,6 +297,8 @@ class OutboundQueue(service.Service):
         self.max_concurrent = MAX_CONCURRENT_DELIVERIES
         # The SMTP client; tests replace it with a fake of the same signature.
         self.send: Callable[..., defer.Deferred] = smtp_client.send
+        self.mx: mx.MXDelivery | None = None  # delivery by MX when there is no smarthost
+        self.signer = dkim_sign.signer_for(site.appliance)  # DKIM for our own mail, or None
         self._entries: dict[str, Envelope] = {}
         self._timers: dict[str, Any] = {}
         self._ready: deque[str] = deque()
@@ -332,12 +357,9 @@ class OutboundQueue(service.Service):
         for stale in self.tmp_dir.iterdir():
             stale.unlink()
         self._recover()
-        if self.site.appliance.smarthost is None and self._entries:
-            log.warn(
-                "outbound queue: no smarthost configured; {count} message(s) stay queued "
-                "until they expire (queue_max_age)",
-                count=len(self._entries),
-            )
+        if self.site.appliance.smarthost is None:
+            log.info("outbound queue: no smarthost configured; delivering by MX records (port {port})",
+                     port=getattr(self.site.appliance, "mx_port", mx.DEFAULT_MX_PORT))
 
     def stopService(self) -> "defer.Deferred[None]":
         """Stop starting deliveries; wait for the ones running (at most
@@ -352,6 +374,8 @@ class OutboundQueue(service.Service):
         self._ready.clear()
         active = list(self._active.values())
         waiting = active + list(self._pending)
+        if self.mx is not None:
+            waiting.append(self.mx.close_idle())
         if not waiting:
             return defer.succeed(None)
         timer = self.reactor.callLater(STOP_TIMEOUT, self._cancel_attempts, active)
@@ -471,14 +495,6 @@ class OutboundQueue(service.Service):
         if old is not None and old.active():
             old.cancel()
         when = envelope.next_attempt
-        if self.site.appliance.smarthost is None:
-            # Nothing to try until it expires; then it is bounced.
-            when = max(when, self.deadline(envelope))
-            log.warn(
-                "outbound queue: no smarthost configured; {id} stays queued until it expires "
-                "in {left:.0f}s (set [appliance] smarthost and restart)",
-                id=envelope.id, left=max(0.0, when - self.reactor.seconds()),
-            )
         delay = max(0.0, when - self.reactor.seconds())
         self._timers[envelope.id] = self.reactor.callLater(delay, self._due, envelope.id)
 
@@ -521,9 +537,7 @@ class OutboundQueue(service.Service):
         failures: dict[str, _Failure] = {}
         delivered: list[str] = []
         if smarthost is None:
-            for rcpt in envelope.recipients:
-                failures[rcpt] = _Failure(None, None, NO_SMARTHOST, False)
-            await self._record(envelope, delivered, failures, None)
+            await self._attempt_by_mx(envelope, delivered, failures)
             return
         password = None
         try:
@@ -553,6 +567,47 @@ class OutboundQueue(service.Service):
                 else:
                     failures[r.address] = _Failure(r.reply.code, r.reply.enhanced, r.reply.text, r.reply.permanent)
         await self._record(envelope, delivered, failures, smarthost.host)
+
+    def mx_delivery(self) -> mx.MXDelivery:
+        """The MX deliverer (made on first use; tests may set ``self.mx``)."""
+        if self.mx is None:
+            a = self.site.appliance
+            self.mx = mx.MXDelivery(
+                self.reactor, helo=a.hostname, port=getattr(a, "mx_port", mx.DEFAULT_MX_PORT),
+                tls=getattr(a, "outbound_tls", "may"), ca_file=getattr(a, "outbound_tls_ca", None),
+                dns_servers=getattr(a, "dns_servers", ()), timeout=DELIVERY_TIMEOUT,
+            )
+        return self.mx
+
+    async def _attempt_by_mx(self, envelope: Envelope, delivered: list[str], failures: dict[str, _Failure]) -> None:
+        """No smarthost: each recipient domain by its MX hosts, the domains
+        side by side (docs/outbound.md)."""
+        by_domain: dict[str, list[str]] = {}
+        for rcpt in envelope.recipients:
+            by_domain.setdefault(mx.domain_of(rcpt), []).append(rcpt)
+        deliverer = self.mx_delivery()
+        path = str(self.data_dir / envelope.id)
+        attempts = [
+            defer.Deferred.fromCoroutine(deliverer.deliver(domain, envelope.mail_from, rcpts, path,
+                                                           size=envelope.size, body=envelope.body))
+            for domain, rcpts in by_domain.items()
+        ]
+        results = await defer.DeferredList(attempts, consumeErrors=True)
+        hosts: list[str] = []
+        for (ok, outcome), rcpts in zip(results, by_domain.values()):
+            if not ok:
+                log.failure("outbound queue: {id}: MX delivery crashed", outcome, id=envelope.id)
+                for rcpt in rcpts:
+                    failures[rcpt] = _Failure(None, None, f"local error: {outcome.getErrorMessage()}", False)
+                continue
+            for o in outcome:
+                if o.accepted:
+                    delivered.append(o.address)
+                    if o.host and o.host not in hosts:
+                        hosts.append(o.host)
+                else:
+                    failures[o.address] = _Failure(o.code, o.enhanced, o.text, o.permanent, o.host)
+        await self._record(envelope, delivered, failures, ", ".join(hosts) or "MX")
 
     async def _record(self, envelope: Envelope, delivered: list[str], failures: dict[str, _Failure],
                       remote: str | None) -> None:
@@ -611,7 +666,7 @@ class OutboundQueue(service.Service):
                 bounce.status_for(f.code, f.enhanced),
                 f.diagnostic() if not (expired and not f.permanent) else f"{f.diagnostic()} (gave up after "
                 f"{self.site.appliance.queue_max_age:g}s in the queue)",
-                remote if f.code is not None else None,
+                (f.remote or remote) if f.code is not None else None,
             )
             for address, f in failed.items()
         ]

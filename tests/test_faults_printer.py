@@ -235,7 +235,9 @@ async def test_a_document_ghostscript_rejects_is_aborted_with_its_words(real_gs,
         assert mail.field("reasons") == "['document-format-error']"
         assert "report.pdf: cannot convert this pdf document to postscript" in mail.text
         assert "Error: /" in mail.text  # Ghostscript's own words
-        assert live.printed() == [] and live.states() == []
+        # The mail is queued before the job leaves the spool.
+        await live.until(lambda: live.states() == [], "the aborted job to leave the spool")
+        assert live.printed() == []
     finally:
         await live.stop()
 

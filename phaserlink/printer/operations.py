@@ -28,8 +28,10 @@ finds.  The rules:
 
 from __future__ import annotations
 
+
 import inspect
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -136,7 +138,16 @@ class PrinterOperations(service.Service):
         self.prune_call = self.reactor.callLater(PRUNE_INTERVAL, self._prune)
         d = self.pools.durable(self.history.prune)
         d.addCallback(lambda n: n and log.info("console history: pruned {n} finished job(s)", n=n))
-        d.addErrback(lambda f: log.failure("console history: pruning failed", f))
+        d.addErrback(self._prune_failed)
+
+    def _prune_failed(self, failure) -> None:
+        # A full disk or a locked database is the disk's state, not a bug:
+        # one line, and the next round tries again.
+        if failure.check(OSError, sqlite3.Error):
+            log.warn("console history: pruning failed ({why}); trying again in {s:g}s",
+                     why=failure.value, s=PRUNE_INTERVAL)
+        else:
+            log.failure("console history: pruning failed", failure)
 
     def stopService(self):
         super().stopService()

@@ -25,6 +25,11 @@ def console_config(app: Appliance) -> int:
     """Give *app* a console on a free port with an operator and a viewer."""
     port = free_port()
     app.appliance_extra += f"admin_listen = tcp:{port}:interface=127.0.0.1\n"
+    if "smarthost" not in app.appliance_extra:
+        # Status mail must wait in the queue for the tests to see it: a
+        # smarthost nobody listens on (without one, MX delivery would look
+        # the test domains up and bounce or drop the mail).
+        app.appliance_extra += f"smarthost = 127.0.0.1:{free_port()}\nsmarthost_tls = none\n"
     app.sections += (f"[admin:{OPERATOR[0]}]\npassword = {password_hash(OPERATOR[1])}\nrole = operator\n\n"
                      f"[admin:{VIEWER[0]}]\npassword = {password_hash(VIEWER[1])}\nrole = viewer\n\n")
     app.admin_port = port  # type: ignore[attr-defined]

@@ -200,7 +200,7 @@ class TmpFilePool:
     def _refill(self) -> None:
         if self.reactor is None or self.refilling:
             return
-        from twisted.internet import threads
+        from phaserlink.threads import pools_for
 
         self.refilling = True
         reactor, count, directory = self.reactor, self.TARGET - len(self.ready), self.directory
@@ -217,9 +217,7 @@ class TmpFilePool:
             self.refilling = False
             return result
 
-        d = threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), lambda: [TmpFile.create(directory) for _ in range(count)]
-        )
+        d = pools_for(reactor).durable(lambda: [TmpFile.create(directory) for _ in range(count)])
         d.addCallback(created)
         d.addBoth(done)
         d.addErrback(lambda f: log.failure("cannot create spare delivery files in {dir}", f, dir=directory))
@@ -303,7 +301,9 @@ class Delivery:
         Deferred fires only when the message is durable in every mailbox,
         and fails with ``OSError`` (nothing delivered) otherwise.
         """
-        from twisted.internet import defer, threads
+        from twisted.internet import defer
+
+        from phaserlink.threads import pools_for
 
         if self.done:
             return defer.fail(RuntimeError("delivery already finished"))
@@ -320,7 +320,7 @@ class Delivery:
             self._undo(linked)
             return failure
 
-        d = threads.deferToThreadPool(reactor, reactor.getThreadPool(), self._sync_file)
+        d = pools_for(reactor).durable(self._sync_file)
         d.addCallback(link)
         d.addCallbacks(lambda _: self._finish(linked), failed)
         return d
@@ -385,7 +385,7 @@ class DirectorySyncer:
         return d
 
     def _round(self, reactor) -> None:
-        from twisted.internet import threads
+        from phaserlink.threads import pools_for
 
         batch, self.waiting = self.waiting, []
         if not batch:
@@ -406,7 +406,7 @@ class DirectorySyncer:
                     d.callback(None)
             self._round(reactor)
 
-        threads.deferToThreadPool(reactor, reactor.getThreadPool(), sync_all).addBoth(finished)
+        pools_for(reactor).durable(sync_all).addBoth(finished)
 
 
 def _unlink_quietly(path: Path) -> None:

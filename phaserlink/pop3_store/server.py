@@ -26,9 +26,13 @@ Behaviour chosen, and why:
 * **One session per mailbox**: a second login gets ``-ERR [IN-USE]``.
 * **Only pull printers log in**: the mailbox of a printer the appliance
   prints for itself is read by its retriever; POP3 access would print twice.
-* **Failed logins** are answered ``-ERR [AUTH]`` only after
-  :data:`FAILED_LOGIN_DELAY` seconds (on the reactor clock, other sessions
-  go on), and the connection is closed after :data:`MAX_LOGIN_FAILURES`.
+* **Logins** follow :mod:`phaserlink.trust.logins` (docs/logins.md): the
+  PBKDF2 check runs in the ``cpu`` pool; a failure is answered ``-ERR
+  [AUTH]`` only after :data:`FAILED_LOGIN_DELAY` seconds (on the reactor
+  clock, other sessions go on); the connection is closed after
+  :data:`MAX_LOGIN_FAILURES`; an address that failed too often (over SMTP
+  or POP3) is answered ``-ERR [SYS/TEMP]`` and closed, without a check.
+  QUIT's deletions (unlink, fsync) run in the ``durable`` pool.
 * **Pipelining**: commands are handled strictly in order; while one is busy
   (a login check, a RETR being streamed, the QUIT deletion) later lines wait
   in a bounded buffer.
@@ -47,9 +51,8 @@ from enum import Enum
 from typing import Callable
 
 from twisted.cred import credentials as _credentials
-from twisted.cred import error as cred_error
 from twisted.cred.portal import Portal
-from twisted.internet import defer, interfaces, threads
+from twisted.internet import defer, interfaces
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -67,6 +70,9 @@ from phaserlink.pop3_store.auth import (
 )
 from phaserlink.pop3_store.maildir import MaildirStore, StoredMessage
 from phaserlink.pop3_store.streaming import MessageProducer, TopFilter
+from phaserlink.threads import pools_for
+from phaserlink.trust import logins as login_rules
+from phaserlink.trust.logins import LoginGuard, LoginSession, LoginVerdict, Outcome, guard_for
 
 log = Logger()
 
@@ -76,10 +82,11 @@ MAX_COMMAND_LINE = 512
 #: Bytes of pipelined commands held while a command is busy before we stop
 #: reading from the client.
 MAX_PENDING_INPUT = 64 * 1024
-#: Seconds before a failed login is answered (anti-guessing).
-FAILED_LOGIN_DELAY = 2.0
-#: Failed logins per connection before we hang up.
-MAX_LOGIN_FAILURES = 3
+#: Seconds before a failed login is answered (anti-guessing; the login
+#: rules own it).
+FAILED_LOGIN_DELAY = login_rules.FAILURE_DELAY
+#: Failed logins per connection before we hang up (the login rules own it).
+MAX_LOGIN_FAILURES = login_rules.FAILURES_PER_SESSION
 #: Unknown or malformed commands per connection before we hang up.
 MAX_BAD_COMMANDS = 20
 #: RFC 1939 section 3: an autologout timer of at least 10 minutes.
@@ -151,9 +158,8 @@ class POP3Server(Protocol, TimeoutMixin):
         self.closing = False
         self.counted = False
         self.user: bytes | None = None
-        self.login_failures = 0
+        self.logins: LoginSession | None = None  # this connection's login attempts
         self.bad_commands = 0
-        self.delayed = None  # the pending failed-login answer
         self.producer: MessageProducer | None = None
         self.mailbox = None
         self.logout: Callable[[], None] | None = None
@@ -179,9 +185,6 @@ class POP3Server(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.closing = True
         self.setTimeout(None)
-        if self.delayed is not None and self.delayed.active():
-            self.delayed.cancel()
-        self.delayed = None
         if self.producer is not None:
             self.producer.stopProducing()
         if not self.deleting:
@@ -379,9 +382,33 @@ class POP3Server(Protocol, TimeoutMixin):
 
     def _login(self, creds, user: bytes) -> None:
         self._busy()
-        d = defer.maybeDeferred(self.factory.portal.login, creds, None, IMailbox)
-        d.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(user,))
+        if self.logins is None:
+            self.logins = self.factory.logins.session(self._peer())
+        d = self.logins.attempt(lambda: defer.maybeDeferred(self.factory.portal.login, creds, None, IMailbox))
+        d.addCallbacks(self._login_answer, self._login_refused, callbackArgs=(user,), errbackArgs=(user,))
         d.addErrback(self._internal_error, "login")
+
+    def _login_answer(self, verdict: LoginVerdict, user: bytes) -> None:
+        """Say what the login rules decided (docs/logins.md)."""
+        if verdict.accepted:
+            self._logged_in(verdict.value)
+            return
+        if verdict.outcome is Outcome.REJECTED:
+            log.info("pop3: failed login for {user!r} from {peer}", user=user, peer=self._peer())
+        if self.closing:
+            return
+        if verdict.outcome is Outcome.THROTTLED:
+            self.err("too many failed logins from your address, try again later", "SYS/TEMP")
+            self._close()
+        elif verdict.outcome is Outcome.BUSY:
+            self.err("too many logins being checked, try again later", "SYS/TEMP")
+            self._done()
+        elif verdict.hangup:
+            self.err("invalid user name or password; too many failures, closing", "AUTH")
+            self._close()
+        else:
+            self.err("invalid user name or password", "AUTH")
+            self._done()
 
     def _logged_in(self, result) -> None:
         _, mailbox, logout = result
@@ -404,28 +431,15 @@ class POP3Server(Protocol, TimeoutMixin):
         self.ok(f"mailbox {mailbox.name} has {len(messages)} messages ({self._octets()} octets)")
         self._done()
 
-    def _login_failed(self, failure: Failure, user: bytes) -> None:
+    def _login_refused(self, failure: Failure, user: bytes) -> None:
+        """The credentials were right but the mailbox cannot be had now."""
         if failure.check(MailboxInUse):
             log.info("pop3: {peer}: mailbox {name} is in use", peer=self._peer(), name=failure.value.args[0])
-            self.err("mailbox is in use by another session, try again later", "IN-USE")
-            self._done()
+            if not self.closing:
+                self.err("mailbox is in use by another session, try again later", "IN-USE")
+                self._done()
             return
-        if not failure.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
-            return failure
-        self.login_failures += 1
-        log.info("pop3: failed login for {user!r} from {peer}", user=user, peer=self._peer())
-        if self.closing:
-            return
-        self.delayed = self.clock.callLater(FAILED_LOGIN_DELAY, self._answer_failure)
-
-    def _answer_failure(self) -> None:
-        self.delayed = None
-        if self.login_failures >= MAX_LOGIN_FAILURES:
-            self.err("invalid user name or password; too many failures, closing", "AUTH")
-            self._close()
-            return
-        self.err("invalid user name or password", "AUTH")
-        self._done()
+        return failure
 
     def _internal_error(self, failure: Failure, what: str) -> None:
         log.failure("pop3: {what} failed", failure, what=what)
@@ -587,17 +601,10 @@ class POP3Factory(ServerFactory):
     def buildProtocol(self, addr) -> POP3Server:
         return self.protocol(self)
 
-
-def thread_runner(reactor) -> Runner:
-    """Run blocking calls (PBKDF2, fsync) in *reactor*'s thread pool, or
-    inline for reactors without threads (the fakes unit tests use)."""
-    if not interfaces.IReactorThreads.providedBy(reactor):
-        return run_inline
-
-    def run(f, *args) -> defer.Deferred:
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
-
-    return run
+    @property
+    def logins(self) -> LoginGuard:
+        """The login rules' state, one per reactor (shared with SMTP)."""
+        return guard_for(self.reactor)
 
 
 def build_factory(site: SiteConfig, store: MaildirStore, reactor=None) -> POP3Factory:
@@ -620,5 +627,8 @@ def build_factory(site: SiteConfig, store: MaildirStore, reactor=None) -> POP3Fa
     if site.appliance.pop3_timeout < RFC_MIN_TIMEOUT:
         log.warn("pop3: pop3_timeout {t}s is below RFC 1939's 10 minutes; clients may be cut off",
                  t=site.appliance.pop3_timeout)
-    runner = thread_runner(reactor)
-    return POP3Factory(site, build_portal(site, store, runner), reactor, tls_options, runner)
+    # PBKDF2 in the cpu pool, the deletions' unlink and fsync in the durable
+    # one: a flood of logins never queues ahead of a commit (docs/threads.md).
+    pools = pools_for(reactor)
+    return POP3Factory(site, build_portal(site, store, pools.runner("cpu")), reactor, tls_options,
+                       pools.runner("durable"))

@@ -81,8 +81,12 @@ class RelayPolicy:
         return RecipientVerdict(550, "5.7.1", f"<{rcpt}>: Relay access denied")
 
     def check_login(self, username: str, password: bytes) -> bool:
-        """SMTP AUTH against the ``[user:NAME]`` sections (PBKDF2: slow on purpose)."""
-        user = self.site.users.get(username)
-        if user is None:
-            return False
-        return user.password.check(password)
+        """SMTP AUTH against the ``[user:NAME]`` sections (PBKDF2: slow on
+        purpose).  An unknown name costs the same PBKDF2 as a known one, so
+        timing does not tell which users exist (docs/logins.md)."""
+        from phaserlink.trust.logins import PasswordBook
+
+        book = self.__dict__.get("_password_book")
+        if book is None:  # made once; a race makes two equal books, harmless
+            book = self._password_book = PasswordBook({n: u.password for n, u in self.site.users.items()})
+        return book.verify(username, password)

@@ -40,8 +40,11 @@ Protocol behaviour chosen here (all replies carry RFC 3463 status codes):
   plaintext is discarded, and HELO, sender, recipients and AUTH are
   forgotten (the CVE-2011-0411 class).
 * AUTH PLAIN / LOGIN (RFC 4954) only under TLS (else ``530 5.7.0``); the
-  password check runs in the reactor's thread pool (PBKDF2 is slow on
-  purpose) and input is held meanwhile, so pipelined commands wait for it.
+  rules of :mod:`phaserlink.trust.logins` decide (docs/logins.md): the
+  PBKDF2 check runs in the ``cpu`` pool, a failure (``535 5.7.8``) is
+  answered after a delay, a session is closed after a few failures, and an
+  address that failed too often gets ``421 4.7.0`` and is closed.  Input is
+  held meanwhile, so pipelined commands wait for the answer.
 * VRFY ``252 2.5.2``; EXPN ``502 5.5.1``; NOOP, RSET, HELP, QUIT as RFC 5321.
 """
 
@@ -56,7 +59,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Callable
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
@@ -68,6 +71,8 @@ from phaserlink.smtp_relay.data import DataReader
 from phaserlink.smtp_relay.interfaces import IOutboundQueue
 from phaserlink.smtp_relay.policy import RelayPolicy
 from phaserlink.smtp_relay.sink import MessageSink
+from phaserlink.threads import pools_for
+from phaserlink.trust.logins import LoginGuard, LoginSession, LoginVerdict, Outcome, guard_for
 
 log = Logger()
 
@@ -610,23 +615,40 @@ class SMTPServer(Protocol, TimeoutMixin):
         if decoded is not None:
             self._check_login(username, decoded)
 
-    def _check_login(self, username: bytes, password: bytes) -> None:
-        name = username.decode("utf-8", "replace")
+    _logins: LoginSession | None = None  # this connection's login attempts
 
-        def done(ok: bool) -> None:
-            if ok:
+    def _check_login(self, username: bytes, password: bytes) -> None:
+        """Ask the login rules (phaserlink.trust.logins, docs/logins.md) and
+        answer what they say; input is held until then."""
+        name = username.decode("utf-8", "replace")
+        if self._logins is None:
+            self._logins = self.factory.logins.session(self.client_ip)
+
+        def answer(verdict: LoginVerdict) -> None:
+            if self._closed:
+                return
+            if verdict.accepted:
                 self.user = name
                 log.info("smtp {ip}: authenticated as {user}", ip=self.client_ip, user=name)
                 self.reply(235, "2.7.0", "Authentication successful")
+            elif verdict.outcome is Outcome.THROTTLED:
+                self._hangup(421, "4.7.0", f"{self.factory.hostname} Error: too many failed logins from "
+                             "your address, try again later")
+            elif verdict.outcome is Outcome.BUSY:
+                self.reply(454, "4.7.0", "Temporary authentication failure, try again later")
             else:
                 log.info("smtp {ip}: AUTH failed for {user}", ip=self.client_ip, user=name)
                 self._error(535, "5.7.8", "Error: authentication failed")
+                if verdict.hangup and not self._closed:
+                    self._hangup(421, "4.7.0", f"{self.factory.hostname} Error: too many failed logins")
 
         def failed(f) -> None:
             log.failure("smtp: password check failed", f)
-            self.reply(454, "4.7.0", "Temporary authentication failure")
+            if not self._closed:
+                self.reply(454, "4.7.0", "Temporary authentication failure")
 
-        self._wait_for(self.factory.check_login(name, password).addCallbacks(done, failed))
+        d = self._logins.attempt(lambda: self.factory.check_login(name, password))
+        self._wait_for(d.addCallbacks(answer, failed))
 
     _COMMANDS: dict[str, Callable[["SMTPServer", str], None]] = {}
 
@@ -690,13 +712,16 @@ class SMTPFactory(ServerFactory):
         get_pool = getattr(self.reactor, "getThreadPool", None)
         return get_pool() if get_pool is not None else None
 
+    @property
+    def logins(self) -> LoginGuard:
+        """The login rules' state, one per reactor (shared with POP3)."""
+        return guard_for(self.reactor)
+
     def check_login(self, username: str, password: bytes) -> defer.Deferred:
-        """Check in the reactor's thread pool when it has one (PBKDF2 takes
-        ~0.1 s and must not stall other sessions), else inline (tests)."""
-        pool = self._thread_pool()
-        if pool is not None:
-            return threads.deferToThreadPool(self.reactor, pool, self.policy.check_login, username, password)
-        return defer.maybeDeferred(self.policy.check_login, username, password)
+        """PBKDF2 (~0.05 s, slow on purpose) in the ``cpu`` pool, never in
+        the ``durable`` one the commits use (docs/threads.md); inline on
+        reactors without threads (tests)."""
+        return pools_for(self.reactor).cpu(self.policy.check_login, username, password)
 
     def commit(self, sink: MessageSink) -> defer.Deferred:
         """Make a message durable without stalling other sessions.

@@ -115,6 +115,7 @@ tls = required
 ca_file = {self.ca}
 
 [printer:raw]
+sender_auth = none
 address = raw@phaserlink.test
 
 [mailbox]

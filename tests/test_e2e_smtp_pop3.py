@@ -39,6 +39,7 @@ def dotted_body() -> bytes:
 def test_dot_line_at_16384_survives_smtp_in_and_pop3_out(appliance):
     appliance.sections = f"""
         [printer:pull]
+        sender_auth = none
         addresses = pull@phaserlink.test
         output = pull
         allowed_senders = *

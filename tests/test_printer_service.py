@@ -308,7 +308,7 @@ def test_poll_is_the_fallback_when_no_event_came(rig):
 
 def test_a_pull_printer_has_no_runner(tmp_path):
     site = make_site(tmp_path)
-    text = site.path.read_text() + "\n[printer:pull]\noutput = pull\nallowed_senders = *\n"
+    text = site.path.read_text() + "\n[printer:pull]\nsender_auth = none\noutput = pull\nallowed_senders = *\n"
     site.path.write_text(text)
     from phaserlink import config
 

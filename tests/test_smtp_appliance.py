@@ -21,10 +21,12 @@ from support.smtp import strip_received
 
 PRINTERS = """\
 [printer:demo]
+sender_auth = none
 addresses = demo@phaserlink.test
 allowed_senders = *
 
 [printer:strict]
+sender_auth = none
 addresses = strict@phaserlink.test
 allowed_senders = *@good.example
 """

@@ -71,6 +71,7 @@ from phaserlink.smtp_relay.data import DataReader
 from phaserlink.smtp_relay.interfaces import IOutboundQueue
 from phaserlink.smtp_relay.policy import RelayPolicy
 from phaserlink.smtp_relay.sink import MessageSink
+from phaserlink.trust.gate import Checkpoint, MessageResult, RcptResult, SenderGate
 from phaserlink.threads import pools_for
 from phaserlink.trust.logins import LoginGuard, LoginSession, LoginVerdict, Outcome, guard_for
 
@@ -141,6 +142,9 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.client_ip = ""
         self.may_relay_by_network = False
         self.txn: _Transaction | None = None
+        self._check: Checkpoint | None = None  # sender verification of _check_txn
+        self._check_txn: _Transaction | None = None
+        self._prefix = 0
 
     # -- connection -----------------------------------------------------
 
@@ -391,6 +395,48 @@ class SMTPServer(Protocol, TimeoutMixin):
                      rcpt=address, sender=txn.mail_from, code=verdict.code, text=verdict.text)
             self._error(verdict.code, verdict.status, verdict.text)
             return
+        printers = tuple(self.site.printers[n] for n in verdict.printers if n in self.site.printers)
+        if printers:  # who may print: the gate (phaserlink.trust, docs/trust.md)
+            d = self._checkpoint(txn).rcpt(printers)
+            d.addCallback(lambda result: self._rcpt_checked(txn, address, verdict, result))
+            d.addErrback(self._check_failed)
+            self._wait_for(d)
+            return
+        self._add_rcpt(txn, address, verdict)
+
+    def _checkpoint(self, txn: _Transaction) -> Checkpoint:
+        """This transaction's sender verification (started at its first printer RCPT)."""
+        if self._check is None or self._check_txn is not txn:
+            self._check_txn = txn
+            self._check = self.factory.gate.transaction(
+                self.client_ip, self.helo or "", txn.mail_from, self.user, self.may_relay_by_network)
+        return self._check
+
+    def _rcpt_checked(self, txn: _Transaction, address: str, verdict, result: RcptResult) -> None:
+        if self._closed or self.txn is not txn:
+            return
+        if not result.printers:
+            v = result.verdict
+            log.info("smtp {ip}: refused <{rcpt}> from <{sender}>: {code} {status} {text}", ip=self.client_ip,
+                     rcpt=address, sender=txn.mail_from, code=v.code, status=v.status, text=v.text)
+            if v.temporary:
+                self.reply(v.code, v.status, f"<{address}>: {v.text}")
+            else:
+                self._error(v.code, v.status, f"<{address}>: {v.text}")
+            return
+        boxes = result.printers + tuple(n for n in verdict.printers if n not in self.site.printers)
+        text = f"Ok, prints on {', '.join(result.printers)}"
+        if result.refused:
+            text += "; not " + "; ".join(f"{n}: {v.text}" for n, v in result.refused.items())
+        self._add_rcpt(txn, address, type(verdict)(verdict.code, verdict.status, text, printers=boxes,
+                                                    relay=verdict.relay))
+
+    def _check_failed(self, f) -> None:
+        log.failure("smtp {ip}: sender verification failed", f, ip=self.client_ip)
+        if not self._closed:
+            self.reply(451, "4.7.0", "Error: cannot verify the sender now, try again later")
+
+    def _add_rcpt(self, txn: _Transaction, address: str, verdict) -> None:
         txn.count += 1
         txn.rcpts.append(address)
         for name in verdict.printers:
@@ -424,6 +470,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._refuse_data(451, "4.3.0", "Error: cannot store the message now, try again later")
             return
         self._sink = sink
+        self._prefix = sink.delivery.size if sink.delivery is not None else 0  # ours, before the client's
         self._message_id = message_id
         self._reader = DataReader(sink.write, self.site.appliance.max_message_size, self.max_line)
         self._out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
@@ -469,13 +516,51 @@ class SMTPServer(Protocol, TimeoutMixin):
             self.reply(refusal.code, refusal.status, refusal.text)
             return
 
+        check = self._check if self._check_txn is txn else None
+        self._check = self._check_txn = None
+        names = tuple(n for n in txn.printers if n in self.site.printers)
+        if check is None or not names or sink.delivery is None:
+            self._wait_for(self._commit(txn, sink, reader, None))
+            return
+
+        def checked(result: MessageResult) -> defer.Deferred | None:
+            if self._closed:
+                sink.abort()
+                return
+            if not result.printers:
+                v = result.verdict
+                log.info("smtp {id}: refused from <{sender}>: {code} {status} {text}", id=mid,
+                         sender=txn.mail_from, code=v.code, status=v.status, text=v.text)
+                sink.restrict([n for n in txn.printers if n not in self.site.printers])
+                if not sink.targets:
+                    sink.abort()
+                    self.reply(v.code, v.status, v.text)
+                    return
+            else:
+                sink.restrict(list(result.printers) + [n for n in txn.printers if n not in self.site.printers])
+            return self._commit(txn, sink, reader, result, check)
+
+        def failed(f) -> None:
+            sink.abort()
+            self._check_failed(f)
+
+        self._wait_for(check.message(names, sink.delivery, self._prefix).addCallbacks(checked, failed))
+
+    def _commit(self, txn: _Transaction, sink: MessageSink, reader: DataReader, result: MessageResult | None,
+                check: Checkpoint | None = None) -> defer.Deferred:
+        """The 250 after the message is durable (and counted against the quotas)."""
+        mid = self._message_id
+
         def committed(_: object) -> None:
+            if check is not None and result is not None:
+                check.committed(result.printers)
             log.info(
                 "smtp {id}: from=<{sender}> size={size} printers={printers} relay={relay} queue={qid}",
                 id=mid, sender=txn.mail_from, size=reader.size, printers=",".join(txn.printers),
                 relay=",".join(txn.relay), qid=sink.queue_id,
             )
-            self.reply(250, "2.0.0", f"Ok: queued as {mid}")
+            where = f" ({result.summary()})" if result is not None and result.refused else ""
+            self.reply(250, "2.0.0", f"Ok: queued as {mid}{where}")
 
         def failed(f) -> None:
             sink.abort()
@@ -488,11 +573,15 @@ class SMTPServer(Protocol, TimeoutMixin):
         # The fsyncs may take milliseconds: they run in a thread while this
         # session holds its input (the client waits for this reply anyway)
         # and the other sessions go on.  The 250 still follows the commit.
-        self._wait_for(self.factory.commit(sink).addCallbacks(committed, failed))
+        return self.factory.commit(sink).addCallbacks(committed, failed)
 
     def _wait_for(self, d: defer.Deferred) -> None:
         """Hold this session's input until *d* fires, then go on with it."""
-        if d.called:  # synchronous (tests, no thread pool): no pause needed
+        # ``d.called`` is not enough: a Deferred that fired but waits on an
+        # inner one (the queue's commit in a thread) is "called" too.
+        finished: list[None] = []
+        d.addBoth(lambda result: finished.append(None) or result)
+        if finished:  # synchronous (tests, no thread pool): no pause needed
             return
         self._busy = True
 
@@ -699,6 +788,7 @@ class SMTPFactory(ServerFactory):
         self.max_sessions = site.appliance.max_sessions
         self.sessions = 0
         self.policy = RelayPolicy(site)
+        self.gate = SenderGate(site, reactor)  # who may print (docs/trust.md)
         self.tls_options = None
         if site.appliance.tls is not None:
             from phaserlink.tls import server_options

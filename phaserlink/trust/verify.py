@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import authheaders
 import authres
+import authres.arc
 import authres.dmarc
 import dkim
 import spf
@@ -360,7 +361,7 @@ def results_field(our_id: str, evidence: Evidence | None) -> bytes:
                 result=m.result, header_from=m.from_domain, policy=m.policy or None,
                 result_comment=_comment(m.comment) if m.result != PASS else None))
         if evidence.arc:
-            results.append(authres.ARCAuthenticationResult(result=evidence.arc))
+            results.append(authres.arc.ARCAuthenticationResult(result=evidence.arc))
     header = authres.AuthenticationResultsHeader(authserv_id=our_id, results=results)
     return H.fold(str(header))
 

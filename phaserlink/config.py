@@ -115,6 +115,8 @@ class ApplianceConfig:
     queue_max_age: float
     queue_retry_min: float
     queue_retry_max: float
+    postmaster: str | None = None  # postmaster@ mail is relayed here; None: kept in the local box
+    postmaster_pop3_password: PasswordHash | None = None  # POP3 login "postmaster" to that box
     # Sender verification (docs/trust.md)
     trusted_authserv_ids: tuple[str, ...] = ()  # upstream verifiers whose results we believe
     dns_servers: tuple[tuple[str, int], ...] = ()  # () = the system resolver
@@ -238,6 +240,7 @@ APPLIANCE_KEYS = {
     "smtp_timeout", "pop3_timeout", "relay_networks", "smarthost", "smarthost_tls",
     "smarthost_ca", "smarthost_user", "smarthost_password_file", "status_sender",
     "queue_max_age", "queue_retry_min", "queue_retry_max",
+    "postmaster", "postmaster_pop3_password",
 }
 PRINTER_KEYS = {
     "addresses", "output", "allowed_senders", "pop3_user", "pop3_password",
@@ -477,6 +480,8 @@ class _Loader:
             queue_max_age=s.typed("queue_max_age", "5d", parse_duration),
             queue_retry_min=s.typed("queue_retry_min", "1m", parse_duration),
             queue_retry_max=s.typed("queue_retry_max", "1h", parse_duration),
+            postmaster=s.addresses("postmaster")[0] if s.get("postmaster") else None,
+            postmaster_pop3_password=self.password(s, "postmaster_pop3_password"),
         )
 
     def check_spool(self, s: _Section, spool: Path) -> None:

@@ -7,6 +7,7 @@ import smtplib
 
 import pytest
 
+from support.sink_wait import saved
 from support.smtp_sink import SmtpSink
 
 BODY = (
@@ -24,7 +25,7 @@ def test_relay_network_client_reaches_the_smarthost(appliance, tmp_path):
         appliance.start()
         with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
             assert smtp.sendmail("alice@client.example", ["bob@elsewhere.example"], BODY) == {}
-        [message] = sink.wait_for(1)
+        [message] = saved(sink, 1)  # finished, not just created
         assert message.mail_from == "alice@client.example"
         assert message.recipients == ["bob@elsewhere.example"]
         # Our Received line first, then the message exactly as sent.

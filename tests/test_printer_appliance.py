@@ -126,8 +126,12 @@ def test_kill9_between_spool_and_delete_prints_once(appliance, tmp_path):
     appliance.stop()
     # Put the same message back in the mailbox, as if its delete had been lost.
     box = appliance.spool / "mail" / "demo"
-    journal = (appliance.spool / "jobs" / "demo" / "journal.jsonl").read_text()
-    uidl = next(line for line in journal.splitlines() if '"k":"uidl"' in line).split('"v":"')[1].split('"')[0]
+    from phaserlink.printer.journal import SEEN_FILE, SeenIndex
+
+    seen = SeenIndex(appliance.spool / "jobs" / "demo" / SEEN_FILE)
+    seen.open(time.time())
+    uidl = seen.records("uidl")[0]["v"]
+    seen.close()
     (box / "new" / f"{uidl},S=10,W=11").write_bytes(b"From: alice@example.com\nSubject: x\n\nagain\n")
     appliance.start()
     appliance.wait_for(lambda: list((box / "new").iterdir()) == [], what="the stale copy to be deleted")
@@ -278,3 +282,86 @@ def test_remote_dovecot_mailbox_is_polled_printed_and_emptied(appliance, tmp_pat
         assert len(printed_files(out)) == 1
     finally:
         dovecot.stop()
+
+
+def test_unreadable_header_and_impossible_fragment_are_answered_not_dropped(appliance, tmp_path):
+    """Issue 7 item 5 on the running appliance: a 300 KB header block and a
+    message/partial set with total=0 each get a "failed" status mail that
+    says why, at once (no partial_timeout wait), and nothing prints."""
+    from support.smtp_sink import SmtpSink
+
+    out = tmp_path / "printed"
+    with SmtpSink(tmp_path / "sink") as sink:
+        appliance.appliance_extra = f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\n"
+        appliance.sections = printer_section("demo", f"file:{out}", notify="errors")
+        appliance.start()
+        big = job_mail(Message_ID="<big-header@example.com>")
+        for i in range(3600):
+            big[f"X-Padding-{i}"] = "x" * 70
+        send(appliance, big)
+        [mail] = sink_mails(sink, 1)
+        report = parse_status_report(mail.raw)
+        assert mail.recipients == ["alice@example.com"]
+        assert report.state == "aborted" and list(report.reasons) == ["document-format-error"]
+        assert "header could not be read: header section is longer than 262144 bytes" in report.human_text
+        fragment = (b"From: alice@example.com\r\nTo: demo@phaserlink.test\r\nSubject: part 1\r\n"
+                    b"Message-ID: <p1@example.com>\r\nMIME-Version: 1.0\r\n"
+                    b'Content-Type: message/partial; id="set-zero@example.com"; number=1; total=0\r\n\r\n'
+                    b"From: alice@example.com\r\nSubject: inner\r\n\r\n%!PS\r\n")
+        with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
+            smtp.sendmail("alice@example.com", ["demo@phaserlink.test"], fragment)
+        mails = sink_mails(sink, 2)
+        report = parse_status_report(mails[1].raw)
+        assert report.state == "aborted" and "job-data-insufficient" in report.reasons
+        assert "do not fit together: fragment 1 says the job has 0 parts" in report.human_text
+        assert printed_files(out) == []
+        assert list((appliance.spool / "mail" / "demo" / "new").iterdir()) == []
+
+
+def test_sigterm_keeps_the_spool_lock_until_the_printer_stopped(appliance, tmp_path):
+    """Issue 7 item 9 on the real twistd: SIGTERM while a job is being sent
+    to an LPD printer that never answers.  The spool lock stays held while
+    the send gets its grace (another appliance could otherwise start on the
+    spool and print the job a second time), the process exits within the
+    bound, and the job is still in the spool to resume."""
+    import signal
+    import socket
+
+    from phaserlink.durable import SpoolLock, SpoolLocked
+    from phaserlink.printer.dispatch import STOP_GRACE
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)
+    port = silent.getsockname()[1]
+    try:
+        appliance.sections = printer_section("lp", f"lpd://127.0.0.1:{port}/raw")
+        appliance.start()
+        send(appliance, job_mail(to="lp@phaserlink.test"))
+        conn, _ = silent.accept()  # the appliance is sending now
+        spool = appliance.spool / "jobs" / "lp"
+        appliance.wait_for(lambda: any('"processing"' in p.read_text() for p in spool.glob("*/state.json")),
+                           what="the job to be processing")
+        appliance.proc.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+
+        def held() -> bool:
+            probe = SpoolLock(appliance.spool)
+            try:
+                probe.acquire()
+            except SpoolLocked:
+                return True
+            probe.release()
+            return False
+
+        while time.monotonic() - stopped_at < STOP_GRACE - 2:
+            assert appliance.proc.poll() is None
+            assert held(), "the spool lock was released while the printer was still sending"
+            time.sleep(0.5)
+        appliance.proc.wait(timeout=15)
+        assert time.monotonic() - stopped_at < STOP_GRACE + 10
+        assert not held()
+        assert list(spool.glob("*/state.json")), "the job must stay in the spool to resume"
+        conn.close()
+    finally:
+        silent.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from phaserlink.printer import jobs as J
 from phaserlink.printer.jobs import Job, PartialSet, describe_partial
-from phaserlink.printer.journal import Journal
 from phaserlink.printer.spool import JobSpool, new_job_id
 
 
@@ -51,30 +50,61 @@ def test_a_damaged_state_file_is_left_for_a_human_not_guessed(tmp_path):
     assert spool.job_dir(job.job_id).exists()
 
 
-def test_journal_survives_a_torn_last_line_and_compacts(tmp_path, monkeypatch):
-    path = tmp_path / "journal.jsonl"
-    journal = Journal(path)
-    journal.load()
-    journal.append(Journal.uidl("src", "u1"), Journal.message_id("<m@x>"))
-    journal.append(Journal.partial_done("p1"), sync=False)
-    journal.close()
-    with open(path, "ab") as f:
-        f.write(b'{"k":"uidl","src":"src","v":"u2')  # the crash came mid-write
-    index = Journal(path).load()
-    assert index.uidls == {("src", "u1")} and index.message_ids == {"<m@x>"} and index.partials_done == {"p1"}
-    from phaserlink.printer import journal as journal_module
+def test_an_old_journal_is_migrated_torn_last_line_ignored(tmp_path):
+    from phaserlink.printer import journal
+    from phaserlink.printer.journal import SeenIndex, legacy_line
 
-    monkeypatch.setattr(journal_module, "JOURNAL_MAX_RECORDS", 2)
-    monkeypatch.setattr(journal_module, "JOURNAL_KEEP_RECORDS", 1)
-    Journal(path).load()
-    assert path.read_bytes().count(b"\n") == 1
+    legacy = tmp_path / "journal.jsonl"
+    legacy.write_bytes(legacy_line(journal.uidl("src", "u1")) + legacy_line(journal.message_id("<m@x>"))
+                       + legacy_line(journal.partial_done("p1"))
+                       + b'{"k":"uidl","src":"src","v":"u2')  # the crash came mid-write
+    index = SeenIndex(tmp_path / "seen.sqlite")
+    index.open(now=legacy.stat().st_mtime)
+    assert index.has_uidl("src", "u1") and index.has_message_id("<m@x>") and index.partial_done("p1")
+    assert not index.has_uidl("src", "u2")
+    assert not legacy.exists()  # migrated once: the journal no longer grows
+    index.close()
+    again = SeenIndex(tmp_path / "seen.sqlite")
+    again.open(now=legacy.stat().st_mtime if legacy.exists() else 0)
+    assert again.has_uidl("src", "u1") and again.count() == 3
 
 
-def test_spooled_jobs_count_as_seen_even_without_journal_lines():
-    from phaserlink.printer.journal import SeenIndex
+def test_spooled_jobs_count_as_seen_even_without_their_records(tmp_path):
+    spool = JobSpool(tmp_path, "lp")
+    incoming, f = spool.incoming_file()
+    f.write(b"m")
+    f.close()
+    spool.create(a_job(partial=PartialSet("set-1", 2, {"1": "u1", "2": "u2"})), incoming, part=1)  # no seen=
+    spool.create(a_job(state=J.PENDING_HELD, reasons=[J.JOB_INCOMING], partial=PartialSet("set-2", None, {}),
+                       uidls=["u3"], message_id=None))
+    fresh = JobSpool(tmp_path, "lp")
+    jobs = fresh.open().result
+    assert len(jobs) == 2
+    assert fresh.seen.has_uidl("local mailbox lp", "u1") and fresh.seen.has_message_id("<m@x>")
+    assert fresh.seen.partial_done("set-1") and not fresh.seen.partial_done("set-2")  # set-2 still arriving
 
-    index = SeenIndex()
-    index.add_job(a_job(partial=PartialSet("set-1", 2, {"1": "u1", "2": "u2"})))
-    index.add_job(a_job(state=J.PENDING_HELD, reasons=[J.JOB_INCOMING], partial=PartialSet("set-2", None, {})))
-    assert ("local mailbox lp", "u1") in index.uidls and "<m@x>" in index.message_ids
-    assert index.partials_done == {"set-1"}  # set-2 is still arriving
+
+def test_a_job_and_its_records_are_one_call_and_a_failed_create_leaves_nothing(tmp_path, monkeypatch):
+    from phaserlink.printer import journal
+    from phaserlink.printer import spool as spool_module
+
+    spool = JobSpool(tmp_path, "lp")
+    spool.open()
+    job = a_job()
+    spool.create(job, seen=[journal.uidl(job.source, "u1"), journal.message_id("<m@x>")])
+    assert spool.exists(job.job_id) and spool.seen.has_uidl(job.source, "u1")
+    spool.remove(job.job_id, seen=[journal.done(job, 5.0)])
+    assert not spool.job_dir(job.job_id).exists() and spool.finished(job.job_id)
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "write_atomic", full)
+    incoming, f = spool.incoming_file()
+    f.close()
+    other = a_job(uidls=["u9"])
+    d = spool.create(other, incoming, seen=[journal.uidl(other.source, "u9")])
+    assert isinstance(d.result.value, OSError)
+    d.addErrback(lambda _f: None)
+    assert not spool.job_dir(other.job_id).exists()  # no half-made job
+    assert not spool.seen.has_uidl(other.source, "u9")  # and not marked seen: it is fetched again

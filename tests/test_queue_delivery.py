@@ -50,10 +50,10 @@ def make_queue(spool: Path, port: int, tls: str = "none", ca_file=None) -> Outbo
     return q
 
 
-def enqueue(q: OutboundQueue, data: bytes, sender="alice@example.test", rcpts=("bob@remote.test",)) -> str:
+async def enqueue(q: OutboundQueue, data: bytes, sender="alice@example.test", rcpts=("bob@remote.test",)) -> str:
     m = q.submit(sender, list(rcpts))
     m.write(data)
-    return m.commit()
+    return await m.commit()  # durable in a worker thread, then the id
 
 
 async def until(predicate, timeout: float = 15.0, step: float = 0.05) -> None:
@@ -86,7 +86,7 @@ async def test_queued_mail_arrives_intact_with_dot_at_16384(tmp_path, sink, stop
     q = make_queue(tmp_path / "spool", sink.port)
     stop_later(q)
     data = boundary_message()
-    enqueue(q, data, rcpts=("bob@remote.test", "carol@remote.test"))
+    await enqueue(q, data, rcpts=("bob@remote.test", "carol@remote.test"))
     await until(lambda: q.queued() == [])
     [got] = sink.messages()
     assert got.raw == data  # byte for byte, after smtp-sink unstuffed it
@@ -107,7 +107,7 @@ async def test_temporary_failure_is_retried_then_delivered(tmp_path, sink, stop_
     sink.start()
     q = make_queue(tmp_path / "spool", sink.port)
     stop_later(q)
-    queue_id = enqueue(q, b"Subject: retry\n\nplease\n")
+    queue_id = await enqueue(q, b"Subject: retry\n\nplease\n")
     await until(lambda: q.queued() and q.queued()[0].attempts >= 2)
     [env] = q.queued()
     assert env.id == queue_id and attempts_text in env.last_error
@@ -136,7 +136,7 @@ async def test_hard_reject_bounces_to_sender(tmp_path, sink, stop_later):
             return smtp_client.send(reactor_, host, inbox.port if mail_from == "" else port, mail_from, *args, **kw)
 
         q.send = route
-        enqueue(q, b"From: alice@example.test\nSubject: nope\nMessage-ID: <nope@example.test>\n\nsecret body\n")
+        await enqueue(q, b"From: alice@example.test\nSubject: nope\nMessage-ID: <nope@example.test>\n\nsecret body\n")
         await until(lambda: q.queued() == [] and len(inbox.messages()) == 1)
         assert sink.messages() == []
         [got] = inbox.messages()
@@ -157,7 +157,7 @@ async def test_bounce_of_a_bounce_is_dropped(tmp_path, sink, stop_later):
     sink.start()
     q = make_queue(tmp_path / "spool", sink.port)
     stop_later(q)
-    enqueue(q, b"Subject: status\n\nyour job printed\n", sender="")
+    await enqueue(q, b"Subject: status\n\nyour job printed\n", sender="")
     await until(lambda: q.queued() == [])
     await task.deferLater(reactor, 2 * RETRY, lambda: None)
     assert q.queued() == [] and sink.messages() == []

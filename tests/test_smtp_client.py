@@ -116,7 +116,9 @@ EHLO_REPLY = b"250-mx.test hello\r\n250-SIZE 1000000\r\n250-8BITMIME\r\n250 PIPE
 def test_happy_path_writes_exact_commands_and_body():
     s = Session(body=b"Subject: hi\n\n.hidden\nbye")
     assert s.reply(b"220 mx.test ESMTP\r\n") == b"EHLO client.test\r\n"
-    assert s.reply(EHLO_REPLY) == b"MAIL FROM:<s@y.test> SIZE=24\r\n"
+    # RFC 1870: the size on the wire, CRLF line ends (24 bytes, 3 LFs, and
+    # the final line end the client adds), without the stuffing dot.
+    assert s.reply(EHLO_REPLY) == b"MAIL FROM:<s@y.test> SIZE=29\r\n"
     assert s.reply(b"250 2.1.0 ok\r\n") == b"RCPT TO:<a@x.test>\r\n"
     assert s.reply(b"250 2.1.5 ok\r\n") == b"DATA\r\n"
     assert s.reply(b"354 go ahead\r\n") == b""

@@ -139,7 +139,8 @@ def test_write_error_refuses_451_and_drains():
     assert reader.feed(b"a\r\n") is None
     assert reader.feed(b"b\r\nc\r\n.\r\nQUIT\r\n") == b"QUIT\r\n"
     assert len(calls) == 1
-    assert (reader.verdict().code, reader.verdict().status) == (451, "4.3.0")
+    # ENOSPC is "mail system full" (RFC 3463), still temporary.
+    assert (reader.verdict().code, reader.verdict().status) == (451, "4.3.1")
 
 
 # -- through the protocol into the Maildir ----------------------------------
@@ -181,8 +182,9 @@ def test_received_header_prepended(site):
     (stored,) = mailbox_files(site, "demo")
     head, _, rest = stored.partition(b"Subject: hi\n")
     assert rest == b"\nbody\n"
-    text = strip_results(head).decode()
-    assert text.startswith("Received: from client.example ([127.0.0.1])\n\tby phaserlink.test (PhaserLink)"
+    text = head.decode()
+    assert text.startswith("Return-Path: <a@good.example>\nAuthentication-Results: phaserlink.test;\n\tnone\n"
+                           "Received: from client.example ([127.0.0.1])\n\tby phaserlink.test (PhaserLink)"
                            f" with ESMTP id {mid}\n\tfor <demo@phaserlink.test>;\n\t")
     assert text.endswith(" +0000\n")
 
@@ -222,7 +224,10 @@ def test_disk_error_is_451_never_250_or_550(tmp_path, fail_at):
     assert reply.startswith(b"354")
     body = b"Subject: x\r\n\r\n" + b"line\r\n" * 20000  # > the 64 KiB file buffer
     reply = s.send(body + b".\r\nNOOP\r\n")
-    assert reply == b"451 4.3.0 Error: cannot store the message now, try again later\r\n250 2.0.0 Ok\r\n"
+    if fail_at == "write":  # ENOSPC: mail system full
+        assert reply == b"451 4.3.1 Error: insufficient system storage, try again later\r\n250 2.0.0 Ok\r\n"
+    else:  # EIO at the fsync
+        assert reply == b"451 4.3.0 Error: cannot store the message now, try again later\r\n250 2.0.0 Ok\r\n"
     assert mailbox_files(site, "demo") == []
     assert list((site.appliance.spool / "mail" / "demo" / "tmp").iterdir()) == []
 

@@ -137,7 +137,11 @@ def test_group_and_relay_in_one_message(site):
         assert strip_received(stored) == b"Subject: g\n\nhello\n"
     (m,) = q.committed
     assert (m.mail_from, m.recipients) == ("x@good.example", ["u@elsewhere.example"])
-    assert m.data == strip_results(stored)  # our Authentication-Results is for our mailboxes only
+    # The relayed copy is the mailbox copy without the Return-Path of
+    # final delivery (RFC 5321 4.4: only the last hop adds it) and without
+    # our Authentication-Results (for our mailboxes only).
+    assert stored.startswith(b"Return-Path: <x@good.example>\nAuthentication-Results: phaserlink.test;")
+    assert m.data == strip_results(stored.partition(b"\n")[2])
     # one file, hard-linked into each mailbox
     inodes = {p.stat().st_ino for n in ("strict", "open", "demo")
               for p in (site.appliance.spool / "mail" / n / "new").iterdir()}
@@ -166,7 +170,8 @@ def test_relay_queue_failure_is_451(tmp_path):
     s = Session(site, queue=q)
     s.envelope("a@x.example", "u@elsewhere.example")
     s.cmd("DATA")
-    assert s.send(b"x\r\n.\r\n") == b"451 4.3.0 Error: cannot store the message now, try again later\r\n"
+    # The fake queue's commit fails with ENOSPC: "mail system full".
+    assert s.send(b"x\r\n.\r\n") == b"451 4.3.1 Error: insufficient system storage, try again later\r\n"
 
 
 def test_max_recipients_452(tmp_path):
@@ -360,4 +365,4 @@ def test_threaded_commit_notifies_store_observers_in_reactor_thread(site):
     yield factory.commit(sink)
     yield task.deferLater(reactor, 0, lambda: None)
     assert heard == [("demo", threading.main_thread())]
-    assert mailbox_files(site, "demo") == [b"Subject: t\n\nbody\n"]
+    assert mailbox_files(site, "demo") == [b"Return-Path: <a@x.example>\nSubject: t\n\nbody\n"]

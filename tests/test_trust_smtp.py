@@ -112,7 +112,7 @@ def test_signed_and_aligned_prints_with_our_results_first(site, keys):
                  signed(keys, GOOD, message("alice@good.test")))
     assert reply.startswith(b"250 2.0.0 Ok: queued as "), reply
     (copy,) = stored(site, "demo")
-    assert copy.startswith(b"Authentication-Results: phaserlink.test;\n")
+    assert copy.startswith(b"Return-Path: <bounces@elsewhere.test>\nAuthentication-Results: phaserlink.test;\n")
     head = copy.split(b"\n\n")[0].decode()
     assert "dkim=pass header.d=good.test header.s=sel" in head
     assert "dmarc=pass header.from=good.test policy.dmarc=reject" in head

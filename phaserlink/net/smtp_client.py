@@ -11,7 +11,7 @@ API
 
 ``send(reactor, host, port, mail_from, recipients, message_source, *, helo,
 tls="opportunistic", implicit_tls=False, ca_file=None, tls_hostname=None,
-username=None, password=None, size=None, timeout=DEFAULT_TIMEOUT)
+username=None, password=None, size=None, timeout=DEFAULT_TIMEOUT, body=None)
 -> Deferred[SendResult]``
 
     Connects (``HostnameEndpoint``; wrapped in TLS when *implicit_tls*),
@@ -26,8 +26,12 @@ username=None, password=None, size=None, timeout=DEFAULT_TIMEOUT)
     ``CHUNK_SIZE`` pieces through a pull producer (back-pressure from the
     socket) and :class:`~phaserlink.message.wire.DotStuffer`: the message is
     never in memory.  A path is opened and closed here; a file object is left
-    open for the caller.  *size* is the ``SIZE=`` value; default: the bytes
-    on disk from the current position.
+    open for the caller.  *size* is the ``SIZE=`` value (RFC 1870: the
+    message with CRLF line ends, without stuffing dots); default: measured
+    from the source by :func:`wire_size` (a read of the whole source: large
+    messages should pass it).  *body* ``"8BITMIME"`` sends ``BODY=8BITMIME``
+    (RFC 6152); a server that does not advertise 8BITMIME then fails the
+    send permanently at stage ``mail`` (5.6.3: no downgrade here).
 
     The Deferred fires with :class:`SendResult` when the server accepted the
     message for at least one recipient: ``result.accepted`` /
@@ -72,8 +76,8 @@ TLS policy (*tls*)
 Cancelling the Deferred of :func:`send` or :func:`probe` aborts the
 connection at once (no QUIT) and fails it with ``CancelledError``.
 
-Not implemented: PIPELINING (commands go one at a time), BODY=8BITMIME,
-SMTPUTF8 and DSN parameters.  A TLS handshake or verification failure
+Not implemented: PIPELINING (commands go one at a time), MIME downgrade
+of 8-bit mail, SMTPUTF8 and DSN parameters.  A TLS handshake or verification failure
 after STARTTLS is an SMTPError at stage ``starttls`` whose text starts
 "TLS negotiation failed:".
 
@@ -624,19 +628,20 @@ async def converse(
     size: int | None = None,
     port: int | None = None,
     tls_setting: str = "tls",
+    body: str | None = None,
 ) -> SendResult:
     """One mail transaction on a connected protocol (used by :func:`send`
     and, with a fake transport, by the unit tests)."""
     polite = True
     if size is None:
-        size = _remaining_size(source)
+        size = wire_size(source)
     try:
         info = await _open_session(proto, host=host, helo=helo, tls=tls, ca_file=ca_file, tls_hostname=tls_hostname)
         if username is not None:
             where = f"smtp://{host}" if port is None else f"smtp://{_hostport(host, port)}"
             await _authenticate(proto, info, username, password or "", tls=tls, where=where,
                                 tls_setting=tls_setting)
-        params = f" SIZE={size}" if "SIZE" in info.extensions and size is not None else ""
+        params = _mail_parameters(info, size, body)
         await _expect(proto, STAGE_MAIL, f"MAIL FROM:<{mail_from}>{params}", (250,))
         results = []
         for rcpt in recipients:
@@ -673,6 +678,53 @@ def _open_source(message_source: Any) -> tuple[IO[bytes], bool]:
     if isinstance(message_source, (str, os.PathLike)):
         return open(message_source, "rb"), True
     return message_source, False
+
+
+BODY_8BITMIME = "8BITMIME"
+WIRE_SCAN_CHUNK = 1 << 20  # bytes read at a time when measuring the wire size
+
+
+def _mail_parameters(info: ServerInfo, size: int | None, body: str | None) -> str:
+    """``SIZE=`` when the server takes it; ``BODY=8BITMIME`` for 8-bit mail,
+    which a server without 8BITMIME must not get (RFC 6152 3)."""
+    params = f" SIZE={size}" if "SIZE" in info.extensions and size is not None else ""
+    if body is not None and body.upper() == BODY_8BITMIME:
+        if BODY_8BITMIME not in info.extensions:
+            why = "the server does not offer 8BITMIME and the message has 8-bit data (RFC 6152 3; no downgrade)"
+            raise SMTPError(why, enhanced="5.6.3", text=f"5.6.3 {why}", permanent=True, stage=STAGE_MAIL)
+        params += f" BODY={BODY_8BITMIME}"
+    return params
+
+
+def wire_size(source: IO[bytes]) -> int | None:
+    """RFC 1870's size of the rest of *source*: each bare LF counts as
+    CRLF, a missing final line end as 2, stuffing dots not at all.  The
+    position is kept.  None when the source cannot be read twice."""
+    try:
+        here = source.tell()
+    except (OSError, AttributeError, ValueError):
+        return None
+    total = lf = crlf = 0
+    previous = b""
+    last = b"\n"
+    try:
+        for chunk in iter(lambda: source.read(WIRE_SCAN_CHUNK), b""):
+            total += len(chunk)
+            lf += chunk.count(b"\n")
+            crlf += chunk.count(b"\r\n")
+            if previous == b"\r" and chunk[:1] == b"\n":
+                crlf += 1
+            previous = last = chunk[-1:]
+    except (OSError, ValueError):
+        return _remaining_size(source)
+    finally:
+        try:
+            source.seek(here)
+        except (OSError, ValueError):
+            pass
+    if total == 0:
+        return 0
+    return total + (lf - crlf) + (0 if last == b"\n" else 2)
 
 
 def _remaining_size(source: IO[bytes]) -> int | None:
@@ -729,6 +781,7 @@ def send(
     size: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     tls_setting: str = "tls",
+    body: str | None = None,
 ) -> "defer.Deferred[SendResult]":
     """Send one message; see the module docstring."""
     if mail_from:
@@ -747,7 +800,7 @@ def send(
             return await converse(
                 proto, mail_from, list(recipients), source,
                 host=host, helo=helo, tls=tls, ca_file=ca_file, tls_hostname=tls_hostname,
-                username=username, password=password, size=size, port=port, tls_setting=tls_setting,
+                username=username, password=password, size=size, port=port, tls_setting=tls_setting, body=body,
             )
         finally:
             if owned:
@@ -789,5 +842,5 @@ def probe(
 
 __all__ = [
     "CHUNK_SIZE", "DEFAULT_TIMEOUT", "RecipientResult", "RecipientsRefused", "Reply", "SMTPClientProtocol",
-    "SMTPError", "SendResult", "ServerInfo", "TLS_POLICIES", "converse", "probe", "send",
+    "SMTPError", "SendResult", "ServerInfo", "TLS_POLICIES", "converse", "probe", "send", "wire_size",
 ]

@@ -150,7 +150,10 @@ def _printer_for_user(site: SiteConfig, username: bytes) -> PrinterConfig | None
     for printer in site.printers.values():
         if printer.pop3_user == wanted and pop3_login_possible(printer):
             return printer
-    return None
+    from phaserlink.pop3_store.postmaster import postmaster_account  # the postmaster's box (docs/smtp.md)
+
+    account = postmaster_account(site)
+    return account if account is not None and account.pop3_user == wanted else None  # type: ignore[return-value]
 
 
 def pop3_login_possible(printer: PrinterConfig) -> bool:

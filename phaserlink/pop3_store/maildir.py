@@ -443,6 +443,13 @@ class MaildirStore:
     def mailbox(self, name: str) -> Maildir:
         return self.boxes[name]
 
+    def add_mailbox(self, name: str) -> Maildir:
+        """Add a mailbox that is no printer's (the postmaster's box,
+        :mod:`phaserlink.pop3_store.postmaster`); idempotent."""
+        if name not in self.boxes:
+            self.boxes[name] = Maildir(self.root / name, name)
+        return self.boxes[name]
+
     def deliver(self, names: Iterable[str]) -> Delivery:
         """Start a delivery into the named mailboxes (each once)."""
         unique = list(dict.fromkeys(names))

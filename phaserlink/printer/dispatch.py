@@ -28,7 +28,7 @@ from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
 from phaserlink.printer import jobs as J
-from phaserlink.printer.journal import Journal
+from phaserlink.printer import journal
 from phaserlink.printer.jobs import Document, Job
 from phaserlink.printer.local_source import run_inline
 from phaserlink.printer.spool import JobSpool
@@ -80,12 +80,11 @@ def _lpd_user(sender: str | None) -> str:
 class Dispatcher:
     """The print queue of one printer."""
 
-    def __init__(self, printer: PrinterConfig, spool: JobSpool, journal: Journal, output,
+    def __init__(self, printer: PrinterConfig, spool: JobSpool, output,
                  status: StatusMailer, tools: Toolkit, reactor, *,
                  blocking: Callable[..., defer.Deferred] = run_inline, hostname: str = "phaserlink"):
         self.printer = printer
         self.spool = spool
-        self.journal = journal
         self.output = output
         self.status = status
         self.tools = tools
@@ -291,11 +290,11 @@ class Dispatcher:
         log.warn("printer {printer} job {job}: aborted: {why}", printer=self.printer.name, job=job.job_id, why=why)
         self.finish(job)
 
-    def finish(self, job: Job) -> None:
-        """A terminal job: tell the sender, remember it, forget its files."""
-        if job.job_id in self.journal.index.finished:
-            self.spool.remove(job.job_id)  # mail went out before a crash
-            return
+    def finish(self, job: Job) -> defer.Deferred:
+        """A terminal job: tell the sender, remember it, forget its files
+        (the "done" record and the removal are one spool call)."""
+        if self.spool.finished(job.job_id):
+            return self.spool.remove(job.job_id)  # mail went out before a crash
         if job.state == J.COMPLETED:
             pages = f" ({job.pages} page{'s' if job.pages != 1 else ''})" if job.pages is not None else ""
             text = (f"Your print job {_quoted(job.title)} was delivered to printer {self.printer.name}{pages}.\n"
@@ -305,8 +304,7 @@ class Dispatcher:
             text = (f"Your print job {_quoted(job.title)} for printer {self.printer.name} "
                     f"was not printed.\nReason: {job.detail or 'unknown'}.")
             self.status.notify(job, ERRORS, text)
-        self.journal.append(Journal.done(job, self.reactor.seconds()))
-        self.spool.remove(job.job_id)
+        return self.spool.remove(job.job_id, seen=[journal.done(job, self.reactor.seconds())])
 
     # -- a printer that is down ---------------------------------------------------------
 

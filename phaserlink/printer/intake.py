@@ -4,22 +4,31 @@ The intake runs after a message is fsync'd in ``incoming/`` and before it is
 deleted at its source.  It decides what the message is:
 
 - already seen (same Message-ID, or a message/partial set already taken
-  in, or a fragment number already held): dropped, and its UIDL journalled
-  so that the source copy is deleted without printing twice;
+  in or failed, or a fragment number already held): dropped, and its UIDL
+  recorded so that the source copy is deleted without printing twice;
+- a message whose header cannot be read (too large, a line too long): a
+  job aborted at once with ``document-format-error``, its sender (found in
+  a bounded prefix of the header) told why;
 - a message/partial fragment (RFC 2046 5.2.2): kept in its set's job
   directory, the set being a job in ``pending-held`` / ``job-incoming``
   until all parts are there (any order), then reassembled into a normal
   job; a set still incomplete after ``partial_timeout`` is aborted and
-  the sender told which parts arrived;
+  the sender told which parts arrived.  A set that can never complete (a
+  total of 0 or over :data:`MAX_PARTS`, a part number above the total,
+  fragments that disagree on the total) is failed at once, not left to
+  time out;
 - otherwise a new ``pending`` job.
 
-Every outcome is durable (spool state and journal) when the returned
-Deferred fires, which is what allows the source to delete the message.
+Each outcome is ONE spool call (the job's change and its seen records,
+docs/spool.md) and is durable when the returned Deferred fires, which is
+what allows the source to delete the message.  Outcomes of one printer are
+decided one at a time (a retrieved message, a set's time-out, a
+reassembly), so in-memory sets never race their own spool writes.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -27,74 +36,70 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
-from phaserlink.durable import fsync_dir
 from phaserlink.printer import jobs as J
+from phaserlink.printer import journal
 from phaserlink.printer.dispatch import human_duration
 from phaserlink.printer.jobs import Job, PartialSet, describe_partial
-from phaserlink.printer.journal import Journal
-from phaserlink.printer.local_source import run_inline
 from phaserlink.printer.spool import JobSpool, new_job_id
 from phaserlink.printer.status import FRAGMENT, RECEIVED, SET_COMPLETE, StatusMailer
-from phaserlink.printer.toolkit import MessageFacts, Toolkit
+from phaserlink.printer.toolkit import MessageFacts, Toolkit, sender_from_prefix
+from phaserlink.threads import pools_for
 
 log = Logger()
 
 #: A set claiming more parts than this is refused (a 500 MB job in 5 MB
 #: fragments has 100; this leaves room without inviting abuse).
 MAX_PARTS = 10_000
-
-_NO_FACTS = MessageFacts(sender=None, message_id=None, title=None, copies=1, notify=None, partial=None)
-
-
-def _reassemble_durably(reassemble, paths: list[Path], out: Path) -> None:
-    reassemble(paths, out)
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(out.parent)
+#: Seconds before a set's completion or time-out that could not be written
+#: (a full disk) is tried again.
+SPOOL_RETRY = 30.0
 
 
 class Intake:
     """Takes retrieved messages into one printer's spool."""
 
-    def __init__(self, printer: PrinterConfig, spool: JobSpool, journal: Journal, status: StatusMailer,
-                 tools: Toolkit, reactor, on_job: Callable[[Job], None], *,
-                 blocking: Callable[..., defer.Deferred] = run_inline):
+    def __init__(self, printer: PrinterConfig, spool: JobSpool, status: StatusMailer,
+                 tools: Toolkit, reactor, on_job: Callable[[Job], None]):
         self.printer = printer
         self.spool = spool
-        self.journal = journal
         self.status = status
         self.tools = tools
         self.reactor = reactor
         self.on_job = on_job
-        self.blocking = blocking
+        self.pools = pools_for(reactor)
         self.sets: dict[str, Job] = {}  # partial id -> the set's job
         self.timers: dict[str, object] = {}  # job id -> DelayedCall (partial timeout)
+        self._turn = defer.DeferredLock()  # one outcome at a time
 
     @property
-    def index(self):
-        return self.journal.index
+    def seen(self) -> journal.SeenIndex:
+        return self.spool.seen
 
     def _now(self) -> float:
         return self.reactor.seconds()
 
-    def _inspect(self, path: Path) -> MessageFacts:
+    def _inspect(self, path: Path) -> tuple[MessageFacts, str | None]:
+        """The message's facts, and why its header could not be read (None if it could)."""
         try:
-            return self.tools.inspect(path)
-        except Exception:
-            # Unreadable headers: still a job, so that extraction fails it
-            # with a reason instead of it vanishing.
-            log.failure("printer {printer}: cannot read the header of {path}", printer=self.printer.name, path=path)
-            return _NO_FACTS
+            return self.tools.inspect(path), None
+        except OSError:
+            raise  # the disk, not the document: the message stays at its source
+        except Exception as e:
+            why = getattr(e, "reason", None) or str(e) or type(e).__name__
+            sender = None
+            try:
+                sender = sender_from_prefix(path)
+            except OSError:
+                raise
+            except Exception:
+                log.failure("printer {printer}: no sender found in {path}", printer=self.printer.name, path=path)
+            return MessageFacts(sender=sender, message_id=None, title=None, copies=1, notify=None,
+                                partial=None), why
 
     def _drop(self, path: Path, source: str, uidl: str, why: str) -> defer.Deferred:
         log.info("printer {printer}: {uidl} from {source} not printed: {why}",
                  printer=self.printer.name, uidl=uidl, source=source, why=why)
-        path.unlink(missing_ok=True)
-        self.journal.append(Journal.uidl(source, uidl), sync=False)
-        return defer.succeed(None)
+        return self.spool.note(seen=[journal.uidl(source, uidl)], discard=[path])
 
     def _new_job(self, facts: MessageFacts, source: str, uidl: str, state: str, reasons: list[str]) -> Job:
         now = self._now()
@@ -109,22 +114,26 @@ class Intake:
 
     def take(self, path: Path, uidl: str, source: str) -> defer.Deferred:
         """Spool the fsync'd message at *path* (moved, not copied)."""
-        facts = self._inspect(path)
+        return self._turn.run(lambda: defer.ensureDeferred(self._take(path, uidl, source)))
+
+    async def _take(self, path: Path, uidl: str, source: str) -> None:
+        facts, unreadable = self._inspect(path)
+        if unreadable is not None:
+            return await self._unreadable(path, uidl, source, facts, unreadable)
         if facts.partial is not None:
-            return self._fragment(path, uidl, source, facts)
-        if facts.message_id and facts.message_id in self.index.message_ids:
-            return self._drop(path, source, uidl, f"already received as {facts.message_id}")
+            return await self._fragment(path, uidl, source, facts)
+        if facts.message_id and self.seen.has_message_id(facts.message_id):
+            return await self._drop(path, source, uidl, f"already received as {facts.message_id}")
         job = self._new_job(facts, source, uidl, J.PENDING, [J.JOB_QUEUED])
         if not self.printer.sender_allowed(facts.sender or ""):
             job.state, job.reasons = J.ABORTED, [J.SENDER_NOT_ALLOWED]
             job.detail = f"{facts.sender or 'an unknown sender'} may not print on {self.printer.name}"
             log.warn("printer {printer}: {uidl} from {sender!r} refused: not an allowed sender",
                      printer=self.printer.name, uidl=uidl, sender=facts.sender)
-        self.spool.create(job, path)
-        records = [Journal.uidl(source, uidl)]
+        records = [journal.uidl(source, uidl)]
         if job.message_id:
-            records.append(Journal.message_id(job.message_id))
-        self.journal.append(*records, sync=False)
+            records.append(journal.message_id(job.message_id))
+        await self.spool.create(job, path, seen=records)
         if not job.terminal:
             log.info("printer {printer} job {job}: spooled {uidl} from {sender} ({title!r})",
                      printer=self.printer.name, job=job.job_id, uidl=uidl, sender=job.sender, title=job.title)
@@ -132,43 +141,59 @@ class Intake:
                 f"Your print job {_quoted(job.title)} was received by printer {self.printer.name} "
                 f"and is waiting to print (job {job.job_id})."))
         self.on_job(job)
-        return defer.succeed(None)
+
+    async def _unreadable(self, path: Path, uidl: str, source: str, facts: MessageFacts, why: str) -> None:
+        """A header that cannot be read is the document's fault: abort the
+        job with a reason the sender gets (item 5 of issue 7: it vanished)."""
+        job = self._new_job(facts, source, uidl, J.ABORTED, [J.DOCUMENT_FORMAT_ERROR])
+        job.detail = f"the message's header could not be read: {why}"
+        if facts.sender is None:
+            log.error("printer {printer}: {uidl} from {source} not printed: its header could not be read ({why}) "
+                      "and no From: or Return-Path: was found in its first bytes, so nobody can be told",
+                      printer=self.printer.name, uidl=uidl, source=source, why=why)
+        elif not self.printer.sender_allowed(facts.sender):
+            job.reasons = [J.SENDER_NOT_ALLOWED]
+            log.warn("printer {printer}: {uidl} from {sender!r} refused: not an allowed sender "
+                     "(and its header could not be read: {why})",
+                     printer=self.printer.name, uidl=uidl, sender=facts.sender, why=why)
+        else:
+            log.warn("printer {printer}: {uidl} from {sender}: header unreadable ({why}); aborted",
+                     printer=self.printer.name, uidl=uidl, sender=facts.sender, why=why)
+        await self.spool.create(job, path, seen=[journal.uidl(source, uidl)])
+        self.on_job(job)
 
     # -- message/partial ---------------------------------------------------------------
 
-    def _fragment(self, path: Path, uidl: str, source: str, facts: MessageFacts) -> defer.Deferred:
+    async def _fragment(self, path: Path, uidl: str, source: str, facts: MessageFacts) -> None:
         partial_id, number, total = facts.partial  # type: ignore[misc]
         if not self.printer.sender_allowed(facts.sender or ""):
-            return self._drop(path, source, uidl, f"fragment from {facts.sender!r}, not an allowed sender")
-        if partial_id in self.index.partials_done:
-            return self._drop(path, source, uidl, f"fragment {number} of {partial_id}, a set already taken in")
-        if number < 1 or number > MAX_PARTS or (total is not None and not (1 <= total <= MAX_PARTS and number <= total)):
-            return self._drop(path, source, uidl, f"fragment {number}/{total} of {partial_id} is not a valid part")
+            return await self._drop(path, source, uidl, f"fragment from {facts.sender!r}, not an allowed sender")
+        if self.seen.partial_done(partial_id):
+            return await self._drop(path, source, uidl, f"fragment {number} of {partial_id}, a set already "
+                                                        "taken in or failed")
         job = self.sets.get(partial_id)
+        if job is not None and str(number) in job.partial.parts:  # type: ignore[union-attr]
+            return await self._drop(path, source, uidl, f"fragment {number} of {partial_id} again")
+        problem = partial_problem(number, total, job.partial if job is not None else None)
+        if problem is not None:
+            return await self._fail_set(path, uidl, source, facts, job, problem)
         if job is None:
             job = self._new_job(facts, source, uidl, J.PENDING_HELD, [J.JOB_INCOMING])
             job.message_id = None  # a fragment's own id; the job's comes from the reassembled message
             job.partial = PartialSet(partial_id, total, {str(number): uidl})
-            self.spool.create(job, path, part=number)
+            await self.spool.create(job, path, part=number, seen=[journal.uidl(source, uidl)])
             self.sets[partial_id] = job
             self._arm_timeout(job)
         else:
             assert job.partial is not None
-            if str(number) in job.partial.parts:
-                return self._drop(path, source, uidl, f"fragment {number} of {partial_id} again")
-            if total is not None and job.partial.total is not None and total != job.partial.total:
-                return self._drop(path, source, uidl,
-                                  f"fragment {number} of {partial_id} says {total} parts, the set says {job.partial.total}")
-            if total is not None and max(job.partial.numbers()) > total:
-                return self._drop(path, source, uidl, f"fragment {number} of {partial_id} says {total} parts, "
-                                                      f"but part {max(job.partial.numbers())} arrived")
-            job.partial.parts[str(number)] = uidl
-            if total is not None:
-                job.partial.total = total
-            job.uidls.append(uidl)
-            job.changed = self._now()
-            self.spool.add_part(job, path, number)
-        self.journal.append(Journal.uidl(source, uidl), sync=False)
+            parts = dict(job.partial.parts)
+            parts[str(number)] = uidl
+            # A copy: the set in memory changes only once the disk says so.
+            job = dataclasses.replace(job, partial=PartialSet(partial_id, total if total is not None else job.partial.total,
+                                                              parts),
+                                      uidls=job.uidls + [uidl], changed=self._now())
+            await self.spool.add_part(job, path, number, seen=[journal.uidl(source, uidl)])
+            self.sets[partial_id] = job
         of = f" of {job.partial.total}" if job.partial.total else ""
         log.info("printer {printer} job {job}: fragment {n}{of} of {pid} ({have} held)",
                  printer=self.printer.name, job=job.job_id, n=number, of=of, pid=partial_id,
@@ -177,8 +202,30 @@ class Intake:
             f"Part {number}{of} of your print job {_quoted(job.title)} for printer {self.printer.name} "
             f"arrived. So far {describe_partial(job.partial)}."))
         if job.partial.complete():
-            return self._complete(job)
-        return defer.succeed(None)
+            await self._complete(job)
+
+    async def _fail_set(self, path: Path, uidl: str, source: str, facts: MessageFacts, job: Job | None,
+                        problem: str) -> None:
+        """Fragments that can never make a message: fail the set now, say
+        exactly why, and drop its later fragments (partial-done)."""
+        partial_id, number, _total = facts.partial  # type: ignore[misc]
+        records = [journal.uidl(source, uidl), journal.partial_done(partial_id)]
+        detail = f"the parts of this split job do not fit together: {problem}"
+        if job is None:
+            job = self._new_job(facts, source, uidl, J.ABORTED, [J.DOCUMENT_FORMAT_ERROR, J.JOB_DATA_INSUFFICIENT])
+            job.message_id = None
+            job.partial = PartialSet(partial_id, None, {})
+            job.detail = detail
+            await self.spool.create(job, path, seen=records)
+        else:
+            job = dataclasses.replace(job, state=J.ABORTED,
+                                      reasons=[J.DOCUMENT_FORMAT_ERROR, J.JOB_DATA_INSUFFICIENT],
+                                      detail=detail, uidls=job.uidls + [uidl], changed=self._now())
+            await self.spool.save(job, seen=records, discard=[path])
+            self._disarm(job)
+        log.warn("printer {printer} job {job}: set {pid} failed at fragment {n}: {why}",
+                 printer=self.printer.name, job=job.job_id, pid=partial_id, n=number, why=problem)
+        self.on_job(job)
 
     def _arm_timeout(self, job: Job) -> None:
         wait = max(job.created + self.printer.partial_timeout - self._now(), 0.0)
@@ -191,10 +238,33 @@ class Intake:
         if job.partial is not None:
             self.sets.pop(job.partial.id, None)
 
-    @defer.inlineCallbacks
-    def _complete(self, job: Job):
-        assert job.partial is not None and job.partial.total is not None
+    async def _complete(self, job: Job) -> None:
+        """All fragments are durable in the set: put them together.  A
+        failure (a full disk) keeps the set as it was and tries again after
+        :data:`SPOOL_RETRY`: the fragment that completed the set is already
+        recorded (and so deleted at its source), nothing else would."""
         self._disarm(job)
+        try:
+            await self._put_together(dataclasses.replace(job))
+        except Exception:
+            log.failure("printer {printer} job {job}: could not put the set together; trying again in {s:g}s",
+                        printer=self.printer.name, job=job.job_id, s=SPOOL_RETRY)
+            self._keep_trying(job, self._complete_later)
+
+    def _keep_trying(self, job: Job, later: Callable[[str], object]) -> None:
+        assert job.partial is not None
+        self.sets[job.partial.id] = job
+        self.timers[job.job_id] = self.reactor.callLater(SPOOL_RETRY, later, job.job_id)
+
+    def _complete_later(self, job_id: str) -> defer.Deferred | None:
+        self.timers.pop(job_id, None)
+        job = next((j for j in self.sets.values() if j.job_id == job_id), None)
+        if job is None:
+            return None
+        return self._turn.run(lambda: defer.ensureDeferred(self._complete(job)))
+
+    async def _put_together(self, job: Job) -> None:
+        assert job.partial is not None and job.partial.total is not None
         log.info("printer {printer} job {job}: all {n} fragments of {pid} arrived; reassembling",
                  printer=self.printer.name, job=job.job_id, n=job.partial.total, pid=job.partial.id)
         self.status.notify(job, SET_COMPLETE, (
@@ -203,81 +273,124 @@ class Intake:
         parts = [self.spool.part_path(job.job_id, n) for n in range(1, job.partial.total + 1)]
         message = self.spool.message_path(job.job_id)
         try:
-            yield self.blocking(_reassemble_durably, self.tools.reassemble, parts, message)
+            await self.pools.cpu(self.tools.reassemble, parts, message)
+        except OSError:
+            # The disk, not the document (ENOSPC, EIO): try again later.
+            message.unlink(missing_ok=True)
+            raise
         except Exception as e:
             log.failure("printer {printer} job {job}: reassembly failed", printer=self.printer.name, job=job.job_id)
-            self.journal.append(Journal.partial_done(job.partial.id), sync=False)
             job.state, job.reasons = J.ABORTED, [J.DOCUMENT_FORMAT_ERROR]
             job.detail = f"the {job.partial.total} parts could not be put back together: {getattr(e, 'reason', e)}"
             job.changed = self._now()
-            self.spool.save(job)
+            await self.spool.save(job, seen=[journal.partial_done(job.partial.id)])
             self.on_job(job)
             return
-        facts = self._inspect(message)
-        job.message_id = facts.message_id
-        job.title = facts.title or job.title
-        job.sender = facts.sender or job.sender
-        job.client_job_id = facts.client_job_id or job.client_job_id
-        job.copies = max(1, min(facts.copies, self.printer.copies_max)) if facts.copies else job.copies
-        if facts.notify is not None:
-            job.notify = facts.notify
-        records = [Journal.partial_done(job.partial.id)]
-        if job.message_id and job.message_id in self.index.message_ids:
-            self.journal.append(*records)  # synced: the set's job, which says so too, goes now
-            self.spool.remove(job.job_id)
+        facts, unreadable = self._inspect(message)
+        if unreadable is None:
+            job.message_id = facts.message_id
+            job.title = facts.title or job.title
+            job.sender = facts.sender or job.sender
+            job.client_job_id = facts.client_job_id or job.client_job_id
+            job.copies = max(1, min(facts.copies, self.printer.copies_max)) if facts.copies else job.copies
+            if facts.notify is not None:
+                job.notify = facts.notify
+        records = [journal.partial_done(job.partial.id)]
+        if job.message_id and self.seen.has_message_id(job.message_id):
+            # Synced: the set's job, which says so too, goes now.
+            await self.spool.remove(job.job_id, seen=records)
             log.info("printer {printer} job {job}: reassembled message {mid} was already received; dropped",
                      printer=self.printer.name, job=job.job_id, mid=job.message_id)
             return
-        job.state, job.reasons = J.PENDING, [J.JOB_QUEUED]
         job.changed = self._now()
-        self.spool.save(job)
+        if unreadable is not None:
+            job.state, job.reasons = J.ABORTED, [J.DOCUMENT_FORMAT_ERROR]
+            job.detail = f"the reassembled message's header could not be read: {unreadable}"
+            await self.spool.save(job, seen=records, discard=parts, flush=[message])
+            self.on_job(job)
+            return
+        job.state, job.reasons = J.PENDING, [J.JOB_QUEUED]
         if job.message_id:
-            records.append(Journal.message_id(job.message_id))
-        self.journal.append(*records, sync=False)
-        for part in parts:
-            part.unlink(missing_ok=True)
+            records.append(journal.message_id(job.message_id))
+        await self.spool.save(job, seen=records, discard=parts, flush=[message])
         self.status.notify(job, RECEIVED, (
             f"Your print job {_quoted(job.title)} ({job.partial.total} parts) was received by printer "
             f"{self.printer.name} and is waiting to print (job {job.job_id})."))
         self.on_job(job)
 
-    def _expire(self, job_id: str) -> None:
+    def _expire(self, job_id: str) -> defer.Deferred:
+        return self._turn.run(lambda: defer.ensureDeferred(self._expire_now(job_id)))
+
+    async def _expire_now(self, job_id: str) -> None:
         self.timers.pop(job_id, None)
-        job = next((j for j in self.sets.values() if j.job_id == job_id), None)
-        if job is None or job.partial is None:
+        held = next((j for j in self.sets.values() if j.job_id == job_id), None)
+        if held is None or held.partial is None:
             return
-        self.sets.pop(job.partial.id, None)
-        job.state, job.reasons = J.ABORTED, [J.ABORTED_BY_SYSTEM, J.JOB_DATA_INSUFFICIENT]
-        job.detail = (f"{describe_partial(job.partial)} after waiting "
-                      f"{human_duration(self.printer.partial_timeout)} for the rest")
-        job.changed = self._now()
-        self.spool.save(job)
-        self.journal.append(Journal.partial_done(job.partial.id), sync=False)
+        self.sets.pop(held.partial.id, None)
+        detail = (f"{describe_partial(held.partial)} after waiting "
+                  f"{human_duration(self.printer.partial_timeout)} for the rest")
+        job = dataclasses.replace(held, state=J.ABORTED, reasons=[J.ABORTED_BY_SYSTEM, J.JOB_DATA_INSUFFICIENT],
+                                  detail=detail, changed=self._now())
+        try:
+            await self.spool.save(job, seen=[journal.partial_done(held.partial.id)])
+        except Exception:
+            log.failure("printer {printer} job {job}: could not give up the set; trying again in {s:g}s",
+                        printer=self.printer.name, job=job_id, s=SPOOL_RETRY)
+            self._keep_trying(held, self._expire)
+            return
         log.warn("printer {printer} job {job}: incomplete set {pid} given up: {why}",
                  printer=self.printer.name, job=job.job_id, pid=job.partial.id, why=job.detail)
         self.on_job(job)
 
     # -- start and stop ----------------------------------------------------------------
 
-    def recover(self, job: Job) -> None:
+    def recover(self, job: Job) -> defer.Deferred | None:
         """Take back a job found in the spool at start."""
         if job.state == J.PENDING_HELD and J.JOB_INCOMING in job.reasons and job.partial is not None:
             self.sets[job.partial.id] = job
             if job.partial.complete():
-                self._complete(job)
-            else:
-                self._arm_timeout(job)
-            return
+                return self._turn.run(lambda: defer.ensureDeferred(self._complete(job)))
+            self._arm_timeout(job)
+            return None
         # Extracted documents are not fsync'd (they are derived data): after
         # a crash, extract again; printed_documents says where to resume.
         job.documents = None
         self.on_job(job)
+        return None
 
     def stop(self) -> None:
         for call in self.timers.values():
             if call.active():  # type: ignore[attr-defined]
                 call.cancel()  # type: ignore[attr-defined]
         self.timers.clear()
+
+
+def partial_problem(number: int, total: int | None, held: PartialSet | None) -> str | None:
+    """Why fragment *number* (saying *total*) can never complete a set
+    already holding *held*, in words for the sender; None if it can."""
+    if number < 0:
+        return "a fragment has no usable part number"
+    if total is not None and total < 0:
+        return f"fragment {number} gives no usable number of parts"
+    if number < 1 or number > MAX_PARTS:
+        return f"a fragment says it is part {number}; part numbers run from 1 to at most {MAX_PARTS}"
+    if total is not None:
+        if total < 1:
+            return f"fragment {number} says the job has {total} parts"
+        if total > MAX_PARTS:
+            return f"fragment {number} says the job has {total} parts; at most {MAX_PARTS} are accepted"
+        if number > total:
+            return f"fragment {number} says the job has only {total} parts"
+    if held is None:
+        return None
+    if total is not None and held.total is not None and total != held.total:
+        return f"fragment {number} says the job has {total} parts, an earlier fragment said {held.total}"
+    if total is not None and held.numbers() and max(held.numbers()) > total:
+        return (f"fragment {number} says the job has {total} parts, "
+                f"but part {max(held.numbers())} arrived before it")
+    if total is None and held.total is not None and number > held.total:
+        return f"part {number} arrived, but the job has only {held.total} parts"
+    return None
 
 
 def _quoted(title: str) -> str:

@@ -2,9 +2,10 @@
 
 No POP3 round trips and no polling: the store's delivery event wakes the
 retriever, which is what lets a job reach the printer within milliseconds
-of the SMTP 250.  Copying a message runs in a worker thread (when one is
-given) so that a 500 MB job never stalls the reactor; deletions are made
-durable by :meth:`Maildir.delete`, which fsyncs, when the session closes.
+of the SMTP 250.  Copying a message runs in the CPU thread pool (*blocking*)
+so that a 500 MB job never stalls the reactor; deletions are made durable
+by :meth:`Maildir.delete`, which fsyncs, in the durable pool (*durable*)
+when the session closes: no fsync in the reactor thread (docs/spool.md).
 """
 
 from __future__ import annotations
@@ -38,15 +39,17 @@ def copy_file(src_path, out: BinaryIO) -> int:
 
 @implementer(IMailSource)
 class LocalMailSource:
-    def __init__(self, store: MaildirStore, mailbox_name: str, blocking: Blocking = run_inline):
+    def __init__(self, store: MaildirStore, mailbox_name: str, blocking: Blocking = run_inline,
+                 durable: Blocking | None = None):
         self.store = store
         self.name = mailbox_name
         self.blocking = blocking
+        self.durable = durable or blocking
         self.description = f"local mailbox {mailbox_name}"
         self._unsubscribe: Callable[[], None] | None = None
 
     def open(self) -> defer.Deferred:
-        return defer.succeed(LocalMailSession(self.store.mailbox(self.name), self.blocking))
+        return defer.succeed(LocalMailSession(self.store.mailbox(self.name), self.blocking, self.durable))
 
     def on_new_mail(self, callback: Callable[[], None]) -> None:
         self.stop()
@@ -61,9 +64,10 @@ class LocalMailSource:
 
 @implementer(IMailSession)
 class LocalMailSession:
-    def __init__(self, maildir, blocking: Blocking):
+    def __init__(self, maildir, blocking: Blocking, durable: Blocking | None = None):
         self.maildir = maildir
         self.blocking = blocking
+        self.durable = durable or blocking
         self.messages: dict[str, StoredMessage] = {}
         self.marked: dict[str, StoredMessage] = {}
 
@@ -88,7 +92,7 @@ class LocalMailSession:
         marked, self.marked = list(self.marked.values()), {}
         if not marked:
             return defer.succeed(None)
-        return self.blocking(self.maildir.delete, marked)
+        return self.durable(self.maildir.delete, marked)
 
     def abort(self) -> None:
         self.marked.clear()

@@ -1,10 +1,13 @@
 """Moving a printer's mail from its source into its job spool.
 
 Guarantee 2 (docs/README.md) is kept here: each message is streamed into
-``incoming/``, fsync'd, taken in by the :class:`~.intake.Intake` (which
-makes the job durable and journals the UIDL), and only then deleted at the
-source.  A message whose UIDL the journal already knows (a crash came
-between spool and delete) is deleted without being taken in again.
+``incoming/``, fsync'd (in the durable thread pool: never in the reactor
+thread), taken in by the :class:`~.intake.Intake` (which makes the job
+durable and records the UIDL in the spool's seen index), and only then
+deleted at the source.  A message whose UIDL the seen index already knows
+(a crash came between spool and delete) is deleted without being taken in
+again.  A retrieval or an intake that fails (a full disk) leaves the
+message at the source for the next pass (docs/spool.md).
 
 The retriever runs a pass when woken (the local store's delivery event)
 and every ``poll_interval`` as a fallback (the only trigger for a remote
@@ -22,9 +25,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.printer.intake import Intake
-from phaserlink.printer.journal import Journal
-from phaserlink.printer.local_source import run_inline
 from phaserlink.printer.spool import JobSpool
+from phaserlink.threads import pools_for
 
 log = Logger()
 
@@ -38,16 +40,15 @@ def _fsync_close(f: BinaryIO) -> None:
 
 
 class Retriever:
-    def __init__(self, name: str, source, spool: JobSpool, journal: Journal, intake: Intake, reactor,
-                 poll_interval: float, *, blocking: Callable[..., defer.Deferred] = run_inline):
+    def __init__(self, name: str, source, spool: JobSpool, intake: Intake, reactor,
+                 poll_interval: float, *, durable: Callable[..., defer.Deferred] | None = None):
         self.name = name
         self.source = source
         self.spool = spool
-        self.journal = journal
         self.intake = intake
         self.reactor = reactor
         self.poll_interval = poll_interval
-        self.blocking = blocking
+        self.durable = durable or pools_for(reactor).durable
         self.running = False
         self.busy = False
         self.again = False
@@ -129,7 +130,7 @@ class Retriever:
             for message in listing:
                 if not self.running:
                     break
-                if (source, message.uidl) in self.journal.index.uidls:
+                if self.spool.seen.has_uidl(source, message.uidl):
                     log.info("printer {printer}: {uidl} already spooled; deleting it at {source}",
                              printer=self.name, uidl=message.uidl, source=source)
                     await session.delete(message.uidl)
@@ -137,7 +138,7 @@ class Retriever:
                 path, f = self.spool.incoming_file()
                 try:
                     await session.retrieve(message.uidl, f)
-                    await self.blocking(_fsync_close, f)
+                    await self.durable(_fsync_close, f)
                 except BaseException:
                     f.close()
                     path.unlink(missing_ok=True)

@@ -9,9 +9,12 @@ takes back every job the spool holds, in its recorded state, and only then
 retrieves new mail.
 
 Disk work that grows with the job (copying a message, extracting,
-reassembling) runs in the reactor's thread pool so that a 500 MB job never
-stalls SMTP or POP3 sessions; small metadata writes stay in the reactor
-thread, in order.
+reassembling) runs in the CPU thread pool so that a 500 MB job never
+stalls SMTP or POP3 sessions; every fsync, rename and state write runs in
+the durable pool, in order, through the spool (docs/spool.md).  Stopping
+waits for the retriever's pass, the send in flight (bounded by the
+dispatcher's grace) and the spool's last writes, so that the appliance
+releases its spool lock only after all of them.
 """
 
 from __future__ import annotations
@@ -20,34 +23,30 @@ from pathlib import Path
 from typing import Callable
 
 from twisted.application import service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig, SiteConfig
 from phaserlink.printer.dispatch import Dispatcher
+from phaserlink.printer import journal
 from phaserlink.printer.intake import Intake
-from phaserlink.printer.journal import Journal
-from phaserlink.printer.local_source import LocalMailSource, run_inline
+from phaserlink.printer.local_source import LocalMailSource
 from phaserlink.printer.retriever import Retriever
 from phaserlink.printer.spool import JobSpool
 from phaserlink.printer.status import StatusMailer
 from phaserlink.printer.toolkit import Toolkit, default_toolkit
+from phaserlink.threads import pools_for
 
 log = Logger()
 
 JOBS_DIR = "jobs"
 
 
-def thread_runner(reactor) -> Callable[..., defer.Deferred]:
-    """Run blocking disk work in *reactor*'s thread pool (inline if it has none,
-    as a task.Clock in tests)."""
-    if not hasattr(reactor, "getThreadPool"):
-        return run_inline
-
-    def run(f, *args, **kwargs) -> defer.Deferred:
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args, **kwargs)
-
-    return run
+def redelivery_window(site: SiteConfig, printer: PrinterConfig) -> float:
+    """How long the seen index must remember a message: a relay may bring
+    a copy until its queue gives up (``queue_max_age``), and a fragment set
+    stays open ``partial_timeout`` after that."""
+    return site.appliance.queue_max_age + printer.partial_timeout
 
 
 class PrinterRunner(service.Service):
@@ -60,11 +59,12 @@ class PrinterRunner(service.Service):
         self.site = site
         self.printer = printer
         self.reactor = reactor
-        self.blocking = blocking or thread_runner(reactor)
+        pools = pools_for(reactor)
+        self.blocking = blocking or pools.runner("cpu")
         self.tools = tools or default_toolkit()
         if source is None:
             if printer.mailbox is None:
-                source = LocalMailSource(store, printer.name, self.blocking)
+                source = LocalMailSource(store, printer.name, self.blocking, blocking or pools.durable)
             else:
                 from phaserlink.printer.remote_source import RemoteMailSource
 
@@ -81,22 +81,26 @@ class PrinterRunner(service.Service):
                 Path(directory).mkdir(parents=True, exist_ok=True)
         self.source = source
         self.output = output
-        self.spool = JobSpool(Path(site.appliance.spool) / JOBS_DIR / printer.name, printer.name)
-        self.journal = Journal(self.spool.journal_path)
+        self.spool = JobSpool(Path(site.appliance.spool) / JOBS_DIR / printer.name, printer.name,
+                              reactor=reactor, window=redelivery_window(site, printer))
         self.status = StatusMailer(site, printer, queue, self.tools.write_report)
-        self.dispatcher = Dispatcher(printer, self.spool, self.journal, output, self.status, self.tools, reactor,
+        self.dispatcher = Dispatcher(printer, self.spool, output, self.status, self.tools, reactor,
                                      blocking=self.blocking, hostname=site.appliance.hostname)
-        self.intake = Intake(printer, self.spool, self.journal, self.status, self.tools, reactor,
-                             self.dispatcher.submit, blocking=self.blocking)
-        self.retriever = Retriever(printer.name, source, self.spool, self.journal, self.intake, reactor,
-                                   printer.poll_interval, blocking=self.blocking)
+        self.intake = Intake(printer, self.spool, self.status, self.tools, reactor, self.dispatcher.submit)
+        self.retriever = Retriever(printer.name, source, self.spool, self.intake, reactor,
+                                   printer.poll_interval)
+        self.started: defer.Deferred | None = None
+        self.prune_call = None
 
     def startService(self) -> None:
         super().startService()
-        index = self.journal.load()
-        recovered = list(self.spool.recover())
-        for job in recovered:
-            index.add_job(job)
+        self.started = defer.ensureDeferred(self._start())
+        self.started.addErrback(lambda f: log.failure("printer {printer}: could not start", f, printer=self.name))
+
+    async def _start(self) -> None:
+        recovered = await self.spool.open()
+        if not self.running:
+            return
         self.dispatcher.start()
         for job in recovered:
             self.intake.recover(job)
@@ -104,13 +108,26 @@ class PrinterRunner(service.Service):
                  printer=self.name, source=self.source.description, output=getattr(self.output, "uri", "?"),
                  n=len(recovered))
         self.retriever.start()
+        self.prune_call = self.reactor.callLater(journal.PRUNE_INTERVAL, self._prune)
+
+    def _prune(self) -> None:
+        self.prune_call = self.reactor.callLater(journal.PRUNE_INTERVAL, self._prune)
+        self.spool.prune().addErrback(lambda f: log.failure("printer {printer}: pruning the seen index failed", f,
+                                                            printer=self.name))
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        if self.prune_call is not None and self.prune_call.active():
+            self.prune_call.cancel()
+        self.prune_call = None
+        if self.started is not None:
+            await self.started
         self.intake.stop()
-        d = defer.DeferredList([self.retriever.stop(), self.dispatcher.stop()])
-        d.addBoth(lambda _: self.journal.close())
-        return d
+        await defer.DeferredList([self.retriever.stop(), self.dispatcher.stop()])
+        await self.spool.close()  # after every write queued before it
 
 
 class PrinterService(service.MultiService):

@@ -109,7 +109,7 @@ class StatusMailer:
                 human_text=human_text,
                 extra_fields={fields.SENDER_JOB_ID: job.client_job_id} if job.client_job_id else None,
             )
-            queue_id = message.commit()
+            queue_id = message.commit_in_background()  # durable in the queue's worker pool; failures logged there
         except Exception as e:
             if message is not None:
                 try:

@@ -27,6 +27,43 @@ class MessageFacts:
     client_job_id: str | None = None  # X-PhaserLink-Job-Id: the id `phaserlink send` printed
 
 
+#: How much of a message's start is searched for its sender when its header
+#: cannot be read as a whole (too large, a line too long): enough for the
+#: Return-Path: and Received: lines a delivery puts first, and bounded.
+SENDER_SCAN_BYTES = 64 * 1024
+
+
+def sender_from_prefix(path: Path, limit: int = SENDER_SCAN_BYTES) -> str | None:
+    """The first From: (or else Return-Path:) address in the first *limit*
+    bytes of *path*, so that the sender of a message whose header is too
+    large to read can still be told why it was not printed."""
+    import io
+
+    from phaserlink.message.extract import job_request
+    from phaserlink.message.mime import MimeError, read_headers
+
+    with open(path, "rb") as f:
+        prefix = f.read(limit)
+    end = prefix.rfind(b"\n")
+    prefix = prefix[:end + 1] if end >= 0 else b""
+    blank = prefix.find(b"\n\n")
+    if blank >= 0:
+        prefix = prefix[:blank + 1]
+    try:
+        headers = read_headers(io.BytesIO(prefix))
+    except MimeError:
+        return None
+    sender = job_request(headers).sender
+    if sender is None:
+        from email.utils import getaddresses
+
+        for value in headers.get_all("Return-Path"):
+            for _name, addr in getaddresses([value]):
+                if "@" in addr and addr.isprintable() and " " not in addr:
+                    return addr
+    return sender
+
+
 @dataclass
 class Toolkit:
     inspect: Callable[[Path], MessageFacts]
@@ -65,14 +102,31 @@ def inspect_message(path: Path) -> MessageFacts:
 
 
 def _partial_of(headers) -> tuple[str, int, int | None] | None:
-    from phaserlink.message.partial import PartialInfo
+    """message/partial (id, number, total) as the fragment says them, even
+    when they are impossible (number 0, total 0, number > total): the
+    intake fails such a set with a status mail instead of taking the
+    fragment for a whole message or waiting for parts that cannot come."""
+    import re
 
-    info = PartialInfo.from_headers(headers)
-    if info is None:
+    from phaserlink.message.partial import MAX_ID
+
+    ctype, params = headers.content_type()
+    if ctype != "message/partial":
         return None
-    if isinstance(info, tuple):
-        return info
-    return (info.id, info.number, info.total)
+    pid = params.get("id", "")
+    if not pid or len(pid) > MAX_ID:
+        return None  # no set to put it in: extraction says what it is
+
+    def number(value: str | None) -> int | None:
+        if value is None:
+            return None
+        m = re.fullmatch(r"\s*(\d{1,12})\s*", value)
+        return int(m.group(1)) if m else -1
+
+    n = number(params.get("number"))
+    if n is None:
+        n = -1
+    return (pid, n, number(params.get("total")))
 
 
 def default_toolkit() -> Toolkit:

@@ -6,11 +6,16 @@ report-type=delivery-status`` (RFC 6522): a text part for people, a
 headers (``text/rfc822-headers``; never the whole message, which may be a
 500 MB print job).  It is written straight into a queue file, line by line,
 so building it costs no memory beyond the original's header block.
+
+A bounce is always 7-bit: original headers with 8-bit bytes (a UTF-8
+Subject) are quoted-printable encoded, so the bounce can go through any
+smarthost, also one without 8BITMIME (the very reason of some bounces).
 """
 
 from __future__ import annotations
 
 import email.utils
+import quopri
 import re
 import secrets
 from dataclasses import dataclass
@@ -122,13 +127,17 @@ def write_dsn(
             f"Diagnostic-Code: {ascii_line(r.diagnostic)}",
             f"Last-Attempt-Date: {email.utils.formatdate(now)}",
         ]
+    eight_bit = not headers.isascii()
     lines += [
         "",
         f"--{boundary}",
         "Content-Type: text/rfc822-headers",
         "Content-Description: Undelivered Message Headers",
-        "",
     ]
+    if eight_bit:
+        lines.append("Content-Transfer-Encoding: quoted-printable")
+        headers = quopri.encodestring(headers)
+    lines.append("")
     out.write(("\n".join(lines) + "\n").encode("ascii"))
     out.write(headers)
     if headers and not headers.endswith(b"\n"):

@@ -37,6 +37,7 @@ the Maildir store keeps.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Callable
 
@@ -63,14 +64,26 @@ LINE_TOO_LONG = Refusal(552, "5.5.2", "Error: message has a line longer than {ma
 BARE_LINE_END = Refusal(554, "5.6.0", "Error: bare CR or LF in message; lines must end with CRLF (RFC 5321 2.3.8)")
 MAIL_LOOP = Refusal(554, "5.4.6", "Error: too many hops (more than {hops} Received: headers), mail loop?")
 STORE_FAILED = Refusal(451, "4.3.0", "Error: cannot store the message now, try again later")
+#: RFC 3463 4.3.1 "mail system full": the disk (or a quota) ran out while
+#: storing.  Temporary: the client keeps the message and tries again.
+DISK_FULL = Refusal(451, "4.3.1", "Error: insufficient system storage, try again later")
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def store_failed(error: OSError | None) -> Refusal:
+    """The reply for a message the store could not take: always a 451,
+    never 250 and never 5xx (docs/smtp.md); 4.3.1 when the disk is full."""
+    if error is not None and error.errno in DISK_FULL_ERRNOS:
+        return DISK_FULL
+    return STORE_FAILED
 
 
 class DataReader:
     """Scan the DATA phase of one message; feed chunks as they arrive.
 
     :param write: receives the message (unstuffed, LF line ends) in pieces.
-        If it raises ``OSError`` the message is refused with 451 and
-        ``write`` is not called again.
+        If it raises ``OSError`` the message is refused with 451 (4.3.1 for
+        a full disk) and ``write`` is not called again.
     """
 
     def __init__(self, write: Callable[[bytes], None], max_size: int, max_line: int):
@@ -172,7 +185,7 @@ class DataReader:
             self._write(lf_body)
         except OSError as e:
             self.error = e
-            self.refuse(STORE_FAILED)
+            self.refuse(store_failed(e))
 
     def _headers(self, lf_body: bytes) -> None:
         """Count Received: fields up to the first empty line (LF form; the

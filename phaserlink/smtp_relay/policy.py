@@ -4,6 +4,12 @@ Decisions are made at RCPT time, so a refused recipient costs the client no
 DATA and a sender learns *why* in the reply text (guarantee 4, "nobody prints
 who may not").  The rules, in order:
 
+0. ``postmaster`` (RFC 5321 4.5.1), bare or at any of our domains, case
+   insensitive, from any sender (the null one too): accepted and never
+   printed.  It is relayed to ``[appliance] postmaster`` through the
+   outbound queue, or, with no such address, kept in the postmaster's box
+   (:mod:`phaserlink.pop3_store.postmaster`, docs/smtp.md).  This comes
+   before the printers: a printer address ``postmaster@...`` never prints.
 1. An address of a ``[printer:NAME]`` names that printer, a
    ``[group:NAME]`` address its members.  Who may print on them is not
    decided here but by :mod:`phaserlink.trust.gate` (docs/trust.md), which
@@ -24,7 +30,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from twisted.logger import Logger
+
 from phaserlink.config import SiteConfig, normalize_address
+from phaserlink.pop3_store.postmaster import POSTMASTER_BOX, POSTMASTER_USER
+
+log = Logger()
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class RecipientVerdict:
     text: str
     printers: tuple[str, ...] = ()  # mailboxes to deliver into
     relay: bool = False  # goes into the outbound queue
+    forward_to: str | None = None  # the queue's recipient, when not the RCPT address
 
     @property
     def accepted(self) -> bool:
@@ -48,6 +60,27 @@ class RelayPolicy:
     def __init__(self, site: SiteConfig):
         self.site = site
         self.networks = site.appliance.relay_networks
+        self.postmaster = self._postmaster_target(site)
+
+    @staticmethod
+    def _postmaster_target(site: SiteConfig) -> str | None:
+        """Where postmaster mail is relayed, or None for the local box.  An
+        address of our own domains would come back here (and might print):
+        that is refused with an error in the log, and the box is used."""
+        target = getattr(site.appliance, "postmaster", None)
+        if target and site.is_local_domain(target):
+            log.error("[appliance] postmaster = {address} is in one of the appliance's own domains; "
+                      "postmaster mail is kept in the local postmaster box instead", address=target)
+            return None
+        return target
+
+    def is_postmaster(self, address: str) -> bool:
+        """``postmaster`` bare or at one of our domains (RFC 5321 4.5.1)."""
+        address = normalize_address(address)
+        local, at, _ = address.rpartition("@")
+        if not at:
+            return address == POSTMASTER_USER
+        return local == POSTMASTER_USER and self.site.is_local_domain(address)
 
     def client_may_relay(self, host: str) -> bool:
         """Is the client's IP address in ``relay_networks``?"""
@@ -61,6 +94,11 @@ class RelayPolicy:
 
     def recipient(self, rcpt: str, mail_from: str, may_relay: bool) -> RecipientVerdict:
         address = normalize_address(rcpt)
+        if self.is_postmaster(address):
+            if self.postmaster is not None:
+                return RecipientVerdict(250, "2.1.5", "Ok, for the postmaster", relay=True,
+                                        forward_to=self.postmaster)
+            return RecipientVerdict(250, "2.1.5", "Ok, for the postmaster", printers=(POSTMASTER_BOX,))
         if "@" not in address:
             return RecipientVerdict(550, "5.1.1", f"<{rcpt}>: Recipient address rejected: no such printer here")
         printers = self.site.printers_for_address(address)

@@ -6,13 +6,20 @@ delivery to the recipients' domains: an appliance behind a firewall has a
 mail server to hand mail to, and DNS-based delivery (MX, fallback, DANE,
 per-domain policy) is that server's job.  Without a smarthost, mail stays
 queued (a log line says so) until one is configured and the appliance is
-restarted.
+restarted, or until it is ``queue_max_age`` old: then it is bounced like any
+undeliverable mail (docs/smtp.md).
+
+Every file operation of a commit, an envelope update and a removal (fsync,
+rename, unlink) runs in the ``durable`` worker pool (:mod:`phaserlink.threads`),
+never in the reactor thread, so :meth:`QueuedMessage.commit` returns a
+Deferred that fires with the queue id once the message is durable.
 
 On disk, under ``<spool>/queue/``::
 
     tmp/            files being written (removed at start: never committed)
     data/ID         the message, RFC 5322 with LF line ends, never changed
-    env/ID.json     the envelope: sender, recipients still to do, times
+    env/ID.json     the envelope: sender, recipients still to do, times,
+                    the body type (BODY=8BITMIME, RFC 6152) and wire size
 
 The envelope is the commit record: a message exists once ``env/ID.json``
 does.  :meth:`QueuedMessage.commit` fsyncs the data file, renames it into
@@ -31,6 +38,12 @@ Outcomes per recipient, from the smarthost's replies:
   ``queue_retry_min``, doubling up to ``queue_retry_max``; once the message
   is ``queue_max_age`` old (one last attempt is made at that age) the rest
   is bounced with the last error.
+
+A message whose envelope says ``8BITMIME`` (the client declared it, or the
+data has 8-bit bytes) goes out with ``BODY=8BITMIME``; a smarthost that does
+not offer 8BITMIME makes that a permanent failure (RFC 6152 3 allows a
+bounce or a MIME downgrade; a downgrade would rewrite print jobs of any size,
+so we bounce with 5.6.3).
 
 A bounce is a DSN (RFC 3464, :mod:`phaserlink.smtp_relay.bounce`) from the
 null reverse-path to the original sender, queued like any message and
@@ -58,6 +71,7 @@ from zope.interface import implementer
 
 from phaserlink.durable import fsync_dir
 from phaserlink.net import smtp_client
+from phaserlink.threads import pools_for
 from phaserlink.smtp_relay import bounce
 from phaserlink.smtp_relay.interfaces import IOutboundQueue, IQueuedMessage
 
@@ -65,7 +79,14 @@ log = Logger()
 
 MAX_CONCURRENT_DELIVERIES = 4  # connections to the smarthost at once
 DELIVERY_TIMEOUT = smtp_client.DEFAULT_TIMEOUT  # per reply / per stalled write
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2  # 2 adds body and size; version 1 envelopes are still read
+READABLE_VERSIONS = (1, 2)
+#: On shutdown, how long a delivery attempt in flight may take to finish
+#: before it is cancelled (its recipients are then tried after the restart).
+STOP_TIMEOUT = 10.0
+BODY_8BITMIME = "8BITMIME"
+BODY_7BIT = "7BIT"
+NO_SMARTHOST = "no smarthost configured ([appliance] smarthost); cannot deliver"
 _counter = itertools.count()
 
 # Failures at these stages say something about the message, so a 5xx there
@@ -91,6 +112,8 @@ class Envelope:
     attempts: int = 0
     next_attempt: float = 0.0
     last_error: str | None = None
+    body: str | None = None  # "8BITMIME", "7BIT" or None (undeclared, 7-bit data)
+    size: int | None = None  # RFC 1870 size: bytes with CRLF line ends
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -101,7 +124,7 @@ class Envelope:
     @classmethod
     def from_json(cls, raw: bytes) -> "Envelope":
         data = json.loads(raw)
-        if data.pop("version", None) != ENVELOPE_VERSION:
+        if data.pop("version", None) not in READABLE_VERSIONS:
             raise ValueError("unknown envelope version")
         data["recipients"] = tuple(data["recipients"])
         return cls(**data)
@@ -126,46 +149,104 @@ class _Failure:
 class QueuedMessage:
     """A message being written into the queue (see IQueuedMessage)."""
 
-    def __init__(self, queue: "OutboundQueue", mail_from: str, recipients: tuple[str, ...]):
+    def __init__(self, queue: "OutboundQueue", mail_from: str, recipients: tuple[str, ...],
+                 body: str | None = None):
         self.queue = queue
         self.mail_from = mail_from
         self.recipients = recipients
+        self.body = body
         self.id = queue._new_id()
         self._tmp = queue.tmp_dir / f"{self.id}.data"
         self._file = open(self._tmp, "xb")
         self._done = False
+        self.size = 0  # bytes written (LF line ends)
+        self.lines = 0  # LFs: each one is a CRLF on the wire
+        self.eight_bit = False
+        self._last = b"\n"
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
+        if data:
+            self.size += len(data)
+            self.lines += data.count(b"\n")
+            self._last = data[-1:]
+            if not self.eight_bit and not data.isascii():
+                self.eight_bit = True
 
-    def commit(self) -> str:
+    def wire_size(self) -> int:
+        """RFC 1870's size: CRLF line ends (a final line end is added when
+        missing), no stuffing dots.  Data written with CRLF already counts
+        its CRs twice: an upward approximation, which SIZE allows."""
+        return self.size + self.lines + (0 if self._last == b"\n" else 2)
+
+    def body_type(self) -> str | None:
+        """What the envelope records: 8BITMIME when declared or when the data
+        has 8-bit bytes (it must then be declared on the way out)."""
+        if self.eight_bit or self.body == BODY_8BITMIME:
+            return BODY_8BITMIME
+        return self.body
+
+    def commit(self) -> "defer.Deferred[str]":
+        """Durable in the ``durable`` pool; fires with the queue id (see IQueuedMessage)."""
         if self._done:
-            raise RuntimeError("message already committed or aborted")
+            return defer.fail(RuntimeError("message already committed or aborted"))
         self._done = True
+        queue = self.queue
+        envelope = Envelope(self.id, self.mail_from, self.recipients, queue.reactor.seconds(),
+                            body=self.body_type(), size=self.wire_size())
+        d = queue._track(queue.pools.durable(self._write_files, envelope))
+
+        def committed(_: object) -> str:
+            queue._committed(envelope)
+            return self.id
+
+        return d.addCallback(committed)
+
+    def commit_in_background(self) -> str:
+        """Start :meth:`commit` and return the queue id at once, for callers
+        that do not wait (status mail): a failure is logged here, and the
+        partial message is removed by the commit itself."""
+        queue_id = self.id
+
+        def failed(f) -> None:
+            log.error("outbound queue: {id} from <{sender}> to {rcpts} could not be committed: {why}",
+                      id=queue_id, sender=self.mail_from, rcpts=", ".join(self.recipients),
+                      why=f.getErrorMessage())
+
+        self.commit().addErrback(failed)
+        return queue_id
+
+    def _write_files(self, envelope: Envelope) -> None:
+        """In a worker thread: data file fsync'd and renamed, then the
+        envelope (the commit record); on any failure neither stays."""
+        queue = self.queue
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            os.rename(self._tmp, self.queue.data_dir / self.id)
-            fsync_dir(self.queue.data_dir)
-            envelope = Envelope(self.id, self.mail_from, self.recipients, self.queue.reactor.seconds())
-            self.queue._store_envelope(envelope)
+            os.rename(self._tmp, queue.data_dir / self.id)
+            fsync_dir(queue.data_dir)
+            queue._store_envelope(envelope)
         except BaseException:
-            self._file.close()
-            for path in (self._tmp, self.queue.data_dir / self.id):
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            for path in (self._tmp, queue.data_dir / self.id, queue.tmp_dir / f"{self.id}.json"):
                 try:
                     path.unlink()
-                except FileNotFoundError:
+                except OSError:
                     pass
             raise
-        self.queue._committed(envelope)
-        return self.id
 
     def abort(self) -> None:
         if self._done:
             return
         self._done = True
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # a full disk: the buffered tail cannot be written, nor is it wanted
         try:
             self._tmp.unlink()
         except FileNotFoundError:
@@ -185,6 +266,7 @@ class OutboundQueue(service.Service):
             reactor = _reactor
         self.site = site
         self.reactor = reactor
+        self.pools = pools_for(reactor)
         self.directory = Path(site.appliance.spool) / "queue"
         self.tmp_dir = self.directory / "tmp"
         self.data_dir = self.directory / "data"
@@ -196,17 +278,22 @@ class OutboundQueue(service.Service):
         self._timers: dict[str, Any] = {}
         self._ready: deque[str] = deque()
         self._active: dict[str, defer.Deferred] = {}
+        self._pending: set[defer.Deferred] = set()  # commits and file work in flight
         self._make_dirs()
 
     # -- IOutboundQueue ---------------------------------------------------------
 
-    def submit(self, mail_from: str, recipients: "list[str]") -> QueuedMessage:
+    def submit(self, mail_from: str, recipients: "list[str]", body: str | None = None) -> QueuedMessage:
         if mail_from:
             _check_address(mail_from)
         recipients = tuple(_check_address(r) for r in recipients)
         if not recipients:
             raise ValueError("a message needs at least one recipient")
-        return QueuedMessage(self, mail_from, recipients)
+        if body is not None:
+            body = body.upper()
+            if body not in (BODY_7BIT, BODY_8BITMIME):
+                raise ValueError(f"BODY must be 7BIT or 8BITMIME, not {body!r}")
+        return QueuedMessage(self, mail_from, recipients, body)
 
     # -- what is queued (for status pages and tests) ----------------------------
 
@@ -226,22 +313,60 @@ class OutboundQueue(service.Service):
         self._recover()
         if self.site.appliance.smarthost is None and self._entries:
             log.warn(
-                "outbound queue: no smarthost configured; {count} message(s) stay queued",
+                "outbound queue: no smarthost configured; {count} message(s) stay queued "
+                "until they expire (queue_max_age)",
                 count=len(self._entries),
             )
 
-    def stopService(self) -> defer.Deferred | None:
+    def stopService(self) -> "defer.Deferred[None]":
+        """Stop starting deliveries; wait for the ones running (at most
+        ``STOP_TIMEOUT``, then they are cancelled and retried after the
+        restart) and for commits in flight, so that their outcome is on disk
+        before the spool lock is released (docs/smtp.md)."""
         super().stopService()
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
         self._timers.clear()
         self._ready.clear()
-        if not self._active:
+        active = list(self._active.values())
+        waiting = active + list(self._pending)
+        if not waiting:
+            return defer.succeed(None)
+        timer = self.reactor.callLater(STOP_TIMEOUT, self._cancel_attempts, active)
+        done = defer.DeferredList(waiting, consumeErrors=True)
+
+        def finished(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            # A cancelled attempt may have left file work (an envelope update)
+            # running: wait for that too, it is bounded by the disk.
+            if self._pending:
+                return defer.DeferredList(list(self._pending), consumeErrors=True).addCallback(lambda _: None)
             return None
-        # Let attempts in flight finish (each is bounded by its timeouts), so
-        # their results are written down and not repeated after the restart.
-        return defer.DeferredList(list(self._active.values()), consumeErrors=True)
+
+        return done.addCallback(finished)
+
+    def _cancel_attempts(self, attempts: list[defer.Deferred]) -> None:
+        running = [d for d in attempts if not d.called]
+        if running:
+            log.warn("outbound queue: {n} delivery attempt(s) still running after {t:g}s; cancelled, "
+                     "retried after the restart", n=len(running), t=STOP_TIMEOUT)
+        for d in running:
+            d.cancel()
+
+    def _track(self, d: defer.Deferred) -> defer.Deferred:
+        """Remember *d* until it fires, so stopService can wait for it; the
+        result passes through unchanged."""
+        marker: defer.Deferred[None] = defer.Deferred()
+        self._pending.add(marker)
+
+        def fired(result: Any) -> Any:
+            self._pending.discard(marker)
+            marker.callback(None)
+            return result
+
+        return d.addBoth(fired)
 
     def _make_dirs(self) -> None:
         for d in (self.tmp_dir, self.data_dir, self.env_dir):
@@ -268,7 +393,7 @@ class OutboundQueue(service.Service):
         if self._entries:
             log.info("outbound queue: recovered {count} message(s)", count=len(self._entries))
 
-    # -- storage ------------------------------------------------------------------
+    # -- storage (these run in the durable pool) ---------------------------------
 
     def _new_id(self) -> str:
         return f"{int(self.reactor.seconds()):010d}{next(_counter) % 10000:04d}{secrets.token_hex(4)}"
@@ -282,12 +407,8 @@ class OutboundQueue(service.Service):
         os.rename(tmp, self.env_dir / f"{envelope.id}.json")
         fsync_dir(self.env_dir)
 
-    def _remove(self, queue_id: str) -> None:
-        """Forget a finished message: envelope first (the commit record)."""
-        self._entries.pop(queue_id, None)
-        timer = self._timers.pop(queue_id, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+    def _remove_files(self, queue_id: str) -> None:
+        """Envelope first (the commit record), then the data."""
         try:
             (self.env_dir / f"{queue_id}.json").unlink()
             fsync_dir(self.env_dir)
@@ -297,6 +418,17 @@ class OutboundQueue(service.Service):
             (self.data_dir / queue_id).unlink()
         except FileNotFoundError:
             pass
+
+    async def _remove(self, queue_id: str) -> None:
+        """Forget a finished message."""
+        self._entries.pop(queue_id, None)
+        timer = self._timers.pop(queue_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        try:
+            await self._track(self.pools.durable(self._remove_files, queue_id))
+        except OSError as e:
+            log.error("outbound queue: {id}: cannot remove its files: {why}", id=queue_id, why=e)
 
     # -- scheduling -------------------------------------------------------------
 
@@ -309,18 +441,24 @@ class OutboundQueue(service.Service):
         if self.running:
             self._schedule(envelope)
 
+    def deadline(self, envelope: Envelope) -> float:
+        """When the queue gives up on *envelope* (reactor time)."""
+        return envelope.created + self.site.appliance.queue_max_age
+
     def _schedule(self, envelope: Envelope) -> None:
-        if self.site.appliance.smarthost is None:
-            log.warn(
-                "outbound queue: no smarthost configured; {id} stays queued "
-                "(set [appliance] smarthost and restart)",
-                id=envelope.id,
-            )
-            return
         old = self._timers.pop(envelope.id, None)
         if old is not None and old.active():
             old.cancel()
-        delay = max(0.0, envelope.next_attempt - self.reactor.seconds())
+        when = envelope.next_attempt
+        if self.site.appliance.smarthost is None:
+            # Nothing to try until it expires; then it is bounced.
+            when = max(when, self.deadline(envelope))
+            log.warn(
+                "outbound queue: no smarthost configured; {id} stays queued until it expires "
+                "in {left:.0f}s (set [appliance] smarthost and restart)",
+                id=envelope.id, left=max(0.0, when - self.reactor.seconds()),
+            )
+        delay = max(0.0, when - self.reactor.seconds())
         self._timers[envelope.id] = self.reactor.callLater(delay, self._due, envelope.id)
 
     def _due(self, queue_id: str) -> None:
@@ -336,8 +474,14 @@ class OutboundQueue(service.Service):
                 continue
             d = defer.Deferred.fromCoroutine(self._attempt(queue_id))
             self._active[queue_id] = d
-            d.addErrback(lambda f, q=queue_id: log.failure("outbound queue: {id}: attempt crashed", f, id=q))
+            d.addErrback(self._attempt_failed, queue_id)
             d.addBoth(self._attempt_done, queue_id)
+
+    def _attempt_failed(self, f, queue_id: str) -> None:
+        if f.check(defer.CancelledError):
+            log.info("outbound queue: {id}: attempt interrupted by shutdown; retried after the restart", id=queue_id)
+        else:
+            log.failure("outbound queue: {id}: attempt crashed", f, id=queue_id)
 
     def _attempt_done(self, _: Any, queue_id: str) -> None:
         self._active.pop(queue_id, None)
@@ -353,11 +497,14 @@ class OutboundQueue(service.Service):
     async def _attempt(self, queue_id: str) -> None:
         envelope = self._entries[queue_id]
         smarthost = self.site.appliance.smarthost
-        if smarthost is None:
-            return
-        password = None
         failures: dict[str, _Failure] = {}
         delivered: list[str] = []
+        if smarthost is None:
+            for rcpt in envelope.recipients:
+                failures[rcpt] = _Failure(None, None, NO_SMARTHOST, False)
+            await self._record(envelope, delivered, failures, None)
+            return
+        password = None
         try:
             if smarthost.username is not None and smarthost.password_file is not None:
                 password = Path(smarthost.password_file).read_text(encoding="utf-8").strip()
@@ -366,7 +513,7 @@ class OutboundQueue(service.Service):
                 str(self.data_dir / queue_id),
                 helo=self.site.appliance.hostname, tls=smarthost.tls, implicit_tls=smarthost.implicit_tls,
                 ca_file=smarthost.ca_file, username=smarthost.username, password=password,
-                timeout=DELIVERY_TIMEOUT,
+                timeout=DELIVERY_TIMEOUT, size=envelope.size, body=envelope.body, tls_setting="smarthost_tls",
             )
         except smtp_client.RecipientsRefused as e:
             for r in e.recipients:
@@ -384,13 +531,15 @@ class OutboundQueue(service.Service):
                     delivered.append(r.address)
                 else:
                     failures[r.address] = _Failure(r.reply.code, r.reply.enhanced, r.reply.text, r.reply.permanent)
-        self._record(envelope, delivered, failures, smarthost.host)
+        await self._record(envelope, delivered, failures, smarthost.host)
 
-    def _record(self, envelope: Envelope, delivered: list[str], failures: dict[str, _Failure], remote: str) -> None:
+    async def _record(self, envelope: Envelope, delivered: list[str], failures: dict[str, _Failure],
+                      remote: str | None) -> None:
         now = self.reactor.seconds()
         if delivered:
             log.info("outbound queue: {id} delivered to {rcpts} via {host}", id=envelope.id, rcpts=", ".join(delivered), host=remote)
-        expired = now >= envelope.created + self.site.appliance.queue_max_age
+        deadline = self.deadline(envelope)
+        expired = now >= deadline
         give_up = {a: f for a, f in failures.items() if f.permanent or expired}
         retry = [a for a in envelope.recipients if a in failures and a not in give_up]
         for address, f in failures.items():
@@ -401,17 +550,16 @@ class OutboundQueue(service.Service):
             )
         if give_up:
             try:
-                self._bounce(envelope, give_up, remote, expired)
+                await self._bounce(envelope, give_up, remote, expired)
             except OSError as e:
                 # No bounce on disk: keep the recipients, so it is tried again.
                 log.error("outbound queue: {id}: cannot queue the bounce: {why}", id=envelope.id, why=e)
                 retry = [a for a in envelope.recipients if a in failures]
         if not retry:
-            self._remove(envelope.id)
+            await self._remove(envelope.id)
             return
         last = next(iter(failures[a] for a in retry))
         attempts = envelope.attempts + 1
-        deadline = envelope.created + self.site.appliance.queue_max_age
         next_attempt = now + self.retry_delay(attempts)
         if now < deadline:
             next_attempt = min(next_attempt, deadline)  # one last try at the deadline
@@ -420,7 +568,7 @@ class OutboundQueue(service.Service):
             last_error=last.diagnostic(),
         )
         try:
-            self._store_envelope(updated)
+            await self._track(self.pools.durable(self._store_envelope, updated))
         except OSError as e:
             # The old envelope stays: delivered recipients may get it twice.
             log.error("outbound queue: {id}: cannot update envelope: {why}", id=envelope.id, why=e)
@@ -428,7 +576,8 @@ class OutboundQueue(service.Service):
         if self.running:
             self._schedule(updated)
 
-    def _bounce(self, envelope: Envelope, failed: dict[str, _Failure], remote: str, expired: bool) -> None:
+    async def _bounce(self, envelope: Envelope, failed: dict[str, _Failure], remote: str | None,
+                      expired: bool) -> None:
         if envelope.mail_from == "":
             log.warn(
                 "outbound queue: {id} from the null sender failed for {rcpts}; dropped (never bounced)",
@@ -458,8 +607,8 @@ class OutboundQueue(service.Service):
                 headers=bounce.original_headers(self.data_dir / envelope.id),
                 queue_id=envelope.id,
             )
-            bounce_id = message.commit()
         except BaseException:
             message.abort()
             raise
+        bounce_id = await message.commit()
         log.info("outbound queue: {id} bounced to <{sender}> as {bounce}", id=envelope.id, sender=envelope.mail_from, bounce=bounce_id)

@@ -22,17 +22,20 @@ Protocol behaviour chosen here (all replies carry RFC 3463 status codes):
   NUL in a command: ``500 5.5.2``.  More than ``MAX_BUFFERED_LINE`` bytes
   without any LF: one ``500 5.5.2`` and the connection is dropped.
   ``MAX_ERRORS`` bad commands in one session: ``421 4.7.0`` and close.
-* MAIL FROM takes SIZE= (over the limit: 552 5.3.4), BODY=7BIT/8BITMIME and
-  AUTH=; other parameters 555 5.5.4.  RCPT TO takes none.  Recipient policy:
-  :mod:`phaserlink.smtp_relay.policy`; the ``max_recipients``-th + 1 RCPT
-  gets ``452 4.5.3``.
+* MAIL FROM takes SIZE= (over the limit: 552 5.3.4), BODY=7BIT/8BITMIME
+  (kept with relayed mail and declared again on the way out) and AUTH=;
+  other parameters 555 5.5.4.  RCPT TO takes none.  Recipient policy:
+  :mod:`phaserlink.smtp_relay.policy` (``postmaster`` is always accepted,
+  never printed); the ``max_recipients``-th + 1 RCPT gets ``452 4.5.3``.
 * DATA: ``354``; then the reader (see there for bare LF/CR, NUL, line length,
   size lie and loop rules).  The ``250 2.0.0 Ok: queued as ID`` is sent only
-  after the message, with our ``Received:`` line on top (RFC 5321 4.4), is
-  committed (fsync'd) into every mailbox / the outbound queue.  An OSError
-  from the store or the queue is ``451 4.3.0``, never 250 and never 550.
-  The mailbox fsyncs run in the reactor's thread pool so that concurrent
-  sessions' fsyncs overlap; the session's input is held until the reply.
+  after the message, with our ``Received:`` line on top (RFC 5321 4.4; the
+  mailbox copy has its ``Return-Path:`` above that), is committed (fsync'd)
+  into every mailbox / the outbound queue.  An OSError from the store or
+  the queue is ``451 4.3.0`` (``451 4.3.1`` when the disk is full), never
+  250 and never 550; the partial file is removed.  The fsyncs run in worker
+  threads so that concurrent sessions' fsyncs overlap; the session's input
+  is held until the reply (docs/smtp.md).
 * DATA refused (no valid recipients, ...) while the client had already sent
   bytes after the DATA line: it did not wait for 354 (RFC 2920 3.1), so
   that is message text; ``554 5.5.0`` and close, never parse it.
@@ -67,7 +70,8 @@ from twisted.protocols.policies import TimeoutMixin
 
 from phaserlink.config import SiteConfig
 from phaserlink.pop3_store.maildir import MaildirStore
-from phaserlink.smtp_relay.data import DataReader
+from phaserlink.pop3_store.postmaster import POSTMASTER_BOX
+from phaserlink.smtp_relay.data import DataReader, store_failed
 from phaserlink.smtp_relay.interfaces import IOutboundQueue
 from phaserlink.smtp_relay.policy import RelayPolicy
 from phaserlink.smtp_relay.sink import MessageSink
@@ -105,10 +109,11 @@ def new_message_id() -> str:
 class _Transaction:
     """One MAIL ... DATA transaction."""
 
-    __slots__ = ("mail_from", "printers", "relay", "count", "rcpts")
+    __slots__ = ("mail_from", "body", "printers", "relay", "count", "rcpts")
 
-    def __init__(self, mail_from: str):
+    def __init__(self, mail_from: str, body: str | None = None):
         self.mail_from = mail_from
+        self.body = body  # BODY= of MAIL FROM (7BIT, 8BITMIME) or None
         self.printers: dict[str, None] = {}
         self.relay: dict[str, None] = {}
         self.count = 0
@@ -349,6 +354,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         if address and "@" not in address:
             self._error(501, "5.1.7", "Bad sender address syntax")
             return
+        body = None
         for param in params:
             key, _, value = param.partition("=")
             key = key.upper()
@@ -363,12 +369,13 @@ class SMTPServer(Protocol, TimeoutMixin):
                 if value.upper() not in ("7BIT", "8BITMIME"):
                     self._error(501, "5.5.4", "Bad BODY parameter (7BIT or 8BITMIME)")
                     return
+                body = value.upper()
             elif key == "AUTH" and self.esmtp:
                 pass  # RFC 4954 5: may be ignored
             else:
                 self._error(555, "5.5.4", f"Unsupported parameter {key}")
                 return
-        self.txn = _Transaction(address)
+        self.txn = _Transaction(address, body)
         self.reply(250, "2.1.0", "Ok")
 
     def do_RCPT(self, arg: str) -> None:
@@ -442,7 +449,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         for name in verdict.printers:
             txn.printers[name] = None
         if verdict.relay:
-            txn.relay[address] = None
+            txn.relay[verdict.forward_to or address] = None
         self.reply(verdict.code, verdict.status, verdict.text)
 
     def do_DATA(self, arg: str) -> None:
@@ -461,13 +468,14 @@ class SMTPServer(Protocol, TimeoutMixin):
         sink: MessageSink | None = None
         try:
             sink = MessageSink.open(factory.store, factory.queue, list(txn.printers), txn.mail_from,
-                                    list(txn.relay))
+                                    list(txn.relay), txn.body)
             sink.write(self._received(message_id, txn))
         except OSError as e:
             log.error("smtp {id}: cannot start storing: {e}", id=message_id, e=e)
             if sink is not None:
                 sink.abort()
-            self._refuse_data(451, "4.3.0", "Error: cannot store the message now, try again later")
+            refusal = store_failed(e)
+            self._refuse_data(refusal.code, refusal.status, refusal.text)
             return
         self._sink = sink
         self._prefix = sink.delivery.size if sink.delivery is not None else 0  # ours, before the client's
@@ -568,7 +576,8 @@ class SMTPServer(Protocol, TimeoutMixin):
                 log.error("smtp {id}: commit failed: {e}", id=mid, e=f.value)
             else:
                 log.failure("smtp {id}: commit failed", f, id=mid)
-            self.reply(451, "4.3.0", "Error: cannot store the message now, try again later")
+            refusal = store_failed(f.value if isinstance(f.value, OSError) else None)
+            self.reply(refusal.code, refusal.status, refusal.text)
 
         # The fsyncs may take milliseconds: they run in a thread while this
         # session holds its input (the client waits for this reply anyway)
@@ -788,6 +797,8 @@ class SMTPFactory(ServerFactory):
         self.max_sessions = site.appliance.max_sessions
         self.sessions = 0
         self.policy = RelayPolicy(site)
+        if self.policy.postmaster is None:
+            store.add_mailbox(POSTMASTER_BOX)  # postmaster mail stays here (docs/smtp.md)
         self.gate = SenderGate(site, reactor)  # who may print (docs/trust.md)
         self.tls_options = None
         if site.appliance.tls is not None:
@@ -817,14 +828,18 @@ class SMTPFactory(ServerFactory):
         """Make a message durable without stalling other sessions.
 
         The mailbox part uses :meth:`Delivery.commit_async`: the file's fsync
-        runs in the thread pool and the directory fsyncs are group-committed
+        runs in a worker thread and the directory fsyncs are group-committed
         across sessions, so many 250s share one fsync per ``new/``; the
         store's observers (the printer side) hear of it in the reactor thread.
-        The queue part, which schedules work on the reactor, runs here too.
+        The queue part does its file work in the ``durable`` pool too
+        (:meth:`QueuedMessage.commit`), also for relay-only mail.
         """
-        if self._thread_pool() is None or sink.delivery is None:
-            return defer.maybeDeferred(sink.commit)
-        d = sink.delivery.commit_async(self.reactor)
+        if sink.delivery is None:
+            d: defer.Deferred = defer.succeed(None)
+        elif not pools_for(self.reactor).threaded:
+            d = defer.maybeDeferred(sink.commit_local)  # tests on a fake reactor
+        else:
+            d = sink.delivery.commit_async(self.reactor)
         d.addCallback(lambda _: sink.commit_queue())
         return d
 

@@ -240,8 +240,9 @@ def _examine(gate: SenderGate, delivery, skip: int, spf: V.SPFResult | None, che
     its new header block (ours first, forged ones of our id removed)."""
     data = delivery.read_back()
     examined = V.examine(gate.resolver, data, skip, spf, checks, gate.trusted, gate.hostname)
+    ours = len(H.split_head(data[:skip])[1]) if skip else 0  # Return-Path, Received
     new_head = H.rewrite_head(examined.fields, gate.hostname,
-                              V.results_field(gate.hostname, examined.evidence), keep_first=1 if skip else 0)
+                              V.results_field(gate.hostname, examined.evidence), keep_first=ours)
     return examined, data, new_head
 
 

@@ -113,13 +113,26 @@ def parse_results(field: Field) -> "authres.AuthenticationResultsHeader | None":
 def rewrite_head(fields: list[Field], our_id: str, results_field: bytes, keep_first: int = 0) -> bytes:
     """The new header block: *results_field* first, then the old fields
     without any Authentication-Results of *our_id*.  *keep_first* fields
-    (our own Received line) are not inspected, only kept after ours."""
-    out = [results_field]
+    (what we wrote ourselves: Return-Path, Received) are not inspected.
+
+    A leading ``Return-Path:`` (the mailbox copy's, RFC 5321 4.4) stays
+    above ours: it is the trace of the final delivery, which comes after
+    the verification, as a local delivery agent behind Postfix and
+    OpenDMARC would write it."""
+    out = []
     ours = our_id.lower()
     for i, f in enumerate(fields):
+        if i == 0 and f.name == "return-path" and keep_first:
+            out.append(f.raw)
+            out.append(results_field)
+            continue
+        if i == 0:
+            out.append(results_field)
         if i >= keep_first and f.name == AUTH_RESULTS and authserv_id(f) == ours:
             continue
         out.append(f.raw if f.raw.endswith(b"\n") else f.raw + b"\n")
+    if not fields:
+        out.append(results_field)
     return b"".join(out)
 
 

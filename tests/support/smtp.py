@@ -11,6 +11,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zope.interface import implementer
@@ -70,8 +71,10 @@ def mailbox_files(site: config.SiteConfig, name: str) -> list[bytes]:
 
 
 def strip_received(stored: bytes) -> bytes:
-    """Drop our own Authentication-Results: and Received: fields (first
-    line plus folded lines)."""
+    """Drop our own Return-Path: (mailbox copies), Authentication-Results:
+    and Received: fields (first line plus folded lines)."""
+    if stored.startswith(b"Return-Path: <"):
+        stored = stored.partition(b"\n")[2]
     stored = strip_results(stored)
     assert stored.startswith(b"Received: from "), stored[:200]
     lines = stored.split(b"\n")
@@ -95,19 +98,24 @@ def strip_results(stored: bytes) -> bytes:
 
 @implementer(IQueuedMessage)
 class QueuedMessage:
-    def __init__(self, queue: "FakeQueue", mail_from: str, recipients: list[str]):
+    def __init__(self, queue: "FakeQueue", mail_from: str, recipients: list[str], body=None):
         self.queue, self.mail_from, self.recipients = queue, mail_from, recipients
+        self.body = body
         self.data = b""
         self.state = "open"
 
     def write(self, data: bytes) -> None:
         self.data += data
 
-    def commit(self) -> str:
+    def commit(self):
         if self.queue.fail_commit:
-            raise OSError(28, "No space left on device")
+            return defer.fail(OSError(28, "No space left on device"))
         self.state = "committed"
         self.queue.committed.append(self)
+        return defer.succeed(f"Q{len(self.queue.committed)}")
+
+    def commit_in_background(self) -> str:
+        self.commit()
         return f"Q{len(self.queue.committed)}"
 
     def abort(self) -> None:
@@ -124,8 +132,8 @@ class FakeQueue:
         self.submitted: list[QueuedMessage] = []
         self.committed: list[QueuedMessage] = []
 
-    def submit(self, mail_from: str, recipients: list[str]) -> QueuedMessage:
-        m = QueuedMessage(self, mail_from, recipients)
+    def submit(self, mail_from: str, recipients: list[str], body=None) -> QueuedMessage:
+        m = QueuedMessage(self, mail_from, recipients, body)
         self.submitted.append(m)
         return m
 
@@ -134,9 +142,11 @@ class FailingDelivery(Delivery):
     """A Delivery whose disk fills up at write or at commit."""
 
     fail_at = "commit"
+    writes = 0
 
     def write(self, data: bytes) -> None:
-        if self.fail_at == "write" and self.size:  # the Received: line passes
+        self.writes += 1
+        if self.fail_at == "write" and self.writes > 2:  # Return-Path: and Received: pass
             raise OSError(28, "No space left on device")
         super().write(data)
 

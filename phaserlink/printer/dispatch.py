@@ -166,10 +166,6 @@ class Dispatcher:
         if job.terminal:
             self.finish(job)
             return
-        if not self.printer.sender_allowed(job.sender or ""):
-            self.abort(job, [J.SENDER_NOT_ALLOWED],
-                       f"{job.sender or 'an unknown sender'} may not print on {self.printer.name}")
-            return
         if job.documents is None:
             try:
                 documents = await self._prepare(job)

@@ -110,6 +110,14 @@ class Intake:
             notify=facts.notify,
         )
 
+    def _refuses(self, sender: str | None) -> bool:
+        """Who may print is decided once, in the SMTP session
+        (phaserlink.trust, docs/trust.md): what is in the appliance's own
+        store got its 250 there, so it prints (or was refused with a reply
+        the sender saw).  Only a remote mailbox, whose mail never passed our
+        SMTP session, is still held to ``allowed_senders`` here."""
+        return self.printer.mailbox is not None and not self.printer.sender_allowed(sender or "")
+
     # -- one message -------------------------------------------------------------------
 
     def take(self, path: Path, uidl: str, source: str) -> defer.Deferred:
@@ -125,7 +133,7 @@ class Intake:
         if facts.message_id and self.seen.has_message_id(facts.message_id):
             return await self._drop(path, source, uidl, f"already received as {facts.message_id}")
         job = self._new_job(facts, source, uidl, J.PENDING, [J.JOB_QUEUED])
-        if not self.printer.sender_allowed(facts.sender or ""):
+        if self._refuses(facts.sender):
             job.state, job.reasons = J.ABORTED, [J.SENDER_NOT_ALLOWED]
             job.detail = f"{facts.sender or 'an unknown sender'} may not print on {self.printer.name}"
             log.warn("printer {printer}: {uidl} from {sender!r} refused: not an allowed sender",
@@ -151,7 +159,7 @@ class Intake:
             log.error("printer {printer}: {uidl} from {source} not printed: its header could not be read ({why}) "
                       "and no From: or Return-Path: was found in its first bytes, so nobody can be told",
                       printer=self.printer.name, uidl=uidl, source=source, why=why)
-        elif not self.printer.sender_allowed(facts.sender):
+        elif self._refuses(facts.sender):
             job.reasons = [J.SENDER_NOT_ALLOWED]
             log.warn("printer {printer}: {uidl} from {sender!r} refused: not an allowed sender "
                      "(and its header could not be read: {why})",
@@ -166,7 +174,7 @@ class Intake:
 
     async def _fragment(self, path: Path, uidl: str, source: str, facts: MessageFacts) -> None:
         partial_id, number, total = facts.partial  # type: ignore[misc]
-        if not self.printer.sender_allowed(facts.sender or ""):
+        if self._refuses(facts.sender):
             return await self._drop(path, source, uidl, f"fragment from {facts.sender!r}, not an allowed sender")
         if self.seen.partial_done(partial_id):
             return await self._drop(path, source, uidl, f"fragment {number} of {partial_id}, a set already "

@@ -13,7 +13,13 @@ import pytest_twisted
 from twisted.internet import task
 
 from phaserlink.printer import convert as convert_mod
-from phaserlink.printer.convert import ConversionError, GhostscriptMissing, convert, needs_conversion
+from phaserlink.printer.convert import (
+    ConversionError,
+    ConverterFailed,
+    GhostscriptMissing,
+    convert,
+    needs_conversion,
+)
 from support.peers import require_program
 
 MARKER = "MARKER-PHASERLINK-4711"
@@ -171,7 +177,8 @@ def test_endless_document_is_killed_at_the_timeout(gs, tmp_path):
     ps = tmp_path / "loop.ps"
     ps.write_text("%!PS\n{ 1 pop } loop\n")
     start = reactor().seconds()
-    with pytest.raises(ConversionError) as e:
+    # Temporary: a busy machine may be what made it slow (docs/faults.md).
+    with pytest.raises(ConverterFailed) as e:
         yield convert(reactor(), ps, tmp_path / "out.pdf", "postscript", "pdf", timeout=0.5)
     assert reactor().seconds() - start < 10
     assert "took longer than 0.5 s" in e.value.reason
@@ -184,4 +191,6 @@ def test_missing_ghostscript_says_so(tmp_path, monkeypatch):
     (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4\n")
     with pytest.raises(GhostscriptMissing) as e:
         yield convert(reactor(), tmp_path / "a.pdf", tmp_path / "a.ps", "pdf", "postscript")
-    assert "not installed" in e.value.reason and e.value.ipp_reason == "aborted-by-system"
+    # The print server's fault, held and tried again: never the document's.
+    assert "not installed" in e.value.reason and e.value.ipp_reason == "resources-are-not-ready"
+    assert not isinstance(e.value, ConversionError) and e.value.holds_queue

@@ -15,6 +15,8 @@ from phaserlink.printer.output import OutputJob, PrinterRejected, PrinterUnavail
 from phaserlink.printer.output.interfaces import (
     REASON_NOT_FOUND,
     REASON_OTHER,
+    REASON_SPOOL_FULL,
+    REASON_STOPPED,
     REASON_TIMED_OUT,
 )
 from phaserlink.printer.output.lpd import (
@@ -23,6 +25,7 @@ from phaserlink.printer.output.lpd import (
     LPDJobProtocol,
     LPDOutput,
     build_control_file,
+    classify_refusal,
 )
 from phaserlink.printer.output.transfer import JobFileChanged
 
@@ -126,7 +129,8 @@ def test_refusal_text_is_awaited_only_briefly():
     assert results == []
     clock.advance(0.2)
     [failure] = results
-    assert failure.check(PrinterRejected)
+    # 1 is LPRng's "no spooling to this queue now", BSD's any error: temporary.
+    assert failure.check(PrinterUnavailable)
     assert "no reason given" in failure.value.reason
     assert t.disconnecting
 
@@ -139,9 +143,10 @@ def test_refusal_of_the_data_file_after_transfer():
     proto.dataReceived(b"\x02no space")
     proto.connectionLost(Failure(error.ConnectionDone()))
     [failure] = results
-    assert failure.check(PrinterRejected)
+    # 2 is "no space / retry later" in LPRng and BSD lpd: the job is held, not lost.
+    assert failure.check(PrinterUnavailable)
     assert "refused the data file" in failure.value.reason and "no space" in failure.value.reason
-    assert failure.value.ipp_reason == REASON_OTHER
+    assert failure.value.ipp_reason == REASON_SPOOL_FULL
 
 
 def test_no_ack_times_out_as_unavailable():
@@ -300,3 +305,28 @@ def test_cancel_aborts_the_connection(job_file):
     assert transport.disconnecting
     assert results[0].check(Exception)
     assert not reactor.getDelayedCalls()
+
+
+@pytest.mark.parametrize("code, text, kind, ipp", [
+    # LPRng's own answers (lpd_rcvjob.c, getqueue.c)
+    (3, "spool queue for 'nosuch' does not exist on server lpd.example", PrinterRejected, REASON_NOT_FOUND),
+    (2, "raw: insufficient file space", PrinterUnavailable, REASON_SPOOL_FULL),
+    (2, "raw: spooling disabled", PrinterUnavailable, REASON_STOPPED),
+    (2, "size 2048.000K exceeds 1024K", PrinterUnavailable, REASON_SPOOL_FULL),
+    (2, "raw: transfer of 'dfA042h' from 'h' failed", PrinterUnavailable, REASON_SPOOL_FULL),
+    (1, "raw: Receive_job - bad control line", PrinterUnavailable, REASON_STOPPED),
+    (3, "raw: no permission to print", PrinterRejected, REASON_OTHER),
+    (3, "spool file system full, try later", PrinterUnavailable, REASON_SPOOL_FULL),
+    # BSD lpd: 1 for any error ("unknown printer" is still permanent), 2 for no space
+    (1, "unknown printer nosuch", PrinterRejected, REASON_NOT_FOUND),
+    (1, "lost connection", PrinterUnavailable, REASON_STOPPED),
+    (2, "no reason given", PrinterUnavailable, REASON_SPOOL_FULL),
+    # anything else: not a promise of failure for good
+    (7, "no reason given", PrinterUnavailable, REASON_OTHER),
+    (None, "HTTP/1.1 400 Bad Request", PrinterUnavailable, REASON_OTHER),
+    (3, "job completed successfully elsewhere", PrinterRejected, REASON_OTHER),
+])
+def test_refusals_are_told_apart(code, text, kind, ipp):
+    fault = classify_refusal(code, text, "lpd on h:515 refused the data file")
+    assert type(fault) is kind and fault.ipp_reason == ipp
+    assert text in fault.reason

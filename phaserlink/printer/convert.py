@@ -13,11 +13,23 @@ reactor serving everyone while it runs, and a timeout kills a document that
 would loop for ever.  Ghostscript exits 0 on many broken PDFs ("Output may be
 incorrect"): ``-dPDFSTOPONERROR`` makes those an error we can report, and
 ``-sstdout=%stderr`` puts all its messages in one captured stream.
+
+How a conversion failed decides the job's fate (docs/faults.md): only
+Ghostscript running and rejecting the input (a non-zero exit with its error
+words) is the document's fault (:class:`ConversionError`, the job is
+aborted).  Ghostscript that cannot start (not on PATH, a missing library:
+the loader exits 126/127), is killed by a signal or by our timeout, reports
+an I/O error, or leaves output that fails the checks of :func:`check_output`
+(empty, no ``%%EOF`` at the end) is a temporary fault: the job is held and
+tried again, and a truncated file is never sent.  Ghostscript exits 0 after
+``ERROR: ioerror (-12) on closing ps2write device`` on a full disk, so the
+exit status alone proves nothing.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -26,11 +38,17 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from phaserlink.printer.faults import SCOPE_JOB, SCOPE_SERVER, DocumentFault, TemporaryFault
+from phaserlink.threads import pools_for
+
 __all__ = [
     "CONVERSION_TIMEOUT",
     "ConversionError",
+    "ConverterFailed",
+    "ConverterUnavailable",
     "GHOSTSCRIPT",
     "GhostscriptMissing",
+    "check_output",
     "convert",
     "ghostscript_path",
     "needs_conversion",
@@ -44,6 +62,32 @@ CONVERSION_TIMEOUT = 300.0
 MAX_DIAGNOSTICS = 64 * 1024
 #: The IPP job-state-reason (RFC 8011 5.3.8) for a document we cannot print.
 FORMAT_ERROR = "document-format-error"
+#: Exit codes of a child the system could not run: 126 (not executable),
+#: 127 (not found, or the dynamic loader could not load a library).
+CANNOT_RUN_EXIT_CODES = (126, 127)
+#: What Twisted's forked child writes to stderr (then exit 1) when the exec
+#: itself fails (a bad ``#!`` interpreter, a file that is no program).
+EXEC_FAILED = "Upon execvpe"
+#: Below this many free bytes where the output goes, a failed conversion is
+#: taken to be the disk's fault, whatever Ghostscript said.
+LOW_DISK_SPACE = 1024 * 1024
+#: How far from the end an output format's end marker may be (trailing
+#: newlines, a PDF's startxref is before it).
+END_MARKER_WINDOW = 1024
+#: The end marker a complete file of each format carries (the DSC trailer
+#: of ps2write's output, the end of a PDF's trailer).
+END_MARKERS: dict[str, bytes] = {"postscript": b"%%EOF", "pdf": b"%%EOF"}
+#: Ghostscript's messages that mean its output is not to be trusted, even
+#: after exit 0 (``ERROR: ioerror (-12) on closing ps2write device``).
+OUTPUT_ERROR = re.compile(rb"^.*(?:\bERROR:|Unrecoverable error|\bioerror\b).*$", re.MULTILINE)
+#: Messages that mean the machine, not the document: a disk, a library.
+#: (Not a bare ``ioerror``: Ghostscript says ``/ioerror in --runpdf--`` for
+#: a PDF cut short, which is the document's fault.)
+SYSTEM_TROUBLE = re.compile(
+    r"on closing \S+ device|No space left|Disk quota|error while loading shared libraries|"
+    r"cannot open shared object|Can't find initialization file", re.IGNORECASE)
+#: Out of memory: maybe this document, maybe the moment; tried again, alone.
+OUT_OF_MEMORY = re.compile(r"\bVMerror\b|out of memory", re.IGNORECASE)
 
 #: Formats the appliance knows (phaserlink.config.FORMATS).
 KNOWN_FORMATS = ("postscript", "pdf", "pcl", "text")
@@ -60,26 +104,43 @@ _ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
 log = Logger()
 
 
-class ConversionError(Exception):
-    """A document cannot be printed on this printer: ``reason`` says why in
-    words for the status mail, ``ipp_reason`` is the job-state-reason."""
+class ConversionError(DocumentFault):
+    """A document cannot be printed on this printer: Ghostscript ran and
+    rejected it, or no conversion leads to a format the printer takes.
+    ``reason`` says why in words for the status mail (Ghostscript's own),
+    ``ipp_reason`` is the job-state-reason, ``details`` all its messages."""
 
     def __init__(self, reason: str, ipp_reason: str = FORMAT_ERROR, details: str = ""):
-        super().__init__(reason)
-        self.reason = reason
-        self.ipp_reason = ipp_reason
-        self.details = details  # Ghostscript's full (capped) messages, for logs
+        super().__init__(reason, ipp_reason, details)
 
 
-class GhostscriptMissing(ConversionError):
-    """Ghostscript is not installed: the appliance's fault, not the document's."""
+class ConverterUnavailable(TemporaryFault):
+    """The converter cannot run on this machine now (not installed, a
+    library missing, a disk full): no job that needs it can be converted,
+    so the printer's queue waits and is tried again."""
+
+    def __init__(self, reason: str, details: str = ""):
+        super().__init__(reason, SCOPE_SERVER)
+        self.details = details
+
+
+class ConverterFailed(TemporaryFault):
+    """This conversion went wrong without blaming the document: killed by
+    a signal, stopped at the timeout, or output that fails the checks.
+    The job is set aside and tried again; the next job goes on."""
+
+    def __init__(self, reason: str, details: str = ""):
+        super().__init__(reason, SCOPE_JOB)
+        self.details = details
+
+
+class GhostscriptMissing(ConverterUnavailable):
+    """Ghostscript is not on PATH: the appliance's fault, not the document's."""
 
     def __init__(self) -> None:
         super().__init__(
             f"Ghostscript ({GHOSTSCRIPT!r}) is not installed on the print server; "
-            "it is needed to convert this document (apt-get install ghostscript)",
-            ipp_reason="aborted-by-system",
-        )
+            "it is needed to convert this document (apt-get install ghostscript)")
 
 
 def needs_conversion(fmt: str, accepted: tuple[str, ...]) -> str | None:
@@ -99,7 +160,8 @@ def needs_conversion(fmt: str, accepted: tuple[str, ...]) -> str | None:
 
 
 def ghostscript_path() -> str:
-    """Where ``gs`` is, or :class:`GhostscriptMissing`."""
+    """Where ``gs`` is on PATH (a site, or a test, may put its own first),
+    or :class:`GhostscriptMissing`."""
     path = shutil.which(GHOSTSCRIPT)
     if path is None:
         raise GhostscriptMissing()
@@ -161,6 +223,70 @@ def _summary(messages: str) -> str:
     return "; ".join(dict.fromkeys(keep))[:500]
 
 
+def free_space(directory: Path) -> int | None:
+    """Bytes free for us in *directory*'s file system (None if unknown)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _disk_is_full(directory: Path) -> bool:
+    free = free_space(directory)
+    return free is not None and free < LOW_DISK_SPACE
+
+
+def check_output(path: Path, to_format: str, messages: bytes | str = b"") -> int:
+    """Is the converter's output at *path* whole?  Returns its size, or
+    raises :class:`ConverterFailed` (or :class:`ConverterUnavailable` when
+    the disk is full) when it is missing, empty, lacks the format's end
+    marker, or the converter reported an error on stderr.
+
+    Runs in a worker thread (it reads the file's tail)."""
+    raw = messages.encode("utf-8", "replace") if isinstance(messages, str) else messages
+    text = raw.decode("utf-8", "replace")
+    bad = OUTPUT_ERROR.search(raw)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        size = -1
+    problem = None
+    if bad is not None:
+        problem = f"Ghostscript reported {bad.group(0).decode('utf-8', 'replace').strip()!r}"
+    elif size < 0:
+        problem = f"Ghostscript wrote no {to_format} output"
+    elif size == 0:
+        problem = f"Ghostscript's {to_format} output is empty"
+    else:
+        marker = END_MARKERS.get(to_format)
+        if marker is not None:
+            with open(path, "rb") as f:
+                f.seek(max(size - END_MARKER_WINDOW, 0))
+                tail = f.read()
+            if marker not in tail:
+                problem = (f"Ghostscript's {to_format} output ({size} bytes) is incomplete: "
+                           f"no {marker.decode()} at its end")
+    if problem is None:
+        return size
+    if _disk_is_full(path.parent) or SYSTEM_TROUBLE.search(text):
+        raise ConverterUnavailable(
+            f"{problem}; the print server's disk is full or failing ({path.parent}); "
+            "the document was not sent and will be converted again", details=text)
+    raise ConverterFailed(f"{problem}; the document was not sent and will be converted again", details=text)
+
+
+def _finish_output(partial: Path, dst: Path, to_format: str, messages: bytes) -> Path:
+    """Check the output, then give it its final name (worker thread)."""
+    try:
+        check_output(partial, to_format, messages)
+        os.replace(partial, dst)
+    except BaseException:
+        _unlink(partial)
+        raise
+    return dst
+
+
 def convert(
     reactor,
     src: Path,
@@ -168,18 +294,23 @@ def convert(
     from_format: str,
     to_format: str,
     *,
-    timeout: float = CONVERSION_TIMEOUT,
+    timeout: float | None = None,
 ) -> defer.Deferred:
     """Convert *src* (of *from_format*) into *dst* (of *to_format*).
 
-    Fires with *dst* once it is complete (written under a temporary name and
-    renamed, so *dst* never holds half a document), or fails with
-    :class:`ConversionError` carrying Ghostscript's message."""
+    Fires with *dst* once it is complete and checked (written under a
+    temporary name, checked by :func:`check_output`, renamed: *dst* never
+    holds half a document).  Fails with :class:`ConversionError` when
+    Ghostscript rejected the document (its words in ``reason``), with
+    :class:`ConverterUnavailable` or :class:`ConverterFailed` (temporary
+    faults) when it could not do its work."""
+    if timeout is None:
+        timeout = CONVERSION_TIMEOUT  # read at each call: a site or a test may change it
     src, dst = Path(src).absolute(), Path(dst).absolute()
     partial = dst.with_name(dst.name + ".part")
     try:
         argv = ghostscript_argv(ghostscript_path(), src, partial, from_format, to_format)
-    except ConversionError as e:
+    except (ConversionError, ConverterUnavailable) as e:
         return defer.fail(e)
     done: defer.Deferred = defer.Deferred()
     proto = _GhostscriptProcess(done)
@@ -190,7 +321,7 @@ def convert(
             childFDs={0: "w", 1: "r", 2: "r"},
         )
     except OSError as e:
-        return defer.fail(ConversionError(f"cannot start Ghostscript: {e}", ipp_reason="aborted-by-system"))
+        return defer.fail(ConverterUnavailable(f"Ghostscript ({argv[0]}) cannot be started: {e}"))
     transport.closeStdin()
 
     def on_timeout() -> None:
@@ -199,38 +330,56 @@ def convert(
             transport.signalProcess("KILL")
         except error.ProcessExitedAlready:
             pass
+        # A wrapper script's own child (a site's `gs` that does not exec)
+        # may outlive the kill and hold the pipes open: close our ends, so
+        # the conversion ends now rather than when that child does.
+        transport.loseConnection()
 
     timer = reactor.callLater(timeout, on_timeout)
 
-    def ended(_) -> Path:
+    def ended(_) -> defer.Deferred | Path:
         reason = proto.reason
         if timer.active():
             timer.cancel()
-        messages = proto.messages.decode("utf-8", "replace")
+        raw = bytes(proto.messages)
+        messages = raw.decode("utf-8", "replace")
+        what = f"converting {from_format} to {to_format}"
         if proto.killed_for_timeout:
             _unlink(partial)
-            raise ConversionError(
-                f"converting {from_format} to {to_format} took longer than {timeout:g} s; stopped",
-                details=messages,
-            )
+            raise ConverterFailed(
+                f"{what} took longer than {timeout:g} s; Ghostscript was stopped and it will be tried again",
+                details=messages)
         if not reason.check(error.ProcessDone):
-            _unlink(partial)
             code = getattr(reason.value, "exitCode", None)
-            summary = _summary(messages) or f"Ghostscript exited with {code}"
+            signal = getattr(reason.value, "signal", None)
+            disk_full = _disk_is_full(dst.parent)
+            _unlink(partial)
+            summary = _summary(messages)
+            if signal is not None and code is None:
+                raise ConverterFailed(f"Ghostscript was killed by signal {signal} while {what}", details=messages)
+            if code in CANNOT_RUN_EXIT_CODES or EXEC_FAILED in messages:
+                if EXEC_FAILED in messages:
+                    last = [line for line in messages.splitlines() if line.strip()][-1:]
+                    summary = last[0].strip() if last else summary
+                raise ConverterUnavailable(
+                    f"Ghostscript ({argv[0]}) cannot run on the print server (exit {code}"
+                    + (f": {summary}" if summary else "") + ")", details=messages)
+            if disk_full or SYSTEM_TROUBLE.search(messages):
+                raise ConverterUnavailable(
+                    f"Ghostscript failed {what} because of the print server ("
+                    + (summary or f"exit {code}") + (f"; disk full in {dst.parent}" if disk_full else "") + ")",
+                    details=messages)
+            if OUT_OF_MEMORY.search(messages):
+                raise ConverterFailed(f"Ghostscript ran out of memory while {what} ({summary})",
+                                      details=messages)
             raise ConversionError(
-                f"cannot convert this {from_format} document to {to_format}: {summary}",
+                f"cannot convert this {from_format} document to {to_format}: "
+                + (summary or f"Ghostscript exited with {code}"),
                 details=messages,
             )
-        try:
-            os.replace(partial, dst)
-        except FileNotFoundError:
-            raise ConversionError(
-                f"Ghostscript made no {to_format} output from this {from_format} document",
-                details=messages,
-            ) from None
         if messages.strip():
             log.info("Ghostscript said while converting {src}: {messages}", src=str(src), messages=messages)
-        return dst
+        return pools_for(reactor).durable(_finish_output, partial, dst, to_format, raw)
 
     return done.addCallback(ended)
 

@@ -1,18 +1,28 @@
 """Sending one printer's jobs, one at a time, and finishing them.
 
 A job goes pending -> processing -> completed, or -> aborted when it cannot
-be printed, or pending-held (printer-stopped) while the printer is down.
-Each change is in ``state.json`` before it is acted on: the documents are
-extracted (and converted) and recorded together with ``processing`` before
-the first byte goes to the printer; ``completed`` is recorded before the
-status mail is queued and the job leaves the spool.
+be printed, or pending-held while it cannot be printed *now*.  Each change
+is in ``state.json`` before it is acted on: the documents are extracted
+(and converted) and recorded together with ``processing`` before the first
+byte goes to the printer; ``completed`` is recorded before the status mail
+is queued and the job leaves the spool.
 
-A printer that is down holds its queue (the head job is retried with
-exponential back-off on reactor timers; other printers have their own
-dispatcher and keep printing).  Jobs older than ``delay_notice`` get one
-"delayed" mail; jobs older than ``max_retry_time`` are aborted.  Ages count
-from the moment a job was spooled, so jobs waiting behind a dead printer
-are told and given up on just as the one being retried.
+Every failure is classified once, by :func:`phaserlink.printer.faults.classify`
+in :meth:`Dispatcher._run` (docs/faults.md): a fault in the document aborts
+the job (document-format-error, the converter's words in the mail); a
+permanent refusal aborts it (aborted-by-system); a temporary fault never
+does before ``max_retry_time``.  A temporary fault that every job would meet
+(the printer is down, the disk is full, the converter cannot start) holds
+the queue: its head is retried with exponential back-off on reactor timers,
+in order; other printers have their own dispatcher and keep printing.  A
+temporary fault of one job alone (its conversion killed or timed out, a bug
+it triggers) sets that job aside with its own back-off, and the printer goes
+on with the next one: one crashing job never wedges its printer.
+
+Jobs older than ``delay_notice`` get one "delayed" mail; jobs older than
+``max_retry_time`` are aborted with a mail that says why.  Ages count from
+the moment a job was spooled, so jobs waiting behind a dead printer are
+told and given up on just as the one being retried.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from twisted.logger import Logger
 from phaserlink.config import PrinterConfig
 from phaserlink.printer import jobs as J
 from phaserlink.printer import journal
+from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
 from phaserlink.printer.jobs import Document, Job
 from phaserlink.printer.local_source import run_inline
 from phaserlink.printer.spool import JobSpool
@@ -48,13 +59,6 @@ STOP_GRACE = 10.0
 MIME_TYPES = {"postscript": "application/postscript", "pdf": "application/pdf",
               "pcl": "application/vnd.hp-pcl", "text": "text/plain"}
 EXTENSIONS = {"postscript": "ps", "pdf": "pdf", "pcl": "pcl", "text": "txt"}
-
-
-class Unprintable(Exception):
-    def __init__(self, reason: str, ipp_reason: str = J.DOCUMENT_FORMAT_ERROR):
-        super().__init__(reason)
-        self.reason = reason
-        self.ipp_reason = ipp_reason
 
 
 def backoff(attempts: int) -> float:
@@ -97,6 +101,14 @@ class Dispatcher:
         self.retry_call = None
         self.running = False
         self.idle: defer.Deferred | None = None
+        #: Jobs set aside after a job-scoped fault, each with its own timer.
+        self.aside: dict[str, object] = {}
+        #: Crashes in a row of a job whose fault could not even be recorded.
+        self.crashes: dict[str, int] = {}
+        #: The newest record of a job whose save failed: it, not the older
+        #: state on disk, is what the next attempt resumes from (a document
+        #: the printer acknowledged is never sent again by this process).
+        self.unsaved: dict[str, Job] = {}
 
     # -- life cycle -------------------------------------------------------------
 
@@ -109,6 +121,10 @@ class Dispatcher:
         if self.retry_call is not None and self.retry_call.active():
             self.retry_call.cancel()
         self.retry_call = None
+        for call in self.aside.values():
+            if call.active():  # type: ignore[attr-defined]
+                call.cancel()  # type: ignore[attr-defined]
+        self.aside.clear()
         if self.current is None:
             return defer.succeed(None)
         self.idle = defer.Deferred()
@@ -123,9 +139,11 @@ class Dispatcher:
     def submit(self, job: Job) -> None:
         """Take a spooled job (pending, held, processing or terminal)."""
         if job.terminal:
-            self.finish(job)
+            d = defer.ensureDeferred(self.finish(job))
+            d.addErrback(lambda f: log.failure("printer {printer} job {job}: finishing failed", f,
+                                               printer=self.printer.name, job=job.job_id))
             return
-        if job.job_id != self.current and job.job_id not in self.queue:
+        if job.job_id != self.current and job.job_id not in self.queue and job.job_id not in self.aside:
             self.queue.append(job.job_id)
         self._next()
 
@@ -151,55 +169,76 @@ class Dispatcher:
         self._next()
 
     def _crashed(self, failure, job_id: str) -> None:
-        # A bug, not the job's fault: hold it and try again later rather
-        # than lose it or spin on it.
+        """Even handling the job's fault failed (a bug, or the spool cannot
+        be written): set the job aside, in memory only, with back-off, and
+        let the printer go on with the next job.  Never put it back at the
+        head of the queue: one crashing job must not wedge its printer."""
         log.failure("printer {printer} job {job}: unexpected error", failure,
                     printer=self.printer.name, job=job_id)
-        if self.running and job_id not in self.queue:
-            self.queue.appendleft(job_id)
-            self._schedule_retry(RETRY_MAX)
+        if not self.running or job_id in self.queue or job_id in self.aside:
+            return
+        count = self.crashes[job_id] = self.crashes.get(job_id, 0) + 1
+        self._put_aside(job_id, backoff(count))
 
     # -- one job ------------------------------------------------------------------------
 
     async def _run(self, job_id: str) -> None:
-        job = self.spool.load(job_id)
-        if job.terminal:
-            self.finish(job)
-            return
-        if job.documents is None:
+        job = self.unsaved.pop(job_id, None)
+        if job is None:
             try:
-                documents = await self._prepare(job)
-            except Unprintable as e:
-                reasons = [J.DOCUMENT_FORMAT_ERROR]
-                if e.ipp_reason != J.DOCUMENT_FORMAT_ERROR:
-                    reasons.append(e.ipp_reason)
-                self.abort(job, reasons, e.reason)
+                job = await defer.maybeDeferred(self.spool.load, job_id)
+            except FileNotFoundError:
+                log.info("printer {printer} job {job}: gone from the spool; nothing to do",
+                         printer=self.printer.name, job=job_id)
+                self.crashes.pop(job_id, None)
                 return
-            job.documents = documents
-        self._set(job, J.PROCESSING, [J.JOB_PRINTING])
-        from phaserlink.printer.output import PrinterRejected, PrinterUnavailable
+            except (ValueError, TypeError) as e:
+                # As at start (JobSpool.recover): never guess about a job
+                # whose record cannot be read; leave it for a human.
+                log.error("printer {printer}: cannot read job {job}: {e}; left in {dir}",
+                          printer=self.printer.name, job=job_id, e=e, dir=str(self.spool.job_dir(job_id)))
+                return
+        if job.terminal:
+            await self.finish(job)
+            return
+        try:
+            await self._print(job)
+        except defer.CancelledError:
+            log.info("printer {printer} job {job}: send cut short by shutdown; resumes at restart",
+                     printer=self.printer.name, job=job.job_id)
+            return
+        except Exception as e:
+            if job.terminal:
+                # Printed (or decided) already; only finishing it failed (the
+                # journal, the spool).  Never hold or resend it: finish it
+                # again later, from this record.
+                log.failure("printer {printer} job {job}: finishing failed; will finish it again",
+                            printer=self.printer.name, job=job.job_id)
+                self.unsaved[job.job_id] = job
+                count = self.crashes[job_id] = self.crashes.get(job_id, 0) + 1
+                self._put_aside(job_id, backoff(count))
+                return
+            fault = classify(e, self.tools.unprintable)
+            if isinstance(fault, TemporaryFault) and fault.internal:
+                log.failure("printer {printer} job {job}: unexpected error", printer=self.printer.name,
+                            job=job.job_id)
+            await self._fault(job, fault)
+            return
+        self.crashes.pop(job_id, None)
 
+    async def _print(self, job: Job) -> None:
+        """Prepare *job* if it is not yet, send each document not yet
+        acknowledged, finish it.  Any failure propagates, to be classified
+        once by :func:`classify` in :meth:`_run`."""
+        if job.documents is None:
+            job.documents = await self._prepare(job)
+        await self._set(job, J.PROCESSING, [J.JOB_PRINTING])
         for index in range(job.printed_documents, len(job.documents)):
             document = job.documents[index]
             out_job = self._output_job(job, document, index)
             self.sending = defer.maybeDeferred(self.output.send, out_job)
             try:
                 result = await self.sending
-            except defer.CancelledError:
-                log.info("printer {printer} job {job}: send cut short by shutdown; resumes at restart",
-                         printer=self.printer.name, job=job.job_id)
-                return
-            except PrinterRejected as e:
-                reasons = [e.ipp_reason] if e.ipp_reason == J.DOCUMENT_FORMAT_ERROR else [J.ABORTED_BY_SYSTEM, e.ipp_reason]
-                self.abort(job, reasons, f"the printer refused the job: {e.reason}")
-                return
-            except PrinterUnavailable as e:
-                self._hold(job, e.reason)
-                return
-            except Exception as e:  # an output bug: temporary, per its contract
-                log.failure("printer {printer} job {job}: output failed", printer=self.printer.name, job=job.job_id)
-                self._hold(job, f"internal error while sending: {e}")
-                return
             finally:
                 self.sending = None
             job.printed_documents = index + 1
@@ -211,29 +250,42 @@ class Dispatcher:
                      printer=self.printer.name, job=job.job_id, n=index + 1, total=len(job.documents),
                      ack=result.acknowledged)
             if index + 1 < len(job.documents):
-                self._save(job)
-        self._set(job, J.COMPLETED, [J.JOB_COMPLETED_SUCCESSFULLY])
-        self.finish(job)
+                await self._save(job)
+        await self._set(job, J.COMPLETED, [J.JOB_COMPLETED_SUCCESSFULLY])
+        await self.finish(job)
+
+    async def _fault(self, job: Job, fault: Fault) -> None:
+        """Act on a classified fault: hold, set aside, or abort."""
+        if isinstance(fault, TemporaryFault):
+            if fault.holds_queue:
+                await self._hold(job, fault.reason, fault.ipp_reason)
+            else:
+                await self._set_aside(job, fault)
+            return
+        reasons = fault.reasons if isinstance(fault, (DocumentFault, PermanentFault)) else [J.ABORTED_BY_SYSTEM]
+        details = getattr(fault, "details", "")
+        if details:
+            log.info("printer {printer} job {job}: converter said: {details}", printer=self.printer.name,
+                     job=job.job_id, details=details)
+        await self.abort(job, reasons, fault.reason)
 
     async def _prepare(self, job: Job) -> list[Document]:
-        """Extract the documents and convert what the printer does not take."""
+        """Extract the documents and convert what the printer does not take.
+
+        Raises whatever the tools raise; :meth:`_run` classifies it."""
         docs_dir = self.spool.docs_dir(job.job_id)
         shutil.rmtree(docs_dir, ignore_errors=True)
         docs_dir.mkdir()
-        try:
-            extracted = await self.blocking(self.tools.extract, self.spool.message_path(job.job_id), docs_dir)
-        except self.tools.unprintable as e:
-            raise Unprintable(e.reason, e.ipp_reason) from None
+        extracted = await self.blocking(self.tools.extract, self.spool.message_path(job.job_id), docs_dir)
         if not extracted:
-            raise Unprintable("there is nothing printable in the message", J.UNSUPPORTED_DOCUMENT_FORMAT)
+            raise DocumentFault("there is nothing printable in the message", J.UNSUPPORTED_DOCUMENT_FORMAT)
         documents = []
-        paths = []
         for i, doc in enumerate(extracted):
             name = doc.filename or doc.content_type
             try:
                 target = self.tools.needs_conversion(doc.format, self.printer.formats)
             except self.tools.unprintable as e:
-                raise Unprintable(f"{name}: {e.reason}", e.ipp_reason) from None
+                raise DocumentFault(f"{name}: {e.reason}", e.ipp_reason) from None
             path, fmt = Path(doc.path), doc.format
             if target is not None:
                 dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(target, 'bin')}"
@@ -241,10 +293,13 @@ class Dispatcher:
                          printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=target)
                 try:
                     await self.tools.convert(self.reactor, path, dst, fmt, target)
-                except self.tools.unprintable as e:
-                    raise Unprintable(f"{name}: {e.reason}", e.ipp_reason) from None
+                except Exception as e:
+                    fault = classify(e, self.tools.unprintable)
+                    if isinstance(fault, DocumentFault):
+                        raise DocumentFault(f"{name}: {fault.reason}", fault.ipp_reason,
+                                            getattr(fault, "details", "")) from None
+                    raise
                 path, fmt = dst, target
-            paths.append(path)
             documents.append(Document(file=str(path.relative_to(self.spool.job_dir(job.job_id))), format=fmt,
                                       content_type=doc.content_type, filename=doc.filename,
                                       size=path.stat().st_size))
@@ -268,29 +323,37 @@ class Dispatcher:
 
     # -- state changes ------------------------------------------------------------------
 
-    def _save(self, job: Job) -> None:
+    async def _save(self, job: Job) -> None:
+        """Record *job*; returns once the spool says it is durable (the
+        spool's save may return a Deferred or nothing)."""
         job.changed = self.reactor.seconds()
-        self.spool.save(job)
+        try:
+            await defer.maybeDeferred(self.spool.save, job)
+        except BaseException:
+            self.unsaved[job.job_id] = job
+            raise
+        self.unsaved.pop(job.job_id, None)
 
-    def _set(self, job: Job, state: str, reasons: list[str]) -> None:
+    async def _set(self, job: Job, state: str, reasons: list[str]) -> None:
         job.state, job.reasons = state, reasons
-        self._save(job)
+        await self._save(job)
         log.info("printer {printer} job {job}: {state} ({reasons})", printer=self.printer.name,
                  job=job.job_id, state=state, reasons=", ".join(reasons))
 
-    def abort(self, job: Job, reasons: list[str], why: str) -> None:
+    async def abort(self, job: Job, reasons: list[str], why: str) -> None:
         job.detail = why
         if J.ABORTED_BY_SYSTEM not in reasons and reasons[:1] != [J.DOCUMENT_FORMAT_ERROR]:
             reasons = reasons + [J.ABORTED_BY_SYSTEM]
-        self._set(job, J.ABORTED, reasons)
+        await self._set(job, J.ABORTED, reasons)
         log.warn("printer {printer} job {job}: aborted: {why}", printer=self.printer.name, job=job.job_id, why=why)
-        self.finish(job)
+        await self.finish(job)
 
-    def finish(self, job: Job) -> defer.Deferred:
+    async def finish(self, job: Job) -> None:
         """A terminal job: tell the sender, remember it, forget its files
         (the "done" record and the removal are one spool call)."""
         if self.spool.finished(job.job_id):
-            return self.spool.remove(job.job_id)  # mail went out before a crash
+            await defer.maybeDeferred(self.spool.remove, job.job_id)  # mail went out before a crash
+            return
         if job.state == J.COMPLETED:
             pages = f" ({job.pages} page{'s' if job.pages != 1 else ''})" if job.pages is not None else ""
             text = (f"Your print job {_quoted(job.title)} was delivered to printer {self.printer.name}{pages}.\n"
@@ -300,62 +363,105 @@ class Dispatcher:
             text = (f"Your print job {_quoted(job.title)} for printer {self.printer.name} "
                     f"was not printed.\nReason: {job.detail or 'unknown'}.")
             self.status.notify(job, ERRORS, text)
-        return self.spool.remove(job.job_id, seen=[journal.done(job, self.reactor.seconds())])
+        await defer.maybeDeferred(self.spool.remove, job.job_id, seen=[journal.done(job, self.reactor.seconds())])
 
-    # -- a printer that is down ---------------------------------------------------------
+    # -- a printer that is down, a server that cannot print now ------------------------
 
-    def _hold(self, job: Job, reason: str) -> None:
+    async def _hold(self, job: Job, reason: str, ipp_reason: str = J.PRINTER_STOPPED) -> None:
+        """A fault every job behind this one would meet too (the printer is
+        down, the disk is full): the queue waits, in order, and its head is
+        tried again with back-off."""
         now = self.reactor.seconds()
         job.attempts += 1
         job.detail = reason
-        self._set(job, J.PENDING_HELD, [J.PRINTER_STOPPED])
-        log.warn("printer {printer} job {job}: printer unavailable ({why}); attempt {n}",
+        await self._set(job, J.PENDING_HELD, [ipp_reason])
+        log.warn("printer {printer} job {job}: cannot print now ({why}); attempt {n}",
                  printer=self.printer.name, job=job.job_id, why=reason, n=job.attempts)
-        if not self._age_out(job, now):
+        if not await self._age_out(job, now):
             self.queue.appendleft(job.job_id)
         for other_id in list(self.queue):
             if other_id == job.job_id:
                 continue
             try:
-                other = self.spool.load(other_id)
+                other = await defer.maybeDeferred(self.spool.load, other_id)
             except OSError:
                 continue
             other.detail = reason
-            if self._age_out(other, now):
+            if await self._age_out(other, now, ipp_reason):
                 self.queue.remove(other_id)
         wait = backoff(job.attempts)
-        for other_id in self.queue:
-            deadline = self._next_deadline(other_id, now)
+        for other_id in list(self.queue):
+            deadline = await self._next_deadline(other_id, now)
             if deadline is not None:
                 wait = min(wait, max(deadline - now, 0.0))
         self._schedule_retry(wait)
 
-    def _age_out(self, job: Job, now: float) -> bool:
+    async def _set_aside(self, job: Job, fault: TemporaryFault) -> None:
+        """A fault of this job alone (its conversion was killed or timed
+        out, it crashes our code): hold it with its own back-off and let the
+        printer go on with the next job."""
+        now = self.reactor.seconds()
+        job.attempts += 1
+        job.detail = fault.reason
+        await self._set(job, J.PENDING_HELD, [fault.ipp_reason])
+        log.warn("printer {printer} job {job}: set aside ({why}); attempt {n}",
+                 printer=self.printer.name, job=job.job_id, why=fault.reason, n=job.attempts)
+        if await self._age_out(job, now):
+            return
+        wait = backoff(job.attempts)
+        deadline = await self._next_deadline(job.job_id, now)
+        if deadline is not None:
+            wait = min(wait, max(deadline - now, 0.0))
+        self._put_aside(job.job_id, wait)
+
+    def _put_aside(self, job_id: str, wait: float) -> None:
+        old = self.aside.pop(job_id, None)
+        if old is not None and old.active():  # type: ignore[attr-defined]
+            old.cancel()  # type: ignore[attr-defined]
+        log.info("printer {printer} job {job}: next attempt in {wait:.1f}s", printer=self.printer.name,
+                 job=job_id, wait=wait)
+        self.aside[job_id] = self.reactor.callLater(wait, self._back_from_aside, job_id)
+
+    def _back_from_aside(self, job_id: str) -> None:
+        self.aside.pop(job_id, None)
+        if job_id != self.current and job_id not in self.queue:
+            self.queue.appendleft(job_id)
+        self._next()
+
+    async def _age_out(self, job: Job, now: float, ipp_reason: str | None = None) -> bool:
         """Send the delayed notice or give up, by the job's age; True if aborted."""
         age = now - job.created
+        printer_down = (ipp_reason or (job.reasons[0] if job.reasons else J.PRINTER_STOPPED)) == J.PRINTER_STOPPED
         if age >= self.printer.max_retry_time:
-            self._give_up(job)
+            await self._give_up(job, printer_down)
             return True
         if age >= self.printer.delay_notice and not job.delayed_notified:
             job.delayed_notified = True
-            self._save(job)
+            await self._save(job)
             until = human_duration(self.printer.max_retry_time - age)
+            if printer_down:
+                why = f"printer {self.printer.name} has not been reachable ({job.detail})"
+            else:
+                why = f"PhaserLink cannot print it at the moment: {job.detail}"
             self.status.notify(job, DELAYED, (
-                f"Your print job {_quoted(job.title)} has not been printed yet: printer "
-                f"{self.printer.name} has not been reachable ({job.detail}).\n"
+                f"Your print job {_quoted(job.title)} has not been printed yet: {why}.\n"
                 f"It was received {human_duration(age)} ago. PhaserLink keeps trying for "
                 f"{until} more; you will get another message if it gives up."))
         return False
 
-    def _give_up(self, job: Job) -> None:
+    async def _give_up(self, job: Job, printer_down: bool = True) -> None:
         age = self.reactor.seconds() - job.created
-        self.abort(job, [J.ABORTED_BY_SYSTEM, J.PRINTER_STOPPED],
-                   f"printer {self.printer.name} could not be reached for {human_duration(age)} "
-                   f"({job.detail or 'no answer'})")
+        if printer_down:
+            await self.abort(job, [J.ABORTED_BY_SYSTEM, J.PRINTER_STOPPED],
+                             f"printer {self.printer.name} could not be reached for {human_duration(age)} "
+                             f"({job.detail or 'no answer'})")
+            return
+        await self.abort(job, [J.ABORTED_BY_SYSTEM],
+                         f"PhaserLink tried for {human_duration(age)} and gave up: {job.detail or 'unknown error'}")
 
-    def _next_deadline(self, job_id: str, now: float) -> float | None:
+    async def _next_deadline(self, job_id: str, now: float) -> float | None:
         try:
-            job = self.spool.load(job_id)
+            job = await defer.maybeDeferred(self.spool.load, job_id)
         except OSError:
             return None
         if not job.delayed_notified:
@@ -373,10 +479,17 @@ class Dispatcher:
         self._next()
 
     def retry_now(self) -> None:
-        """Try a held printer again at once (e.g. an operator says it is back)."""
+        """Try a held printer, and the jobs set aside, again at once (e.g.
+        an operator says it is back)."""
         if self.retry_call is not None and self.retry_call.active():
             self.retry_call.cancel()
         self.retry_call = None
+        for job_id in list(self.aside):
+            call = self.aside.pop(job_id)
+            if call.active():  # type: ignore[attr-defined]
+                call.cancel()  # type: ignore[attr-defined]
+            if job_id not in self.queue:
+                self.queue.append(job_id)
         self._next()
 
 

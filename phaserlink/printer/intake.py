@@ -180,11 +180,13 @@ class Intake:
             return await self._drop(path, source, uidl, f"fragment {number} of {partial_id}, a set already "
                                                         "taken in or failed")
         job = self.sets.get(partial_id)
-        if job is not None and str(number) in job.partial.parts:  # type: ignore[union-attr]
-            return await self._drop(path, source, uidl, f"fragment {number} of {partial_id} again")
+        # A contradiction first: a redelivered fragment that now states
+        # another total still means the set can never be trusted.
         problem = partial_problem(number, total, job.partial if job is not None else None)
         if problem is not None:
             return await self._fail_set(path, uidl, source, facts, job, problem)
+        if job is not None and str(number) in job.partial.parts:  # type: ignore[union-attr]
+            return await self._drop(path, source, uidl, f"fragment {number} of {partial_id} again")
         if job is None:
             job = self._new_job(facts, source, uidl, J.PENDING_HELD, [J.JOB_INCOMING])
             job.message_id = None  # a fragment's own id; the job's comes from the reassembled message

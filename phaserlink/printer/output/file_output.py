@@ -7,7 +7,11 @@ exactly when the rename is durable.  Sending the same job again (the spool
 retrying after a crash) replaces the file instead of adding a second one.
 
 The copy yields to the reactor after every chunk so a 500 MB job does not
-freeze the other connections.  Copies are not multiplied: the file is the
+freeze the other connections; every chunk is written whole (a write to a
+nearly full disk may take only part of it and say so rather than fail: a
+short write is retried, so it ends in ENOSPC, never in a truncated file
+called printed).  The fsyncs and the rename run in the durable thread pool
+(``pools_for(reactor).durable``), never in the reactor thread.  Copies are not multiplied: the file is the
 job as received, and the result says how many copies were asked for.
 """
 
@@ -24,6 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from phaserlink.durable import fsync_dir
+from phaserlink.threads import pools_for
 
 from .interfaces import (
     REASON_CONNECTING,
@@ -73,8 +78,7 @@ class FileOutput:
         with open(job.path, "rb") as source:
             try:
                 size = await self._copy(source, tmp)
-                os.replace(tmp, final)
-                fsync_dir(self.directory)
+                await pools_for(self.reactor).durable(_publish, tmp, final, self.directory)
             except OSError as e:
                 _unlink_quietly(tmp)
                 raise _describe(e, self.directory) from e
@@ -90,13 +94,36 @@ class FileOutput:
     async def _copy(self, src, target: Path) -> int:
         size = 0
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with open(fd, "wb", buffering=0) as dst:
+        try:
             while chunk := src.read(COPY_CHUNK):
-                dst.write(chunk)
+                write_all(fd, chunk)
                 size += len(chunk)
                 await task.deferLater(self.reactor, 0, lambda: None)
-            os.fsync(dst.fileno())
+        finally:
+            os.close(fd)
         return size
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of *data* to *fd*: ``os.write`` may write only part of it
+    (a disk about to be full takes what fits, and only the next write fails
+    with ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _publish(tmp: Path, final: Path, directory: Path) -> None:
+    """fsync the written file, rename it to its final name, fsync the
+    directory: from here on the job is printed (durable thread pool)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    fsync_dir(directory)
 
 
 def _unlink_quietly(path: Path) -> None:

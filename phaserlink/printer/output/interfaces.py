@@ -6,8 +6,11 @@ in docs/README.md).  So an output's single promise is: the Deferred from
 acknowledged *all* of the job; otherwise it fails with
 :class:`PrinterUnavailable` (try again later, the job stays spooled) or
 :class:`PrinterRejected` (retrying will not help; abort the job and tell
-the sender).  Any other exception is a bug and the spool should treat it
-as temporary.
+the sender).  Any other exception is a bug and the spool treats it as
+temporary (``phaserlink.printer.faults.classify``, docs/faults.md): the
+job is set aside and tried again, and given up after ``max_retry_time``.
+An output that cannot tell (an LPD refusal byte without a clear meaning)
+says PrinterUnavailable: only a refusal for good may cost the job.
 
 Cancelling the Deferred aborts the transfer (the connection is dropped)
 and fails it with ``CancelledError``; the job stays with the spool.

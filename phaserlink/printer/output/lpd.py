@@ -14,8 +14,20 @@ dies during a long data transfer leaves nothing half-printed behind
 (RFC 1179 allows either order; LPRng accepts both).  Every ack byte is
 checked; a non-zero one is a refusal, usually followed by text (LPRng:
 "\\x03spool queue for 'x' does not exist ...") that we read until the
-server closes and pass on in PrinterRejected.  Copies are one ``l`` line
-each (print the file as is, control characters included: binary safe).
+server closes.  Copies are one ``l`` line each (print the file as is,
+control characters included: binary safe).
+
+A refusal is temporary or permanent (:func:`classify_refusal`,
+docs/faults.md).  RFC 1179 only says that a non-zero octet is a refusal;
+the servers say more.  LPRng (``lp.h``): 1 ``ACK_STOP_Q`` (no spooling to
+the queue now, e.g. a bad command line), 2 ``ACK_RETRY`` (retry later:
+spooling disabled, "insufficient file space", job too large, transfer
+failed), 3 ``ACK_FAIL`` (the job is refused; also an unknown queue, with
+"spool queue for 'x' does not exist").  BSD lpd answers 1 for any error
+and 2 for "no space", and its own client retries both.  So: a queue that
+does not exist is permanent (PrinterRejected, the job is aborted), so is
+LPRng's 3 unless its text says to try later; 1, 2 and any other byte are
+temporary (PrinterUnavailable: the job is held and sent again later).
 
 Source port: RFC 1179 says 721-731, and BSD-style servers refuse others.
 As root ('auto' or 'privileged') we bind the first free one; these ports
@@ -57,6 +69,17 @@ LPD_TIMEOUT = 60.0
 # After a refusal byte, how long to read the server's explanation.
 REFUSAL_TEXT_WAIT = 2.0
 REFUSAL_TEXT_MAX = 4096
+# Ack bytes with a meaning beyond "refused" (LPRng's lp.h; BSD lpd agrees on 2).
+ACK_STOP_QUEUE = 1  # LPRng: no spooling to this queue now; BSD: any error
+ACK_RETRY = 2  # LPRng: retry later (no space, spooling disabled); BSD: no space
+ACK_FAIL = 3  # LPRng: job refused (also: unknown queue)
+# A refusal's text that names the queue as missing: permanent whatever the byte.
+QUEUE_MISSING = re.compile(r"does not exist|unknown printer|unknown queue|no such (?:queue|printer)|"
+                           r"bad printer name|illegal char", re.IGNORECASE)
+# A refusal's text that says "not now": temporary whatever the byte.
+TRY_LATER = re.compile(r"\btry (?:again )?later\b|\btry again\b|\bretry\b|\btemporar|\bdisabled\b|"
+                       r"\bbusy\b|\bspace\b|\bfull\b|\btoo (?:large|big)\b|\bexceeds\b", re.IGNORECASE)
+NO_ROOM = re.compile(r"\bspace\b|\bfull\b|\btoo (?:large|big)\b|\bexceeds\b", re.IGNORECASE)
 PRIVILEGED_PORTS = range(721, 732)  # RFC 1179 section 3.1
 SOURCE_PORT_MODES = ("auto", "privileged", "any")
 # RFC 1179 section 7 field limits (bytes).
@@ -66,6 +89,25 @@ JOB_NAME_MAX = 99
 SOURCE_NAME_MAX = 131
 
 log = Logger()
+
+
+def classify_refusal(code: int | None, text: str, what: str) -> PrinterUnavailable | PrinterRejected:
+    """One LPD refusal -> temporary (hold and retry) or permanent (abort).
+
+    *code* is the ack byte (None: the server sent bytes that are no ack at
+    all), *text* its explanation, *what* the sentence for the status mail."""
+    reason = f"{what}: {text}"
+    if QUEUE_MISSING.search(text):
+        return PrinterRejected(reason, REASON_NOT_FOUND)
+    if TRY_LATER.search(text):
+        return PrinterUnavailable(reason, REASON_SPOOL_FULL if NO_ROOM.search(text) else REASON_STOPPED)
+    if code == ACK_FAIL:
+        return PrinterRejected(reason, REASON_OTHER)
+    if code == ACK_RETRY:
+        return PrinterUnavailable(reason, REASON_SPOOL_FULL)
+    if code == ACK_STOP_QUEUE:
+        return PrinterUnavailable(reason, REASON_STOPPED)
+    return PrinterUnavailable(reason, REASON_OTHER)
 
 
 def control_text(value: str, limit: int) -> bytes:
@@ -223,13 +265,7 @@ class LPDJobProtocol(JobProtocol):
         code = self.refusal_code
         what = (f"refused {step} (ack byte {code[0]:#04x})" if code
                 else f"sent unexpected bytes while receiving {step}")
-        if self.refused_at == "queue-ack":
-            ipp = REASON_NOT_FOUND if "not exist" in text or "unknown" in text.lower() else REASON_STOPPED
-        elif self.refused_at == "data-command-ack":
-            ipp = REASON_SPOOL_FULL
-        else:
-            ipp = REASON_OTHER
-        self.fail(PrinterRejected(f"lpd on {self.where} {what}: {text}", ipp))
+        self.fail(classify_refusal(code[0] if code else None, text, f"lpd on {self.where} {what}"))
 
 
 @implementer(IPrinterOutput)

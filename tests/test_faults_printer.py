@@ -1,0 +1,330 @@
+"""Fault injection on the printer side with real resources: the real
+toolkit (MIME extraction, Ghostscript conversion), the real reactor, a
+``file:`` printer, and
+
+- a fake ``gs`` put first on PATH that is missing a library, is killed, hangs
+  or exits 0 leaving a truncated file;
+- a real full disk (a small tmpfs filled to ENOSPC) under the job spool while
+  real Ghostscript converts, and under the file printer's directory.
+
+Each test checks what a user would: nothing lost (the job stays spooled,
+held, and prints once the fault is gone), nothing printed twice (one file),
+nothing truncated reported as printed (the printed file ends with %%EOF and
+renders; no "printed" mail before), and the status mail says what happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from support.peers import require_program
+from support.printer_fakes import FakeQueue, fake_report, make_site
+from twisted.internet import defer, task
+
+from phaserlink.pop3_store.maildir import MaildirStore
+from phaserlink.printer import convert as convert_mod
+from phaserlink.printer import jobs as J
+from phaserlink.printer.output.file_output import FileOutput
+from phaserlink.printer.service import PrinterService
+from phaserlink.printer.toolkit import default_toolkit
+
+MARKER = "MARKER-FAULTS-0815"
+
+FAKE_GS = {
+    "missing-library": """#!/bin/sh
+echo "gs: error while loading shared libraries: libgs.so.10: cannot open shared object file: No such file or directory" >&2
+exit 127
+""",
+    "bad-interpreter": """#!/nonexistent/interpreter
+""",
+    "killed": """#!/bin/sh
+kill -KILL $$
+""",
+    "hang": """#!/bin/sh
+exec sleep 60
+""",
+    # A wrapper that does not exec: its child keeps the pipes open after
+    # the shell is killed.
+    "hang-in-wrapper": """#!/bin/sh
+sleep 20
+""",
+    "truncated": """#!/bin/sh
+# Exit 0 after writing half a PostScript file, as ps2write does on a full disk.
+for a in "$@"; do
+  case "$a" in -sOutputFile=*) out="${a#-sOutputFile=}";; esac
+done
+printf '%%!PS-Adobe-3.0\\n%%%%Pages: 40\\n/Helvetica findfont' > "$out"
+exit 0
+""",
+}
+
+
+def reactor():
+    from twisted.internet import reactor as r
+
+    return r
+
+
+@pytest.fixture(scope="module")
+def real_gs():
+    return require_program("gs", "ghostscript")
+
+
+def make_pdf(gs: str, directory: Path, pages: int = 2) -> bytes:
+    ps = directory / "orig.ps"
+    ps.write_text("%!PS-Adobe-3.0\n" + "".join(
+        f"/Helvetica findfont 24 scalefont setfont 72 700 moveto ({MARKER} page {i + 1}) show showpage\n"
+        for i in range(pages)))
+    pdf = directory / "orig.pdf"
+    subprocess.run([gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=pdfwrite",
+                    f"-sOutputFile={pdf}", str(ps)], check=True)
+    return pdf.read_bytes()
+
+
+def mail_with_pdf(pdf: bytes, msgid: str = "<pdf@example.com>") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "alice@example.com"
+    msg["To"] = "lp@phaserlink.test"
+    msg["Subject"] = "Quarterly report"
+    msg["Message-ID"] = msgid
+    msg.set_content("Please print.\n")
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="report.pdf")
+    return msg.as_bytes()
+
+
+def text_of(gs: str, path: Path) -> str:
+    return subprocess.run([gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=txtwrite",
+                           "-sOutputFile=-", str(path)], check=True, capture_output=True).stdout.decode()
+
+
+@dataclasses.dataclass
+class Live:
+    """A PrinterService on the real reactor: real tools, a file: printer."""
+
+    tmp: Path
+    spool: Path
+    out_dir: Path
+    service: PrinterService | None = None
+    queue: FakeQueue = dataclasses.field(default_factory=FakeQueue)
+
+    def start(self) -> "Live":
+        site = make_site(self.tmp)
+        site = dataclasses.replace(site, appliance=dataclasses.replace(site.appliance, spool=self.spool))
+        self.store = MaildirStore(self.tmp / "mail", list(site.printers))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        output = FileOutput(f"file:{self.out_dir}", self.out_dir, reactor=reactor())
+        tools = dataclasses.replace(default_toolkit(), write_report=fake_report)
+        self.service = PrinterService(site, self.store, self.queue, reactor=reactor(), tools=tools,
+                                      outputs={"lp": output})
+        self.service.startService()
+        return self
+
+    def stop(self) -> defer.Deferred:
+        return defer.maybeDeferred(self.service.stopService)
+
+    @property
+    def dispatcher(self):
+        return self.service.runners["lp"].dispatcher
+
+    def deliver(self, data: bytes) -> None:
+        d = self.store.deliver(["lp"])
+        d.write(data)
+        d.commit()
+
+    def states(self) -> list[dict]:
+        root = self.spool / "jobs" / "lp"
+        return [json.loads((d / "state.json").read_text()) for d in sorted(root.iterdir())
+                if d.is_dir() and (d / "state.json").exists()]
+
+    def printed(self) -> list[Path]:
+        return sorted(p for p in self.out_dir.iterdir() if not p.name.startswith("."))
+
+    def leftovers(self) -> list[Path]:
+        return sorted(p for p in self.out_dir.iterdir() if p.name.startswith("."))
+
+    async def until(self, predicate, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; states: {self.states()}; "
+                                     f"mail: {self.queue.events()}")
+            await task.deferLater(reactor(), 0.05, lambda: None)
+
+
+def held(live: Live) -> bool:
+    s = live.states()
+    return len(s) == 1 and s[0]["state"] == J.PENDING_HELD
+
+
+@pytest.fixture
+def fake_gs(tmp_path, monkeypatch):
+    """Put a fake ``gs`` first on PATH; returns a function that sets its
+    behaviour, and ``None`` takes it off PATH again (the real one is back)."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    real_path = os.environ.get("PATH", "/usr/bin:/bin")
+
+    def use(kind: str | None) -> None:
+        if kind is None:
+            monkeypatch.setenv("PATH", real_path)
+            return
+        script = bindir / "gs"
+        script.write_text(FAKE_GS[kind])
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bindir}:{real_path}")
+
+    return use
+
+
+def assert_printed_once_and_whole(live: Live, gs: str) -> None:
+    [printed] = live.printed()
+    data = printed.read_bytes()
+    assert data.startswith(b"%!PS") and b"%%EOF" in data[-1024:]
+    assert f"{MARKER} page 2" in text_of(gs, printed)
+    assert live.leftovers() == [] and live.states() == []
+    assert live.queue.events() == ["received", "printed"]
+
+
+# -- converters that fail to start, are killed, hang, or exit 0 with truncated output --
+
+@pytest.mark.parametrize("kind", ["missing-library", "bad-interpreter", "killed", "hang", "hang-in-wrapper", "truncated"])
+@pytest_twisted.ensureDeferred
+async def test_a_failing_converter_holds_the_job_and_it_prints_once_when_fixed(
+        kind, real_gs, fake_gs, tmp_path, monkeypatch):
+    pdf = make_pdf(real_gs, tmp_path)
+    monkeypatch.setattr(convert_mod, "CONVERSION_TIMEOUT", 1.0)
+    fake_gs(kind)
+    live = Live(tmp_path, tmp_path / "var", tmp_path / "printed").start()
+    try:
+        live.deliver(mail_with_pdf(pdf))
+        await live.until(lambda: held(live), "the job to be held")
+        [state] = live.states()
+        assert state["reasons"] == ["resources-are-not-ready"], state
+        expected = {"missing-library": "cannot run on the print server (exit 127",
+                    "bad-interpreter": "cannot run on the print server (exit 1: FileNotFoundError",
+                    "killed": "killed by signal 9",
+                    "hang": "took longer than 1 s",
+                    "hang-in-wrapper": "took longer than 1 s",
+                    "truncated": "is incomplete: no %%EOF at its end"}[kind]
+        assert expected in state["detail"], state["detail"]
+        # Nothing sent, nobody told it failed, the document not blamed.
+        assert live.printed() == [] and live.queue.events() == ["received"]
+        fake_gs(None)
+        live.dispatcher.retry_now()
+        await live.until(lambda: live.printed() and not live.states(), "the job to print")
+        assert_printed_once_and_whole(live, real_gs)
+    finally:
+        await live.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_document_ghostscript_rejects_is_aborted_with_its_words(real_gs, tmp_path):
+    live = Live(tmp_path, tmp_path / "var", tmp_path / "printed").start()
+    try:
+        live.deliver(mail_with_pdf(b"%PDF-1.4\nthis is not a PDF at all\n"))
+        await live.until(lambda: "failed" in live.queue.events(), "the failed mail")
+        mail = live.queue.messages[-1]
+        assert mail.field("reasons") == "['document-format-error']"
+        assert "report.pdf: cannot convert this pdf document to postscript" in mail.text
+        assert "Error: /" in mail.text  # Ghostscript's own words
+        assert live.printed() == [] and live.states() == []
+    finally:
+        await live.stop()
+
+
+# -- a real full disk --------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_conversion_on_a_full_disk_is_held_never_sent_and_prints_when_space_is_back(
+        real_gs, tmp_path, small_disk):
+    """ps2write exits 0 after ``ioerror ... on closing ps2write device`` on
+    a full disk and leaves a truncated file: that must not be printed."""
+    pdf = make_pdf(real_gs, tmp_path, pages=400)
+    message = mail_with_pdf(pdf)
+    # Room for the spooled message and the extracted PDF, not for the PostScript.
+    small_disk.fill(leave=len(message) + len(pdf) + 64 * 1024)
+    live = Live(tmp_path, small_disk.path / "var", tmp_path / "printed").start()
+    try:
+        live.deliver(message)
+        await live.until(lambda: held(live), "the job to be held", timeout=25)
+        [state] = live.states()
+        assert "disk is full" in state["detail"] or "no space left" in state["detail"], state["detail"]
+        assert live.printed() == [] and live.queue.events() == ["received"]
+        small_disk.release()
+        live.dispatcher.retry_now()
+        await live.until(lambda: live.printed() and not live.states(), "the job to print", timeout=25)
+        [printed] = live.printed()
+        data = printed.read_bytes()
+        assert b"%%EOF" in data[-1024:]
+        assert f"{MARKER} page 400" in text_of(real_gs, printed)
+        assert live.queue.events() == ["received", "printed"]
+    finally:
+        await live.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_printer_on_a_full_disk_holds_and_prints_once_when_space_is_back(real_gs, tmp_path, small_disk):
+    ps = ("%!PS-Adobe-3.0\n" + "".join(
+        f"/Helvetica findfont 24 scalefont setfont 72 700 moveto ({MARKER} page {i + 1}) show showpage\n"
+        for i in range(4000)) + "%%EOF\n").encode()
+    msg = EmailMessage()
+    msg["From"] = "alice@example.com"
+    msg["Subject"] = "Big PostScript"
+    msg["Message-ID"] = "<ps@example.com>"
+    msg.set_content("Please print.\n")
+    msg.add_attachment(ps, maintype="application", subtype="postscript", filename="big.ps")
+    small_disk.fill(leave=len(ps) // 2)
+    live = Live(tmp_path, tmp_path / "var", small_disk.path / "printed").start()
+    try:
+        live.deliver(msg.as_bytes())
+        await live.until(lambda: held(live), "the job to be held")
+        [state] = live.states()
+        assert state["reasons"] == [J.PRINTER_STOPPED] and "no space left" in state["detail"]
+        assert live.printed() == [] and live.leftovers() == []
+        small_disk.release()
+        live.dispatcher.retry_now()
+        await live.until(lambda: live.printed() and not live.states(), "the job to print")
+        [printed] = live.printed()
+        assert printed.read_bytes() == ps  # whole, once
+        assert live.leftovers() == [] and live.queue.events() == ["received", "printed"]
+    finally:
+        await live.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_printer_fsyncs_and_renames_outside_the_reactor_thread(tmp_path, monkeypatch):
+    import threading
+
+    from phaserlink.printer.output import OutputJob
+    from phaserlink.printer.output import file_output
+
+    seen = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        seen.append(("fsync", threading.current_thread() is threading.main_thread()))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        seen.append(("rename", threading.current_thread() is threading.main_thread()))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(file_output.os, "fsync", fsync)
+    monkeypatch.setattr(file_output.os, "replace", replace)
+    src = tmp_path / "job.ps"
+    src.write_bytes(b"%!PS\nshowpage\n%%EOF\n")
+    out = FileOutput("file:out", tmp_path / "out", reactor=reactor())
+    (tmp_path / "out").mkdir()
+    await out.send(OutputJob(path=src, job_id="j1", title="t", user="u", host="h",
+                             format="application/postscript"))
+    assert (tmp_path / "out" / "j1.ps").read_bytes() == src.read_bytes()
+    assert ("rename", False) in seen and ("fsync", False) in seen
+    assert all(not in_reactor for _what, in_reactor in seen), seen

@@ -303,9 +303,29 @@ class Dispatcher:
             documents.append(Document(file=str(path.relative_to(self.spool.job_dir(job.job_id))), format=fmt,
                                       content_type=doc.content_type, filename=doc.filename,
                                       size=path.stat().st_size))
+        await self._check_pages(job, documents)
         # Not fsync'd: derived data, extracted again after a crash (see
         # Intake.recover), so the state never points at a lost document.
         return documents
+
+    async def _check_pages(self, job: Job, documents: list[Document]) -> None:
+        """``max_pages_per_job`` (docs/trust.md): PDF and PostScript pages
+        counted with Ghostscript before anything is sent; over the cap the
+        job is aborted and its status mail says the count and the cap."""
+        cap = getattr(self.printer, "max_pages_per_job", None)
+        if cap is None:
+            return
+        from phaserlink.printer.pages import count_pages
+
+        root = self.spool.job_dir(job.job_id)
+        total = 0
+        for document in documents:
+            pages = await self.blocking(count_pages, root / document.file, document.format)
+            total += (pages or 0) * max(1, job.copies)
+        if total > cap:
+            copies = f" ({job.copies} copies)" if job.copies > 1 else ""
+            raise DocumentFault(f"the job has {total} pages{copies}; printer {self.printer.name} prints at most "
+                                f"{cap} pages per job", J.ABORTED_BY_SYSTEM)
 
     def _output_job(self, job: Job, document: Document, index: int):
         from phaserlink.printer.output import OutputJob

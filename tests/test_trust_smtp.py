@@ -245,3 +245,37 @@ def test_quota_per_sender_is_452_and_survives_a_restart(site, tmp_path):
     assert send(site, "busy@good.test", "quota@phaserlink.test", message("busy@good.test", "q4")) \
         .startswith(b"452 4.7.0")
     assert len(stored(site, "quota")) == 3
+
+
+def arc_sealed(keys, sealer: str, authserv_id: str, msg: bytes) -> bytes:
+    """What a mailing list does: verify (here: claim) the original, change
+    the body (breaking its DKIM signature), seal the result with ARC."""
+    results = f"Authentication-Results: {authserv_id}; dmarc=pass header.from=good.test\r\n".encode()
+    changed = msg.replace(b"please print me", b"please print me\r\n-- \r\nthe list footer")
+    seal = dkim.arc_sign(results + changed, b"sel", sealer.encode(), keys[sealer][0].read_bytes(),
+                         authserv_id.encode())
+    return b"".join(seal) + changed  # the list's own A-R line is not passed on
+
+
+def test_arc_chain_sealed_by_a_trusted_verifier_counts(site, keys):
+    msg = signed(keys, GOOD, message("alice@good.test", subject="list"))
+    # sealed by other.test as "mx.other.test": not a trusted id
+    reply = send(site, "list@other.test", "demo@phaserlink.test", arc_sealed(keys, OTHER, "mx.other.test", msg),
+                 peer="192.0.2.20")
+    assert reply.startswith(b"550 5.7.26 "), reply
+    # a trusted id, but sealed with another domain's key: the id is only text
+    reply = send(site, "list@other.test", "demo@phaserlink.test", arc_sealed(keys, OTHER, "mx.site.test", msg),
+                 peer="192.0.2.20")
+    assert reply.startswith(b"550 5.7.26 "), reply
+    assert stored(site, "demo") == []
+
+
+def test_arc_chain_by_the_trusted_ids_own_domain_prints(tmp_path, dns, keys):
+    site = make_site(tmp_path / "arc", f"dns_servers = {dns.address}\ntrusted_authserv_ids = mx.other.test\n",
+                     PRINTERS)
+    msg = signed(keys, GOOD, message("alice@good.test", subject="list"))
+    reply = send(site, "list@other.test", "demo@phaserlink.test", arc_sealed(keys, OTHER, "mx.other.test", msg),
+                 peer="192.0.2.20")
+    assert reply.startswith(b"250 "), reply
+    head = stored(site, "demo")[0].split(b"\n\n")[0].decode()
+    assert "dkim=fail" in head and "arc=pass" in head, head

@@ -197,6 +197,7 @@ class Checkpoint:
             dkim=any(D.needs_dkim(p) for p in configs),
             dmarc=any("dmarc" in p.sender_auth for p in configs),
             upstream=self.from_relay and bool(gate.trusted),
+            arc=bool(gate.trusted),
         )
 
         def examine(spf: V.SPFResult | None):

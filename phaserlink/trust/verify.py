@@ -262,13 +262,19 @@ def trusted_results(fields: list[H.Field], trusted: frozenset[str]) -> list[Upst
 def check_arc(resolver: Resolver, message: bytes, fields: list[H.Field],
               trusted: frozenset[str]) -> tuple[str, list[Upstream]]:
     """ARC (RFC 8617): a valid chain whose newest ARC-Authentication-Results
-    is by a trusted authserv-id vouches for what that hop verified."""
+    is by a trusted authserv-id vouches for what that hop verified.
+
+    The authserv-id is only text; what the seal proves is its ``d=`` domain.
+    So the newest seal must be by the authserv-id's own domain (the id or a
+    parent of it: ``mx.example.com`` sealed by ``d=example.com``), else
+    anyone could seal with their own key and write a trusted id.  Then the
+    chain is believed from any client (a mailing list on the Internet)."""
     sets = [f for f in fields if f.name == "arc-authentication-results"]
     if not sets:
         return NONE, []
     try:
-        cv, _results, _comment = dkim.arc_verify(message, dnsfunc=resolver.dkim_txt,
-                                                  timeout=resolver.timeout, minkey=MIN_KEY_BITS)
+        cv, results, _comment = dkim.arc_verify(message, dnsfunc=resolver.dkim_txt,
+                                                 timeout=resolver.timeout, minkey=MIN_KEY_BITS)
     except DNSTempError:
         return TEMPERROR, []
     except Exception:
@@ -286,6 +292,10 @@ def check_arc(resolver: Resolver, message: bytes, fields: list[H.Field],
     parsed = H.parse_results(newest)
     if ident not in trusted or parsed is None:
         return cv, []
+    seals = [r for r in results or () if r.get("instance") == instance(newest)]
+    sealer = (seals[0].get("as-domain") or b"").decode("ascii", "replace").lower() if seals else ""
+    if not sealer or not (ident == sealer or ident.endswith("." + sealer)):
+        return cv, []
     return cv, [_upstream_of(parsed, ident, "ARC")]
 
 
@@ -298,7 +308,8 @@ class Checks:
 
     dkim: bool = False
     dmarc: bool = False
-    upstream: bool = False  # the client is a relay and trusted ids are configured
+    upstream: bool = False  # the client is a relay: believe trusted Authentication-Results
+    arc: bool = False  # trusted ids are configured: check ARC chains
 
 
 @dataclass
@@ -320,7 +331,7 @@ def examine(resolver: Resolver, data: bytes, skip: int, spf_result: SPFResult | 
     authors = tuple(H.from_addresses(message_fields))
     auto = H.auto_submitted(message_fields)
     wire = None
-    if checks.dkim or checks.dmarc or checks.upstream:
+    if checks.dkim or checks.dmarc or checks.upstream or checks.arc:
         wire = re.sub(rb"\r?\n", b"\r\n", data[skip:])
     dkim_results: tuple[DKIMResult, ...] = ()
     if wire is not None and (checks.dkim or checks.dmarc):
@@ -330,10 +341,10 @@ def examine(resolver: Resolver, data: bytes, skip: int, spf_result: SPFResult | 
         dmarc = check_dmarc(resolver, domain_of(authors[0]), spf_result, dkim_results)
     upstream: list[Upstream] = []
     arc = ""
+    trusted = trusted - {our_id.lower()}  # our own id is never trusted from outside (RFC 8601 5)
     if checks.upstream and trusted:
-        # Our own id can never be trusted from outside (RFC 8601 5).
-        trusted = trusted - {our_id.lower()}
         upstream = trusted_results(message_fields, trusted)
+    if checks.arc and trusted:
         assert wire is not None
         arc, sealed = check_arc(resolver, wire, message_fields, trusted)
         upstream += sealed

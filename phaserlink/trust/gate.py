@@ -14,7 +14,7 @@
   own verdict; the message goes to those that accept it.
 
 Every blocking step runs in a pool of :mod:`phaserlink.threads` (DNS and
-RSA in ``lookup``, the header rewrite in ``durable``), so the reactor never
+RSA and the header rewrite in ``lookup``), so the reactor never
 waits for DNS.  The printer side decides nothing about senders any more:
 what got a 250 prints.
 """
@@ -204,7 +204,7 @@ class Checkpoint:
             return gate.pools.lookup(_examine, gate, delivery, skip, spf, checks)
 
         def decide(found):
-            examined, data, new_head = found
+            examined, results_text = found
             evidence = examined.evidence
             session = D.Session(self.mail_from, self.user)
             accepted, refused = [], {}
@@ -215,16 +215,10 @@ class Checkpoint:
                 else:
                     refused[p.name] = verdict
             log.info("smtp <{sender}> from {ip}: {results}; prints on {ok}{not_ok}",
-                     sender=self.mail_from, ip=self.client_ip,
-                     results=V.results_field(gate.hostname, evidence).decode().split(":", 1)[1].strip()
-                     .replace("\n\t", " "),
+                     sender=self.mail_from, ip=self.client_ip, results=results_text,
                      ok=",".join(accepted) or "none",
                      not_ok="".join(f"; not {n}: {v.code} {v.status} {v.text}" for n, v in refused.items()))
-            result = MessageResult(tuple(accepted), D.ACCEPT if accepted else _worst(refused), refused, evidence)
-            if not accepted:
-                return result
-            d = gate.pools.durable(delivery.replace_head, examined.head_len, new_head, data)
-            return d.addCallback(lambda _: result)
+            return MessageResult(tuple(accepted), D.ACCEPT if accepted else _worst(refused), refused, evidence)
 
         return self.spf().addCallback(examine).addCallback(decide)
 
@@ -237,14 +231,17 @@ class Checkpoint:
 
 
 def _examine(gate: SenderGate, delivery, skip: int, spf: V.SPFResult | None, checks: V.Checks):
-    """In a lookup thread: read the stored message back, verify it, and make
-    its new header block (ours first, forged ones of our id removed)."""
+    """In a lookup thread: read the stored message back, verify it, and
+    rewrite its header block (ours first, forged ones of our id removed).
+    The rewrite does not depend on the decision, so it is done here, in the
+    same thread hop; a refused message's file is thrown away anyway."""
     data = delivery.read_back()
     examined = V.examine(gate.resolver, data, skip, spf, checks, gate.trusted, gate.hostname)
     ours = len(H.split_head(data[:skip])[1]) if skip else 0  # Return-Path, Received
-    new_head = H.rewrite_head(examined.fields, gate.hostname,
-                              V.results_field(gate.hostname, examined.evidence), keep_first=ours)
-    return examined, data, new_head
+    field = V.results_field(gate.hostname, examined.evidence)
+    delivery.replace_head(examined.head_len, H.rewrite_head(examined.fields, gate.hostname, field, keep_first=ours),
+                          data)
+    return examined, field.decode("utf-8", "replace").split(":", 1)[1].strip().replace("\n\t", " ")
 
 
 def _worst(refused: dict[str, D.Verdict]) -> D.Verdict:

@@ -49,6 +49,7 @@ class DnsServer:
         self.directory = Path(directory)
         self.port = free_port()
         self.txt: dict[str, list[str]] = {}
+        self.extra_args: list[str] = []  # e.g. --local-ttl=300 (answers are TTL 0 otherwise)
         self.proc: subprocess.Popen | None = None
 
     def add_txt(self, name: str, text: str) -> "DnsServer":
@@ -62,7 +63,7 @@ class DnsServer:
     def start(self) -> "DnsServer":
         args = [self.binary, "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                 f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-                "--local=/test/", "--user=root", "--pid-file=", "--log-facility=-"]
+                "--local=/test/", "--user=root", "--pid-file=", "--log-facility=-", *self.extra_args]
         for name, texts in self.txt.items():
             for text in texts:
                 args.append(f"--txt-record={name}," + ",".join(f'"{t}"' if "," in t else t for t in _split(text)))

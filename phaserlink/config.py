@@ -144,7 +144,8 @@ class PrinterConfig:
     lpd_source_port: str = "auto"  # auto, privileged (721-731, needs root), any
     # Who may print (docs/trust.md)
     sender_auth: tuple[str, ...] = ("dmarc", "login")  # any one proves a sender authentic
-    unauthenticated: str = "refuse"  # refuse (hold: not available yet)
+    unauthenticated: str = "refuse"  # refuse | hold (a release mail to the From: address)
+    hold_timeout: float = 86400.0  # a held job never released is canceled after this
     max_jobs_per_sender: tuple[int, float] | None = None  # (jobs, per seconds)
     max_pages_per_job: int | None = None
 
@@ -252,7 +253,7 @@ USER_KEYS = {"password"}
 # Sender verification (docs/trust.md); parsed by _Loader.trust_* below.
 SENDER_AUTH_RULES = ("dmarc", "dkim", "spf", "login", "none")
 APPLIANCE_KEYS |= {"trusted_authserv_ids", "dns_servers", "max_jobs_per_hour"}
-PRINTER_KEYS |= {"sender_auth", "unauthenticated", "max_jobs_per_sender", "max_pages_per_job"}
+PRINTER_KEYS |= {"sender_auth", "unauthenticated", "hold_timeout", "max_jobs_per_sender", "max_pages_per_job"}
 USER_KEYS |= {"addresses"}
 
 
@@ -594,13 +595,14 @@ class _Loader:
             if per_sender is not None and per_sender[1] <= 0:
                 s.error("max_jobs_per_sender", f"{rate!r}: the window must be longer than 0")
         pages = s.get("max_pages_per_job")
-        if (s.get("unauthenticated") or "refuse").lower() == "hold":
-            s.error("unauthenticated", "hold (a release mail to the From: address) is not available yet; "
-                    "use refuse (docs/trust.md)")
+        if (s.get("unauthenticated") or "refuse").lower() == "hold" and rules in (("none",), ("spf",)):
+            s.error("unauthenticated", "hold needs a sender_auth rule decided at the end of DATA "
+                    "(not none, not spf alone)")
         return replace(
             printer,
             sender_auth=rules,
             unauthenticated=s.choice("unauthenticated", "refuse", ("refuse", "hold")),
+            hold_timeout=s.typed("hold_timeout", "24h", parse_duration),
             max_jobs_per_sender=per_sender,
             max_pages_per_job=None if pages in (None, "none") else s.typed("max_pages_per_job", "", _positive_int),
         )

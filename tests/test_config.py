@@ -180,7 +180,8 @@ def test_twistd_refuses_bad_config_before_binding(tmp_path):
     ("max_jobs_per_sender = lots\n", "max_jobs_per_sender", "use JOBS/DURATION, e.g. 20/1h"),
     ("max_jobs_per_sender = 5/soon\n", "max_jobs_per_sender", "use JOBS/DURATION"),
     ("max_pages_per_job = -3\n", "max_pages_per_job", "whole number"),
-    ("unauthenticated = hold\n", "unauthenticated", "not available yet"),
+    ("sender_auth = none\nunauthenticated = hold\n", "unauthenticated", "needs a sender_auth rule decided at the end of DATA"),
+    ("hold_timeout = forever\n", "hold_timeout", "not a duration"),
     ("unauthenticated = maybe\n", "unauthenticated", "'maybe' is not one of refuse, hold"),
 ])
 def test_sender_auth_mistakes_name_file_section_and_key(tmp_path, extra, key, why):

@@ -119,3 +119,46 @@ def test_dns_down_is_451_the_reactor_serves_others_and_the_retry_prints(site, si
         assert client.sendmail("bounce@elsewhere.test", ["lp@phaserlink.test"], msg) == {}
     (path,) = printed(site)
     assert path.read_bytes() == POSTSCRIPT
+
+
+def test_hold_the_release_mail_and_a_reply_print_exactly_once(appliance, signer, tmp_path):
+    """unauthenticated = hold on the running appliance: the forged-looking
+    job is held (nothing printed), the release mail waits in the outbound
+    queue for the From: address (no smarthost here), and a mail to the
+    release address it names prints the job once."""
+    import re
+
+    dns, _ = signer
+    out = tmp_path / "printed"
+    appliance.appliance_extra = f"dns_servers = {dns.address}\n"
+    appliance.sections = f"""\
+        [printer:lp]
+        addresses = lp@phaserlink.test
+        output = file:{out}
+        allowed_senders = *@good.test
+        sender_auth = dmarc
+        unauthenticated = hold
+        formats = postscript
+        notify = none
+        """
+    appliance.start()
+    appliance.printed = out
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:
+        assert client.sendmail("someone@elsewhere.test", ["lp@phaserlink.test"], job("alice@good.test", "h1")) == {}
+    queued = appliance.wait_for(lambda: [p for p in (appliance.spool / "queue" / "data").glob("*")
+                                         if b"Release your print job?" in p.read_bytes()], timeout=10,
+                                what="the release mail in the outbound queue")
+    text = queued[0].read_bytes().decode()
+    assert "To: <alice@good.test>" in text and "Auto-Submitted: auto-replied" in text
+    address = re.search(r"Reply-To: <(release\+[A-Za-z0-9_-]+@phaserlink\.test)>", text).group(1)
+    time.sleep(1)
+    assert list(out.glob("*")) == []
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:
+        assert client.sendmail("alice@good.test", [address], b"Subject: Re: release\r\n\r\nyes, mine\r\n") == {}
+    (path,) = printed(appliance)
+    assert path.read_bytes() == POSTSCRIPT
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            client.sendmail("alice@good.test", [address], b"Subject: again\r\n\r\nyes\r\n")
+    time.sleep(0.5)
+    assert len(list(out.glob("*"))) == 1

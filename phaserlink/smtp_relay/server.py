@@ -149,6 +149,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.txn: _Transaction | None = None
         self._check: Checkpoint | None = None  # sender verification of _check_txn
         self._check_txn: _Transaction | None = None
+        self._releases: dict[str, None] = {}  # release tokens of the current transaction
         self._prefix = 0
 
     # -- connection -----------------------------------------------------
@@ -394,6 +395,17 @@ class SMTPServer(Protocol, TimeoutMixin):
         if txn.count >= self.site.appliance.max_recipients:
             self.reply(452, "4.5.3", "Error: too many recipients")
             return
+        token = self.factory.gate.release_token(address)
+        if token is not None:  # release+TOKEN@hostname: releases a held job (docs/trust.md)
+            v = self._checkpoint(txn).release_rcpt(token)
+            if not v.accepted:
+                self._error(v.code, v.status, f"<{address}>: {v.text}")
+                return
+            self._releases.setdefault(token, None)
+            txn.count += 1
+            txn.rcpts.append(address)
+            self.reply(v.code, v.status, v.text)
+            return
         verdict = self.factory.policy.recipient(
             address, txn.mail_from, self.may_relay_by_network or self.user is not None
         )
@@ -515,6 +527,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         assert reader is not None and sink is not None and txn is not None
         refusal = reader.verdict()
         mid = self._message_id
+        releases, self._releases = self._releases, {}
         if refusal is not None:
             sink.abort()
             if reader.error is not None:
@@ -526,6 +539,9 @@ class SMTPServer(Protocol, TimeoutMixin):
 
         check = self._check if self._check_txn is txn else None
         self._check = self._check_txn = None
+        if check is not None:
+            for token in releases:  # the whole message arrived: now it releases
+                check.release(token)
         names = tuple(n for n in txn.printers if n in self.site.printers)
         if check is None or not names or sink.delivery is None:
             self._wait_for(self._commit(txn, sink, reader, None))
@@ -561,13 +577,13 @@ class SMTPServer(Protocol, TimeoutMixin):
 
         def committed(_: object) -> None:
             if check is not None and result is not None:
-                check.committed(result.printers)
+                check.committed(result)
             log.info(
                 "smtp {id}: from=<{sender}> size={size} printers={printers} relay={relay} queue={qid}",
                 id=mid, sender=txn.mail_from, size=reader.size, printers=",".join(txn.printers),
                 relay=",".join(txn.relay), qid=sink.queue_id,
             )
-            where = f" ({result.summary()})" if result is not None and result.refused else ""
+            where = f" ({result.summary()})" if result is not None and (result.refused or result.held) else ""
             self.reply(250, "2.0.0", f"Ok: queued as {mid}{where}")
 
         def failed(f) -> None:
@@ -613,6 +629,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def _reset(self) -> None:
         self.txn = None
+        self._releases = {}
 
     # -- STARTTLS and AUTH ----------------------------------------------
 
@@ -799,7 +816,7 @@ class SMTPFactory(ServerFactory):
         self.policy = RelayPolicy(site)
         if self.policy.postmaster is None:
             store.add_mailbox(POSTMASTER_BOX)  # postmaster mail stays here (docs/smtp.md)
-        self.gate = SenderGate(site, reactor)  # who may print (docs/trust.md)
+        self.gate = SenderGate(site, reactor, queue=queue)  # who may print (docs/trust.md)
         self.tls_options = None
         if site.appliance.tls is not None:
             from phaserlink.tls import server_options

@@ -54,6 +54,7 @@ class Verdict:
     code: int
     status: str
     text: str
+    holdable: bool = False  # an allowed sender not authenticated: ``unauthenticated = hold`` may hold it
 
     @property
     def accepted(self) -> bool:
@@ -215,7 +216,8 @@ def _first(outcomes: list, printer: PrinterConfig, identity: str) -> Verdict | N
         return Verdict(451, temps[0][1], f"<{identity}> cannot be verified for printer {printer.name} now, "
                                          f"try again later: {reasons}")
     status = outcomes[0][1] if len(outcomes) == 1 else "5.7.26"
-    return Verdict(550, status, f"<{identity}> is not authenticated for printer {printer.name}: {reasons}")
+    return Verdict(550, status, f"<{identity}> is not authenticated for printer {printer.name}: {reasons}",
+                   holdable=True)
 
 
 def _not_allowed(printer: PrinterConfig, identity: str) -> Verdict:

@@ -30,6 +30,7 @@ from phaserlink.config import PrinterConfig, SiteConfig
 from phaserlink.threads import pools_for
 from phaserlink.trust import decision as D
 from phaserlink.trust import headers as H
+from phaserlink.trust import hold
 from phaserlink.trust import verify as V
 from phaserlink.trust.dns import Resolver
 from phaserlink.trust.quota import Quotas
@@ -54,10 +55,17 @@ class MessageResult:
     verdict: D.Verdict
     refused: dict[str, D.Verdict]
     evidence: V.Evidence | None
+    held: dict[str, D.Verdict] = field(default_factory=dict)  # printers holding it for a release
+    token: str | None = None  # the release token of the held printers
+    subject: str = ""
 
     def summary(self) -> str:
         """For the 250 text: where it prints and where not, and why."""
-        text = f"prints on {', '.join(self.printers)}"
+        printing = [n for n in self.printers if n not in self.held]
+        text = f"prints on {', '.join(printing)}" if printing else ""
+        if self.held:
+            text += ("; " if text else "") + (f"held for a release on {', '.join(self.held)}: "
+                                              "see the mail sent to the From: address")
         if self.refused:
             text += "; not on " + "; ".join(f"{n} ({v.text})" for n, v in self.refused.items())
         return text
@@ -71,7 +79,7 @@ def _wait(seconds: float) -> str:
 class SenderGate:
     """Sender verification for one site (one per SMTP factory)."""
 
-    def __init__(self, site: SiteConfig, reactor, resolver: Resolver | None = None):
+    def __init__(self, site: SiteConfig, reactor, resolver: Resolver | None = None, queue=None):
         self.site = site
         self.reactor = reactor
         self.pools = pools_for(reactor)
@@ -80,6 +88,14 @@ class SenderGate:
         self.trusted = frozenset(site.appliance.trusted_authserv_ids) - {self.hostname.lower()}
         self.quotas = Quotas(site.appliance.spool / "trust" / "quotas.json", reactor,
                              self.pools.durable if self.pools.threaded else None)
+        self.release_mailer = hold.ReleaseMailer(queue, self.hostname, site.appliance.status_sender, reactor)
+        #: Who holds and releases jobs (the printer side: PrinterService);
+        #: without one, ``unauthenticated = hold`` refuses as ``refuse`` does.
+        self.releaser = None
+
+    def release_token(self, address: str) -> str | None:
+        """The token if *address* is one of our release addresses."""
+        return hold.token_of(address, self.hostname)
 
     def transaction(self, client_ip: str, helo: str, mail_from: str, user: str | None,
                     from_relay: bool) -> "Checkpoint":
@@ -200,48 +216,87 @@ class Checkpoint:
             arc=bool(gate.trusted),
         )
 
+        session = D.Session(self.mail_from, self.user)
+
         def examine(spf: V.SPFResult | None):
-            return gate.pools.lookup(_examine, gate, delivery, skip, spf, checks)
+            return gate.pools.lookup(_examine, gate, delivery, skip, spf, checks, configs, session)
 
-        def decide(found):
-            examined, results_text = found
-            evidence = examined.evidence
-            session = D.Session(self.mail_from, self.user)
-            accepted, refused = [], {}
-            for p in configs:
-                verdict = D.at_message(p, session, evidence, gate.site.users)
-                if verdict.accepted:
-                    accepted.append(p.name)
-                else:
-                    refused[p.name] = verdict
-            log.info("smtp <{sender}> from {ip}: {results}; prints on {ok}{not_ok}",
-                     sender=self.mail_from, ip=self.client_ip, results=results_text,
-                     ok=",".join(accepted) or "none",
-                     not_ok="".join(f"; not {n}: {v.code} {v.status} {v.text}" for n, v in refused.items()))
-            return MessageResult(tuple(accepted), D.ACCEPT if accepted else _worst(refused), refused, evidence)
+        def decided(result: MessageResult) -> MessageResult:
+            log.info("smtp <{sender}> from {ip}: prints on {ok}{held}{not_ok}",
+                     sender=self.mail_from, ip=self.client_ip, ok=",".join(result.printers) or "none",
+                     held=f" (held for a release: {','.join(result.held)})" if result.held else "",
+                     not_ok="".join(f"; not {n}: {v.code} {v.status} {v.text}" for n, v in result.refused.items()))
+            return result
 
-        return self.spf().addCallback(examine).addCallback(decide)
+        return self.spf().addCallback(examine).addCallback(decided)
 
-    def committed(self, printers: tuple[str, ...]) -> None:
-        """The message got its 250: count it against the quotas."""
+    def committed(self, result: MessageResult) -> None:
+        """The message got its 250: count it against the quotas; ask the
+        author to release what is held."""
         gate = self.gate
-        for name in printers:
+        for name in result.printers:
             p = gate.site.printers[name]
             gate.quotas.count(name, self.mail_from, p.max_jobs_per_sender, gate.site.appliance.max_jobs_per_hour)
+        if result.held and result.token and result.evidence is not None and result.evidence.author:
+            first = gate.site.printers[next(iter(result.held))]
+            why = next(iter(result.held.values())).text.split(": ", 1)[-1]
+            gate.release_mailer.send(result.evidence.author, result.token, list(result.held), result.subject,
+                                     why, _human(first.hold_timeout))
+
+    # -- releases (docs/trust.md) -------------------------------------------------------
+
+    def release_rcpt(self, token: str) -> D.Verdict:
+        """RCPT TO:<release+TOKEN@hostname>."""
+        releaser = self.gate.releaser
+        if not self.mail_from:
+            return D.Verdict(550, "5.7.1", "a bounce or notification (null reverse-path) releases nothing")
+        if releaser is None or not releaser.is_held(token):
+            return D.Verdict(550, "5.1.1", "no held print job with this release address (released, or expired)")
+        return D.Verdict(250, "2.1.5", "Ok, this releases your held print job")
+
+    def release(self, token: str) -> None:
+        releaser = self.gate.releaser
+        if releaser is not None:
+            releaser.release(token)
 
 
-def _examine(gate: SenderGate, delivery, skip: int, spf: V.SPFResult | None, checks: V.Checks):
-    """In a lookup thread: read the stored message back, verify it, and
-    rewrite its header block (ours first, forged ones of our id removed).
-    The rewrite does not depend on the decision, so it is done here, in the
-    same thread hop; a refused message's file is thrown away anyway."""
+def _examine(gate: SenderGate, delivery, skip: int, spf: V.SPFResult | None, checks: V.Checks,
+             configs: list[PrinterConfig], session: D.Session) -> MessageResult:
+    """In a lookup thread: read the stored message back, verify it, decide
+    per printer (pure functions of frozen config), and rewrite its header
+    block: ours first, forged ones of our id (and any X-PhaserLink-Hold)
+    removed, our hold field if a printer holds it.  One thread hop; a
+    refused message's file is thrown away anyway."""
     data = delivery.read_back()
     examined = V.examine(gate.resolver, data, skip, spf, checks, gate.trusted, gate.hostname)
+    evidence = examined.evidence
+    accepted, refused, held = [], {}, {}
+    for p in configs:
+        verdict = D.at_message(p, session, evidence, gate.site.users)
+        if verdict.accepted:
+            accepted.append(p.name)
+        elif verdict.holdable and p.unauthenticated == "hold" and gate.releaser is not None:
+            accepted.append(p.name)
+            held[p.name] = verdict
+        else:
+            refused[p.name] = verdict
+    token = hold.new_token() if held else None
     ours = len(H.split_head(data[:skip])[1]) if skip else 0  # Return-Path, Received
-    field = V.results_field(gate.hostname, examined.evidence)
-    delivery.replace_head(examined.head_len, H.rewrite_head(examined.fields, gate.hostname, field, keep_first=ours),
-                          data)
-    return examined, field.decode("utf-8", "replace").split(":", 1)[1].strip().replace("\n\t", " ")
+    field = V.results_field(gate.hostname, evidence)
+    if token is not None:
+        field += hold.hold_field(token, list(held))
+    fields = [f for i, f in enumerate(examined.fields) if i < ours or f.name != hold.HOLD_FIELD]
+    delivery.replace_head(examined.head_len, H.rewrite_head(fields, gate.hostname, field, keep_first=ours), data)
+    subject = next((f.value for f in examined.fields[ours:] if f.name == "subject"), "")
+    return MessageResult(tuple(accepted), D.ACCEPT if accepted else _worst(refused), refused, evidence,
+                         held, token, subject)
+
+
+def _human(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours >= 1 and hours == int(hours):
+        return f"{int(hours)} hour{'s' if hours != 1 else ''}"
+    return f"{int(seconds // 60)} minutes"
 
 
 def _worst(refused: dict[str, D.Verdict]) -> D.Verdict:

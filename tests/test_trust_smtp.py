@@ -279,3 +279,32 @@ def test_arc_chain_by_the_trusted_ids_own_domain_prints(tmp_path, dns, keys):
     assert reply.startswith(b"250 "), reply
     head = stored(site, "demo")[0].split(b"\n\n")[0].decode()
     assert "dkim=fail" in head and "arc=pass" in head, head
+
+
+def test_an_authenticated_sender_hears_which_printers_refused(tmp_path, dns, keys):
+    sections = PRINTERS + """
+[printer:picky]
+addresses = picky@phaserlink.test
+allowed_senders = boss@good.test
+sender_auth = dmarc
+
+[group:team]
+address = team@phaserlink.test
+members = demo, picky
+"""
+    site = make_site(tmp_path / "g", f"dns_servers = {dns.address}\n", sections)
+    from support.smtp import FakeQueue
+
+    queue = FakeQueue()
+    s = Session(site, queue=queue)
+    reply = send(site, "x@elsewhere.test", "team@phaserlink.test", signed(keys, GOOD, message("alice@good.test")),
+                 session=s)
+    assert reply.startswith(b"250 2.0.0 ") and b"not on picky (sender <alice@good.test> is not allowed" in reply
+    (mail,) = queue.committed
+    assert (mail.mail_from, mail.recipients) == ("", ["alice@good.test"])
+    assert "prints on demo, but not on:\n\n    picky: sender <alice@good.test> is not allowed to print on picky" \
+        in mail.data.decode()
+    # a forger (not authenticated) gets no such mail: the group prints on open only
+    queue2 = FakeQueue()
+    send(site, "mallory@evil.test", "both@phaserlink.test", message("alice@good.test"), session=Session(site, queue=queue2))
+    assert queue2.committed == []

@@ -237,6 +237,11 @@ class Checkpoint:
         for name in result.printers:
             p = gate.site.printers[name]
             gate.quotas.count(name, self.mail_from, p.max_jobs_per_sender, gate.site.appliance.max_jobs_per_hour)
+        authenticated = [n for n in result.printers if n not in result.held
+                         and gate.site.printers[n].sender_auth != ("none",)]
+        if result.refused and authenticated and result.evidence is not None and result.evidence.author:
+            gate.release_mailer.send_refusals(result.evidence.author, result.subject, list(result.printers),
+                                              {n: v.text for n, v in result.refused.items()})
         if result.held and result.token and result.evidence is not None and result.evidence.author:
             first = gate.site.printers[next(iter(result.held))]
             why = next(iter(result.held.values())).text.split(": ", 1)[-1]

@@ -111,6 +111,35 @@ class ReleaseMailer:
             self.sent.popitem(last=False)
         return True
 
+    def send_refusals(self, author: str, subject: str, printed: list[str], refused: dict[str, str]) -> bool:
+        """Tell an authenticated sender which printers of its message did
+        not take it, and why (a group, several printers).  Never to an
+        unauthenticated address: that would be backscatter."""
+        if not self._allowed(author.lower()):
+            return False
+        when = format_datetime(datetime.fromtimestamp(self.clock.seconds(), timezone.utc))
+        title = subject.replace("\n", " ").replace("\r", " ")[:200] or "(no subject)"
+        lines = "".join(f"    {name}: {why}\n" for name, why in refused.items())
+        text = (
+            f"From: PhaserLink <{self.status_sender}>\nTo: <{author}>\n"
+            f"Subject: Not printed everywhere: {title}\nDate: {when}\n"
+            f"Message-ID: {make_msgid(domain=self.hostname)}\nAuto-Submitted: auto-replied\n"
+            "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
+            f"Your message \"{title}\" ({when}) prints on {', '.join(printed)}, but not on:\n\n{lines}"
+        ).encode("utf-8", "replace")
+        return self._queue(author, text)
+
+    def _queue(self, author: str, text: bytes) -> bool:
+        try:
+            message = self.queue.submit("", [author])
+            message.write(text)
+            d = defer.maybeDeferred(message.commit)
+        except (OSError, ValueError, AttributeError) as e:
+            log.error("mail to {author} not queued: {e}", author=author, e=e)
+            return False
+        d.addErrback(lambda f: log.failure("mail to {author} not queued", f, author=author))
+        return True
+
     def send(self, author: str, token: str, printers: list[str], subject: str, why: str,
              timeout_text: str) -> bool:
         """Queue the release mail to *author*; False if rate-limited or failed."""
@@ -140,12 +169,4 @@ class ReleaseMailer:
             f"If you did not send it, do nothing: it is canceled after {timeout_text}\n"
             "and you hear nothing more about it.\n"
         ).encode("utf-8", "replace")
-        try:
-            message = self.queue.submit("", [author])
-            message.write(text)
-            d = defer.maybeDeferred(message.commit)
-        except (OSError, ValueError) as e:
-            log.error("release mail to {author} not queued: {e}", author=author, e=e)
-            return False
-        d.addErrback(lambda f: log.failure("release mail to {author} not queued", f, author=author))
-        return True
+        return self._queue(author, text)

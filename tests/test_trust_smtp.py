@@ -39,6 +39,7 @@ allowed_senders = *@good.test
 
 [printer:open]
 addresses = open@phaserlink.test
+output = socket://127.0.0.1:9
 sender_auth = none
 allowed_senders = *
 
@@ -231,6 +232,11 @@ def test_loops_are_refused(site):
     assert send(site, "human@good.test", "open@phaserlink.test",
                 message("human@good.test", extra="Auto-Submitted: no\r\n")).startswith(b"250 ")
     assert len(stored(site, "open")) == 1
+    # a pull mailbox is read by its own client, not printed by us: it takes
+    # status mail (null sender, Auto-Submitted), e.g. for phaserlink send --wait
+    reply = send(site, "", "quota@phaserlink.test", message("postmaster@phaserlink.test",
+                                                                extra="Auto-Submitted: auto-generated\r\n"))
+    assert reply.startswith(b"250 "), reply
 
 
 def test_quota_per_sender_is_452_and_survives_a_restart(site, tmp_path):

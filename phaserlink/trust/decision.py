@@ -85,8 +85,12 @@ def needs_dkim(printer: PrinterConfig) -> bool:
 
 
 def loop_check(printer: PrinterConfig, mail_from: str) -> Verdict | None:
-    """A bounce to a printer address: never printed, never answered."""
-    if not mail_from:
+    """A bounce to a printer address: never printed, never answered.
+
+    Not for ``output = pull`` mailboxes: the appliance does not print
+    those, their own client reads them (the status mail a sender's
+    ``phaserlink send --wait`` reads back comes from the null sender)."""
+    if not mail_from and printer.output != "pull":
         return Verdict(550, "5.7.1", f"a bounce or notification (null reverse-path) is never printed "
                                      f"on {printer.name}")
     return None
@@ -117,7 +121,7 @@ class Session:
 def at_message(printer: PrinterConfig, session: Session, evidence: Evidence,
                users: Mapping[str, UserConfig]) -> Verdict:
     """The end-of-DATA decision for one printer."""
-    if evidence.auto_submitted is not None:
+    if evidence.auto_submitted is not None and printer.output != "pull":
         return Verdict(550, "5.7.1", f"an automatic message (Auto-Submitted: {evidence.auto_submitted}) "
                                      f"is never printed on {printer.name}")
     rules = tuple(printer.sender_auth)

@@ -115,7 +115,6 @@ tls = required
 ca_file = {self.ca}
 
 [printer:raw]
-sender_auth = none
 address = raw@phaserlink.test
 
 [mailbox]

@@ -32,6 +32,7 @@ allowed_senders = *
 [printer:strict]
 sender_auth = none
 addresses = strict@phaserlink.test
+output = socket://127.0.0.1:9
 allowed_senders = *@good.example, boss@example.org
 
 [printer:open]

@@ -123,6 +123,17 @@ def test_the_release_address_releases_after_the_whole_message(tmp_path, dns):
     assert mailbox_files(site, "held") == []  # the reply itself is not a print job
 
 
+def test_an_auto_reply_to_the_release_mail_releases_nothing(tmp_path, dns):
+    site = make_site(tmp_path, f"dns_servers = {dns.address}\n", PRINTERS)
+    queue, releaser = FakeQueue(), FakeReleaser()
+    token = hold.new_token()
+    releaser.held.add(token)
+    reply = send(session(site, queue, releaser), "alice@good.test", f"release+{token}@phaserlink.test",
+                 b"Subject: Out of office\r\nAuto-Submitted: auto-replied\r\n\r\nI am away.\r\n")
+    assert reply == b"550 5.7.1 an automatic message (Auto-Submitted: auto-replied): releases nothing\r\n"
+    assert releaser.released == [] and releaser.held == {token}
+
+
 def held_rig(tmp_path) -> Rig:
     site = printer_site(tmp_path, notify="received, printed, errors")
     site.path.write_text(site.path.read_text().replace(

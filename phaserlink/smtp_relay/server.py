@@ -84,6 +84,8 @@ log = Logger()
 #: Bytes without a LF after which the client is not speaking SMTP: a
 #: multiple of the line limit, so an honest long line still gets its 500.
 MAX_BUFFERED_LINE_FACTOR = 4
+#: Bytes of a message to a release address kept to read its Auto-Submitted.
+RELEASE_HEAD = 64 * 1024
 #: Bad commands in one session before we hang up (the Postfix way).
 MAX_ERRORS = 20
 #: Limit of an AUTH response line (RFC 4954 4: 12288 octets).
@@ -150,6 +152,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._check: Checkpoint | None = None  # sender verification of _check_txn
         self._check_txn: _Transaction | None = None
         self._releases: dict[str, None] = {}  # release tokens of the current transaction
+        self._release_head = bytearray()  # the start of a message to a release address
         self._prefix = 0
 
     # -- connection -----------------------------------------------------
@@ -492,7 +495,15 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._sink = sink
         self._prefix = sink.delivery.size if sink.delivery is not None else 0  # ours, before the client's
         self._message_id = message_id
-        self._reader = DataReader(sink.write, self.site.appliance.max_message_size, self.max_line)
+        write = sink.write
+        if self._releases:  # keep the head: an automatic reply must not release (docs/trust.md)
+            head = self._release_head = bytearray()
+
+            def write(data: bytes, _write=sink.write) -> None:
+                if len(head) < RELEASE_HEAD:
+                    head.extend(data[:RELEASE_HEAD - len(head)])
+                _write(data)
+        self._reader = DataReader(write, self.site.appliance.max_message_size, self.max_line)
         self._out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
 
     def _refuse_data(self, code: int, status: str, text: str) -> None:
@@ -539,9 +550,17 @@ class SMTPServer(Protocol, TimeoutMixin):
 
         check = self._check if self._check_txn is txn else None
         self._check = self._check_txn = None
-        if check is not None:
-            for token in releases:  # the whole message arrived: now it releases
-                check.release(token)
+        if check is not None and releases:
+            auto = check.is_automatic(bytes(self._release_head))
+            if auto is not None:
+                log.info("smtp {id}: {why}; releases nothing", id=mid, why=auto)
+                if not (txn.printers or txn.relay):
+                    sink.abort()
+                    self.reply(550, "5.7.1", f"{auto}: releases nothing")
+                    return
+            else:
+                for token in releases:  # the whole message arrived: now it releases
+                    check.release(token)
         names = tuple(n for n in txn.printers if n in self.site.printers)
         if check is None or not names or sink.delivery is None:
             self._wait_for(self._commit(txn, sink, reader, None))

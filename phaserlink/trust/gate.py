@@ -259,6 +259,13 @@ class Checkpoint:
             return D.Verdict(550, "5.1.1", "no held print job with this release address (released, or expired)")
         return D.Verdict(250, "2.1.5", "Ok, this releases your held print job")
 
+    @staticmethod
+    def is_automatic(head: bytes) -> str | None:
+        """Why a message to a release address is a machine's (an auto-reply
+        to the release mail), or None: it must not release the job."""
+        keyword = H.auto_submitted(H.split_head(head.replace(b"\r\n", b"\n"))[1])
+        return f"an automatic message (Auto-Submitted: {keyword})" if keyword else None
+
     def release(self, token: str) -> None:
         releaser = self.gate.releaser
         if releaser is not None:

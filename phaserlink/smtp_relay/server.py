@@ -36,6 +36,12 @@ Protocol behaviour chosen here (all replies carry RFC 3463 status codes):
   250 and never 550; the partial file is removed.  The fsyncs run in worker
   threads so that concurrent sessions' fsyncs overlap; the session's input
   is held until the reply (docs/smtp.md).
+* Who may print is asked of :mod:`phaserlink.trust.gate` (docs/trust.md)
+  at RCPT (bounces, quotas: ``452 4.7.0``, ``sender_auth = spf``) and at
+  the end of DATA (From:, DKIM, DMARC, login; ``550 5.7.x`` or, when DNS
+  did not answer, ``451 4.7.x``); the message goes only into the mailboxes
+  of the printers that take it, with our Authentication-Results on top.
+  ``release+TOKEN@hostname`` releases a held job once the DATA is in.
 * DATA refused (no valid recipients, ...) while the client had already sent
   bytes after the DATA line: it did not wait for 354 (RFC 2920 3.1), so
   that is message text; ``554 5.5.0`` and close, never parse it.
@@ -75,8 +81,8 @@ from phaserlink.smtp_relay.data import DataReader, store_failed
 from phaserlink.smtp_relay.interfaces import IOutboundQueue
 from phaserlink.smtp_relay.policy import RelayPolicy
 from phaserlink.smtp_relay.sink import MessageSink
-from phaserlink.trust.gate import Checkpoint, MessageResult, RcptResult, SenderGate
 from phaserlink.threads import pools_for
+from phaserlink.trust.gate import Checkpoint, MessageResult, RcptResult, SenderGate
 from phaserlink.trust.logins import LoginGuard, LoginSession, LoginVerdict, Outcome, guard_for
 
 log = Logger()

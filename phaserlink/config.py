@@ -59,7 +59,10 @@ class ConfigError(Exception):
 TLS_POLICIES = ("none", "opportunistic", "required")
 NOTIFY_EVENTS = events.EVENTS  # the words of a printer's notify: phaserlink.message.events
 FORMATS = formats.FORMATS  # named once, in phaserlink.message.formats
-MAX_LOCAL_PART = 64
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_LOCAL_PART,
+)
 
 
 @dataclass(frozen=True)
@@ -168,12 +171,32 @@ class UserConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """An ``[admin:NAME]`` console user: a password hash and a role."""
+
+    name: str
+    password: PasswordHash
+    role: str  # one of ADMIN_ROLES
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The admin console (docs/console.md): where it listens (none: off),
+    how long finished jobs stay in its history, and who may log in."""
+
+    listen: tuple[str, ...] = ()
+    history_days: float = 30.0
+    admins: dict[str, AdminConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     path: Path
     appliance: ApplianceConfig
     printers: dict[str, PrinterConfig] = field(default_factory=dict)
     groups: dict[str, GroupConfig] = field(default_factory=dict)
     users: dict[str, UserConfig] = field(default_factory=dict)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     def printers_for_address(self, address: str) -> tuple[PrinterConfig, ...] | None:
         """The printers a mail to *address* goes to, or None if it is not ours."""
@@ -250,6 +273,9 @@ PRINTER_KEYS = {
 }
 GROUP_KEYS = {"address", "members"}
 USER_KEYS = {"password"}
+ADMIN_KEYS = {"password", "role"}
+ADMIN_ROLES = ("viewer", "operator")
+APPLIANCE_KEYS |= {"admin_listen", "history_days"}  # the console's (docs/console.md)
 # Sender verification (docs/trust.md); parsed by _Loader.trust_* below.
 SENDER_AUTH_RULES = ("dmarc", "dkim", "spf", "login", "none")
 APPLIANCE_KEYS |= {"trusted_authserv_ids", "dns_servers", "max_jobs_per_hour"}
@@ -366,10 +392,10 @@ class _Loader:
     def load(self) -> SiteConfig:
         for name in self.parser.sections():
             kind = name.partition(":")[0]
-            if name != "appliance" and kind not in ("printer", "group", "user"):
+            if name != "appliance" and kind not in ("printer", "group", "user", "admin"):
                 raise ConfigError(
                     self.file, name, None,
-                    "unknown section (expected [appliance], [printer:NAME], [group:NAME], [user:NAME])",
+                    "unknown section (expected [appliance], [printer:NAME], [group:NAME], [user:NAME], [admin:NAME])",
                 )
             if kind != "appliance" and not _NAME.match(name.partition(":")[2]):
                 raise ConfigError(self.file, name, None, "section name needs a NAME of letters, digits, _ . -")
@@ -421,7 +447,24 @@ class _Loader:
                 section = _Section(self, name, USER_KEYS)
                 users[short] = UserConfig(short, self.password(section, "password", required=True))  # type: ignore[arg-type]
                 users[short] = self.trust_user(section, users[short])
-        return SiteConfig(self.path, appliance, printers, groups, users)
+        return SiteConfig(self.path, appliance, printers, groups, users, self.console())
+
+    def console(self) -> ConsoleConfig:
+        """``admin_listen``, ``history_days`` and the ``[admin:NAME]`` users."""
+        s = _Section(self, "appliance", APPLIANCE_KEYS)
+        listen = tuple(check_endpoint_in(s, "admin_listen", ""))
+        history_days = s.typed("history_days", "30", _positive_days)
+        admins: dict[str, AdminConfig] = {}
+        for name in self.parser.sections():
+            kind, _, short = name.partition(":")
+            if kind == "admin":
+                section = _Section(self, name, ADMIN_KEYS)
+                password = self.password(section, "password", required=True)
+                role = section.choice("role", "viewer", ADMIN_ROLES)
+                admins[short] = AdminConfig(short, password, role)  # type: ignore[arg-type]
+        if listen and not admins:
+            s.error("admin_listen", "the console needs at least one [admin:NAME] section with a password hash")
+        return ConsoleConfig(listen, history_days, admins)
 
     def password(self, section: _Section, key: str, required: bool = False) -> PasswordHash | None:
         text = section.require(key) if required else section.get(key)
@@ -670,6 +713,16 @@ def check_endpoint_in(s: _Section, key: str, default: str) -> list[str]:
 
 
 _positive_int = parse_positive_int  # the shared parser (phaserlink.values)
+
+
+def _positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of days") from None
+    if not days > 0:
+        raise ValueError(f"{text!r}: the history must be kept for more than 0 days")
+    return days
 
 
 def load(path: str | os.PathLike[str]) -> SiteConfig:

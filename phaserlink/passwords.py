@@ -22,7 +22,11 @@ from dataclasses import dataclass
 
 SCHEME = "pbkdf2-sha256"
 DEFAULT_ITERATIONS = 200_000
-MIN_ITERATIONS = 1_000
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MIN_ITERATIONS,
+)
+
 SALT_BYTES = 16
 
 

@@ -26,11 +26,10 @@ from phaserlink.pop3_store.maildir import MaildirStore
 
 log = Logger()
 
-#: Longest wait for one part to stop before shutdown goes on without it:
-#: the printers' send in flight is cut after the dispatcher's STOP_GRACE
-#: (10 s), queue attempts are bounded by their own time-outs.
-STOP_TIMEOUT = 30.0
-
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    APPLIANCE_STOP_TIMEOUT as STOP_TIMEOUT,
+)
 
 class ApplianceService(service.MultiService):
     """The appliance: holds the spool lock from before anything binds or
@@ -110,6 +109,7 @@ def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = N
 
         reactor = _reactor
     from phaserlink.pop3_store.server import build_factory as pop3_factory
+    from phaserlink.printer.operations import PrinterOperations
     from phaserlink.printer.service import PrinterService
     from phaserlink.smtp_relay.queue import OutboundQueue
     from phaserlink.smtp_relay.server import build_factory as smtp_factory
@@ -120,6 +120,10 @@ def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = N
     queue = OutboundQueue(site, reactor=reactor)
     queue.setServiceParent(top)
     printers = PrinterService(site, store, queue, reactor=reactor)
+    # The operator's operations and the job history (docs/console.md):
+    # before the printers, so it stops after them.
+    operations = PrinterOperations(printers, reactor, site.console.history_days)
+    operations.setServiceParent(top)
     printers.setServiceParent(top)
 
     # strports services fail twistd at start when a port cannot be bound,
@@ -131,4 +135,12 @@ def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = N
     pop3 = pop3_factory(site, store, reactor=reactor)
     for description in site.appliance.pop3_listen:
         strports.service(description, pop3, reactor=reactor).setServiceParent(top)
+    if site.console.listen:
+        from phaserlink.admin.service import QueueControl, build_site
+
+        console, _ = build_site(operations, QueueControl(queue), site.console.admins, reactor,
+                                printer_names=list(operations.runners), history=operations.history,
+                                sessions={"smtp": smtp, "pop3": pop3})
+        for description in site.console.listen:
+            strports.service(description, console, reactor=reactor).setServiceParent(top)
     return top

@@ -33,13 +33,12 @@ log = Logger()
 
 T = TypeVar("T")
 
-#: Worker threads per pool.  The disk pool is wider than the cores: its
-#: threads mostly wait for the disk, and group-committed fsyncs want several
-#: in flight.  CPU work gets one thread per core of the reference machine
-#: (the reactor is the third busy thread).  Lookups mostly wait too.
-DURABLE_THREADS = 4
-CPU_THREADS = 2
-LOOKUP_THREADS = 4
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    DURABLE_THREADS,
+    CPU_THREADS,
+    LOOKUP_THREADS,
+)
 
 POOL_NAMES = ("durable", "cpu", "lookup")
 

@@ -18,6 +18,18 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get
 
 from support.ca import TestCA  # noqa: E402
 
+# The fuzz suite's budget (tests/test_fuzz_*.py, docs/fuzzing.md): fixed and
+# derandomized under CI=true so CI runs the same examples every time;
+# HYPOTHESIS_PROFILE=long for a longer local hunt.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "phaserlink", max_examples=200, deadline=None, derandomize=os.environ.get("CI") == "true",
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("long", parent=settings.get_profile("phaserlink"), max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "phaserlink"))
+
 
 @pytest.fixture(scope="session")
 def test_ca(tmp_path_factory) -> TestCA:

@@ -250,19 +250,21 @@ def test_a_state_save_that_fails_after_delivery_does_not_print_twice(rig, tools,
 
 def test_a_journal_that_cannot_be_written_after_printing_neither_resends_nor_delays(rig, tools, monkeypatch):
     rig.start()
-    journal = rig.runner().journal
-    real_append = journal.append
+    spool = rig.runner().spool
+    real_remove = spool.remove
     failures = []
 
-    def append(*records, **kw):
-        if any(r.get("k") == "done" for r in records) and len(failures) < 2:
-            failures.append(records)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_append(*records, **kw)
+    def remove(job_id, *args, seen=(), **kw):
+        # The "done" record and the removal are one spool call: fail it twice.
+        if any(r.get("k") == "done" for r in seen) and len(failures) < 2:
+            failures.append(job_id)
+            return defer.fail(OSError(errno.ENOSPC, "No space left on device"))
+        return real_remove(job_id, *args, seen=seen, **kw)
 
-    monkeypatch.setattr(journal, "append", append)
+    monkeypatch.setattr(spool, "remove", remove)
     rig.deliver(message(body=b"%!PS once"))
     rig.run_for(RETRY_MAX)
+    assert failures, "the done record was never written"
     assert [d for _j, d in rig.outputs["lp"].sent] == [b"%!PS once"]
     assert rig.job_dirs() == []
     events = rig.queue.events()

@@ -216,3 +216,18 @@ def test_too_deep_nesting_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b'Content-Type: multipart/mixed; boundary="b0"\n\n' + head + b"x\n")
     with pytest.raises(mime.MimeError, match="nested more than"):
         list(iter_parts(path))
+
+
+def test_quoted_printable_escapes_cut_across_decode_chunks():
+    """Found by tests/test_fuzz_mime.py: a long QP line read in small
+    pieces had an "=XX" escape cut in two when the "=" sat four bytes
+    before a piece's end (b"=00" came out as b"=00" literally)."""
+    from phaserlink.message.mime import iter_decoded, iter_parts_file
+
+    data = bytes(range(256)) * 3
+    qp = binascii.b2a_qp(data, istext=False, header=False)
+    message = b"Content-Transfer-Encoding: quoted-printable\n\n" + qp.replace(b"=\n", b"")
+    f = io.BytesIO(message)
+    [part] = iter_parts_file(f)
+    for chunk in (1, 2, 3, 4, 5, 7, 64, 1 << 18):
+        assert b"".join(iter_decoded(f, part, chunk=chunk)) == data, chunk

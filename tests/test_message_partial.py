@@ -121,8 +121,14 @@ def test_incomplete_or_mixed_sets_are_refused(tmp_path: Path) -> None:
     frags = split_message(path, 8000, tmp_path / "a")
     with pytest.raises(PartialError, match=r"fragment\(s\) \[2\] missing"):
         reassemble([frags[0]] + frags[2:], tmp_path / "x.eml")
+    # a redelivered fragment (same number, same body) counts once ...
+    reassemble(frags + [frags[1]], tmp_path / "x.eml")
+    assert (tmp_path / "x.eml").read_bytes() == path.read_bytes()
+    # ... but two different bodies under one number cannot be told apart
+    changed = tmp_path / "changed.2"
+    changed.write_bytes(frags[1].read_bytes()[:-5] + b"XXXX\n")
     with pytest.raises(PartialError, match="more than once"):
-        reassemble(frags + [frags[1]], tmp_path / "x.eml")
+        reassemble(frags + [changed], tmp_path / "x.eml")
     (tmp_path / "b").mkdir()
     other = split_message(path, 8000, tmp_path / "b", id="other@x")
     with pytest.raises(PartialError, match="different messages"):
@@ -217,3 +223,80 @@ def test_mpack_fragments_shuffled_reassemble_to_exact_bytes(tmp_path: Path, kind
     assert doc.format == ("pdf" if kind == "pdf" else "postscript")
     assert doc.filename == src.name
     assert doc.path.read_bytes() == data
+
+
+def _fragment(path: Path, pid: str, n: int, total: int, body: bytes, outer: bytes = b"") -> Path:
+    path.write_bytes(
+        outer + f"Subject: PS (part {n} of {total})\nMessage-ID: <p{n}@example.org>\nMIME-Version: 1.0\n"
+        f'Content-Type: message/partial; id="{pid}"; number={n}; total={total}\n\n'.encode() + body
+    )
+    return path
+
+
+def test_fragment_1_ending_inside_the_enclosed_header_prints_postscript(tmp_path: Path) -> None:
+    """Issue 7 item 5: fragment 1 ends after MIME-Version, before the
+    enclosed Content-Type.  The reassembled message used to get a blank
+    line there, so the PostScript became the text body of a text/plain
+    message and printed as a listing of its source."""
+    ps = ps_bytes()
+    original = (
+        b"From: Ann <ann@example.org>\nTo: lp@print.example\nSubject: PS job\n"
+        b"Message-ID: <ps1@example.org>\nMIME-Version: 1.0\n"
+        b"Content-Type: application/postscript\nContent-Transfer-Encoding: 7bit\n\n" + ps
+    )
+    cut = original.index(b"Content-Type:")
+    outer = b"From: Ann <ann@example.org>\nTo: lp@print.example\n"
+    f1 = _fragment(tmp_path / "f.1", "ps1", 1, 2, original[:cut], outer)
+    f2 = _fragment(tmp_path / "f.2", "ps1", 2, 2, original[cut:], outer)
+    whole = tmp_path / "whole.eml"
+    reassemble([f2, f1], whole)
+    assert whole.read_bytes() == original
+    (tmp_path / "out").mkdir()
+    [doc] = extract_documents(whole, tmp_path / "out")
+    assert doc.format == "postscript" and doc.path.read_bytes() == ps
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_every_cut_in_the_enclosed_header_reassembles_exactly(tmp_path: Path, newline: bytes) -> None:
+    """Any split point: between fields, inside a field name, inside a folded
+    value, between the CR and the LF, on the empty line, just after it."""
+    ps = ps_bytes(300).replace(b"\n", newline)
+    head = [b"Subject: PS job", b"Message-ID: <ps2@example.org>", b"MIME-Version: 1.0",
+            b"Content-Type: application/postscript;", b"\tname=\"job.ps\"", b""]
+    original = newline.join(head) + newline + ps
+    end = original.index(b"%!PS") + 3
+    for cut in range(0, end):
+        parts = [original[:cut], original[cut:]]
+        frags = [_fragment(tmp_path / f"c{cut}.{n}", "ps2", n, 2, b) for n, b in enumerate(parts, 1)]
+        whole = tmp_path / f"whole{cut}.eml"
+        reassemble(frags, whole)
+        assert whole.read_bytes() == original, cut
+
+
+def test_mpack_fragments_recut_inside_the_enclosed_header(tmp_path: Path) -> None:
+    """mpack's own fragments, with the cut between its fragment 1 and 2
+    moved to every byte of the enclosed header (mpack itself cuts later)."""
+    mpack = require_program("mpack")
+    data = ps_bytes(2000)
+    src = tmp_path / "document.ps"
+    src.write_bytes(data)
+    subprocess.run(
+        [mpack, "-s", "Print me", "-m", "4000", "-o", str(tmp_path / "frag"), str(src)],
+        check=True, cwd=tmp_path, capture_output=True, timeout=30,
+    )
+    frags = sorted(tmp_path.glob("frag.*"))
+    assert len(frags) >= 3
+    split = [f.read_bytes().split(b"\n\n", 1) for f in frags[:2]]
+    enclosed = split[0][1] + split[1][1]
+    reference = tmp_path / "reference.eml"
+    reassemble(frags, reference)
+    header_end = enclosed.index(b"\n\n") + 2
+    (tmp_path / "out").mkdir()
+    for cut in range(0, header_end + 1, 3):
+        frags[0].write_bytes(split[0][0] + b"\n\n" + enclosed[:cut])
+        frags[1].write_bytes(split[1][0] + b"\n\n" + enclosed[cut:])
+        whole = tmp_path / "whole.eml"
+        reassemble(frags, whole)
+        assert whole.read_bytes() == reference.read_bytes(), cut
+    [doc] = extract_documents(whole, tmp_path / "out")
+    assert doc.path.read_bytes() == data and doc.format == "postscript"

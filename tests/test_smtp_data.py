@@ -239,3 +239,22 @@ def test_loop_refused_554(site):
     hops = b"".join(b"Received: from h%d by h; x\r\n" % i for i in range(101))
     assert s.send(hops + b"\r\nbody\r\n.\r\n").startswith(b"554 5.4.6 ")
     assert mailbox_files(site, "demo") == []
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"a" * 30 + b"\n" + b"b" * 20 + b"\r\n.\r\n",  # one long line holding a bare LF
+        b"bare\rCR\r\n" + b"c" * 60 + b"\r\n.\r\n",  # a bare CR, then a long line
+        b"c" * 60 + b"\r\nbare\nLF\r\n.\r\n",  # a long line, then a bare LF
+    ],
+)
+def test_several_faults_get_one_reply_whatever_the_chunking(wire):
+    """Found by tests/test_fuzz_data.py: the reply used to be whichever
+    fault the reader met first, so it depended on where packets were cut."""
+    replies = set()
+    for cut in range(len(wire) + 1):
+        _body, rest, reader = read([wire[:cut], wire[cut:]], max_line=40)
+        assert rest == b""
+        replies.add(reader.verdict().line())
+    assert replies == {b"552 5.5.2 Error: message has a line longer than 40 bytes (RFC 5321 4.5.3.1.6)\r\n"}

@@ -12,7 +12,11 @@ import sys
 import time
 from typing import Callable, TextIO
 
-BAR_DELAY = 0.5
+# Limits live in phaserlink/client/limits.py (one place per side); the names stay importable here.
+from phaserlink.client.limits import (  # noqa: E402
+    BAR_DELAY,
+)
+
 """Seconds before a bar appears: a job sent faster than this shows nothing."""
 BAR_REFRESH = 0.1
 """At most this often is the bar redrawn (seconds)."""

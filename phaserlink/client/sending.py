@@ -28,7 +28,16 @@ from phaserlink.client.destinations import (
 from phaserlink.client.progress import Progress
 from phaserlink.client.secrets_source import get_password
 
-DEFAULT_LIMIT = 10 * 1024 * 1024
+# Limits live in phaserlink/client/limits.py (one place per side); the names stay importable here.
+from phaserlink.client.limits import (  # noqa: E402
+    SEND_LIMIT as DEFAULT_LIMIT,
+    MIN_LIMIT,
+    SEND_COPY_CHUNK as COPY_CHUNK,
+    HEAD_BYTES,
+    PROBE_TIMEOUT,
+    JOURNAL_KEEP,
+)
+
 """Message size limit when neither the user nor the server names one."""
 RELAY_HEADROOM = 64 * 1024
 """Bytes kept free under the server's SIZE for the Received (and other trace)
@@ -36,10 +45,7 @@ headers the relays on the way add; a fragment that fits the first server
 exactly would be refused by the next one."""
 RELAY_HEADROOM_FRACTION = 0.05
 """...or this fraction of the limit, whichever is bigger."""
-MIN_LIMIT = 16 * 1024
 """A limit below this cannot carry a fragment's headers and some data."""
-COPY_CHUNK = 64 * 1024
-HEAD_BYTES = 4096
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # refused for good (5xx), or the job did not print
@@ -437,8 +443,6 @@ class SizeLimits:
         return self.cache[endpoint]
 
 
-PROBE_TIMEOUT = 60.0
-
 
 async def send_fragments(
     reactor: Any,
@@ -535,7 +539,6 @@ JOURNAL_NAME = "jobs"
 """``$XDG_STATE_HOME/phaserlink/jobs``: one line per sent job, ``job-id TAB
 Message-ID TAB address TAB unix-time``, so ``phaserlink status JOB`` can find
 the status mail of a job by the Message-ID the appliance quotes."""
-JOURNAL_KEEP = 5000
 
 
 def journal_path() -> Path:

@@ -31,16 +31,20 @@ from phaserlink.client.secrets_source import get_password
 from phaserlink.client.sending import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL
 from phaserlink.message import fields
 
-MAX_STATUS_SIZE = 256 * 1024
+# Limits live in phaserlink/client/limits.py (one place per side); the names stay importable here.
+from phaserlink.client.limits import (  # noqa: E402
+    MAX_STATUS_SIZE,
+    POLL_INTERVAL,
+    POP3_TIMEOUT,
+    CACHE_LIMIT,
+)
+
 """A status report is text plus a few header fields; bigger mail is not one."""
-POLL_INTERVAL = 15.0
 """Seconds between mailbox checks while ``send --wait`` waits."""
-POP3_TIMEOUT = 60.0
 FINAL_STATES = ("completed", "aborted", "canceled")
 MAILBOX_TLS_SETTING = "[mailbox] tls"
 """Where the status mailbox's TLS policy is set, named when a login without
 TLS is refused (docs/tls.md)."""
-CACHE_LIMIT = 10000
 """UIDLs of non-status mail remembered per mailbox (oldest forgotten first)."""
 
 

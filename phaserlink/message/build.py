@@ -35,7 +35,11 @@ B64_LINE_BYTES = 57
 READ_CHUNK = B64_LINE_BYTES * 16384
 """Bytes read from the data file per step (a multiple of 57, ~0.9 MB)."""
 
-MAX_HEADER_LINE = 78
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    BUILD_MAX_HEADER_LINE as MAX_HEADER_LINE,
+)
+
 """Fold point for header lines we generate (RFC 5322 2.1.1 SHOULD)."""
 
 _CRLF = re.compile(r"[\r\n]+")

@@ -35,7 +35,11 @@ EVENTS = _EVENTS
 """Events a status mail can report, and the values of X-PhaserLink-Notify:
 :data:`phaserlink.message.events.EVENTS`, named there once."""
 
-MAX_COPIES = 999
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_COPIES,
+)
+
 """More copies than this is taken as garbage, not as a request."""
 
 SENDER_JOB_ID = "X-PhaserLink-Sender-Job-Id"

@@ -22,11 +22,15 @@ and X-PhaserLink-Job-Id.
 Reassembly (``reassemble``): bodies are concatenated in number order; the
 result's header is fragment 1's outer header except Content-*, Subject,
 Message-ID, Encrypted, MIME-Version, followed by exactly those fields from the
-enclosed header (RFC 2046 5.2.2.1).  Nothing is held in memory but headers.
+enclosed header (RFC 2046 5.2.2.1).  The enclosed header is read from the
+concatenated bodies, so a cut anywhere (inside that header, inside a line,
+between CR and LF) gives back the original bytes.  Nothing is held in memory
+but headers.  See docs/fuzzing.md for the properties the fuzz suite checks.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import secrets
@@ -38,16 +42,20 @@ from . import fields
 from .build import header_line
 from .mime import Headers, MimeError, read_headers
 
-COPY_CHUNK = 1 << 18
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    PARTIAL_COPY_CHUNK as COPY_CHUNK,
+    NEWLINE_WINDOW,
+    MAX_FRAGMENTS,
+    MAX_ID,
+)
+
 """Bytes copied per step while splitting and reassembling."""
 
-NEWLINE_WINDOW = 64 * 1024
 """Bytes read backwards at a time when looking for a line end to cut at."""
 
-MAX_FRAGMENTS = 100_000
 """A job needing more fragments than this is refused (limit far too small)."""
 
-MAX_ID = 1000
 """Longest fragment id accepted from mail."""
 
 _INNER_FIELDS = ("subject", "message-id", "encrypted", "mime-version")
@@ -287,8 +295,14 @@ def check_complete(infos: Sequence[PartialInfo]) -> list[int]:
 def reassemble(fragment_paths: Sequence[str | os.PathLike[str]], out_path: str | os.PathLike[str]) -> None:
     """Join a complete fragment set into the message file *out_path*.
 
-    The paths may come in any order (they are sorted by number).  Raises
+    The paths may come in any order (they are sorted by number).  A fragment
+    given twice with the same body (a redelivery) counts once.  Raises
     PartialError if they are not exactly fragments 1..total of one id.
+
+    The enclosed message is the concatenation of the bodies, so its header
+    is read from that concatenation (``_Joined``), not from fragment 1 alone:
+    a sender may cut anywhere, inside the enclosed header, inside one of its
+    lines, even between the CR and the LF of a line end (docs/fuzzing.md).
     """
     frags: list[_Fragment] = []
     for p in fragment_paths:
@@ -298,35 +312,166 @@ def reassemble(fragment_paths: Sequence[str | os.PathLike[str]], out_path: str |
             if info is None:
                 raise PartialError(f"{Path(p).name} is not a message/partial fragment with id and number")
             frags.append(_Fragment(Path(p), info, headers, f.tell()))
+    frags = _without_redeliveries(frags)
     missing = check_complete([fr.info for fr in frags])
     if missing:
         raise PartialError(f"fragment(s) {missing[:20]} missing")
     frags.sort(key=lambda fr: fr.info.number)
     first = frags[0]
-    with open(out_path, "wb") as out:
-        with open(first.path, "rb") as f:
-            f.seek(first.body_start)
-            inner = read_headers(f)
-            rest = f.tell()
-            merged = [fl.raw for fl in first.headers if not _is_inner_field(fl.name)]
-            merged += [fl.raw for fl in inner if _is_inner_field(fl.name)]
-            crlf = any(r.endswith(b"\r\n") for r in merged)
-            out.write(b"".join(_ends_with_newline(r) for r in merged))
+    with _Joined([(fr.path, fr.body_start) for fr in frags]) as body, open(out_path, "wb") as out:
+        inner = read_headers(body)
+        rest = body.tell()
+        merged = [fl.raw for fl in first.headers if not _is_inner_field(fl.name)]
+        enclosed = [fl.raw for fl in inner if _is_inner_field(fl.name)]
+        crlf = any(r.endswith(b"\r\n") for r in merged + enclosed)
+        out.write(b"".join(_ends_with_newline(r) for r in merged))
+        inner_size = sum(len(fl.raw) for fl in inner)
+        body.seek(inner_size)
+        separator = body.read(rest - inner_size)
+        if separator in (b"\n", b"\r\n"):
+            # the enclosed header's own empty line, kept as it was
+            out.write(b"".join(_ends_with_newline(r) for r in enclosed) + separator)
+        elif body.at_end():
+            # a header-only message: nothing follows, nothing to add
+            out.write(b"".join(enclosed))
+        else:
+            # ended by a line that is not a field: a blank line keeps that
+            # line from being read as a continuation of the outer fields
+            out.write(b"".join(_ends_with_newline(r) for r in enclosed))
             out.write(b"\r\n" if crlf else b"\n")
-            _copy_rest(f, rest, out)
-        for fr in frags[1:]:
-            with open(fr.path, "rb") as f:
-                _copy_rest(f, fr.body_start, out)
+        body.seek(rest)
+        body.copy_to(out)
+
+
+def _without_redeliveries(frags: list[_Fragment]) -> list[_Fragment]:
+    """Drop a fragment that repeats an earlier one with the same number and
+    the same body; differing bodies under one number stay (check_complete
+    refuses them: which one is right cannot be told)."""
+    kept: dict[int, list[_Fragment]] = {}
+    for fr in frags:
+        same = kept.setdefault(fr.info.number, [])
+        if not any(_same_body(fr, other) for other in same):
+            same.append(fr)
+    return [fr for group in kept.values() for fr in group]
+
+
+def _same_body(a: _Fragment, b: _Fragment) -> bool:
+    if a.info != b.info:
+        return False
+    with open(a.path, "rb") as fa, open(b.path, "rb") as fb:
+        fa.seek(0, 2)
+        fb.seek(0, 2)
+        if fa.tell() - a.body_start != fb.tell() - b.body_start:
+            return False
+        fa.seek(a.body_start)
+        fb.seek(b.body_start)
+        while True:
+            x, y = fa.read(COPY_CHUNK), fb.read(COPY_CHUNK)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+class _Joined:
+    """The bodies of the fragments, in order, as one seekable byte stream.
+
+    Offsets are positions in the enclosed message.  Only one fragment file
+    is open at a time, and nothing is buffered beyond what one call returns,
+    so memory does not grow with the number or size of fragments.
+    """
+
+    def __init__(self, segments: Sequence[tuple[Path, int]]) -> None:
+        self._paths = [p for p, _ in segments]
+        self._starts = [s for _, s in segments]
+        self._offsets: list[int] = []  # position of each segment in the stream
+        pos = 0
+        for path, start in segments:
+            self._offsets.append(pos)
+            pos += max(0, path.stat().st_size - start)
+        self._size = pos
+        self._index = -1
+        self._file: BinaryIO | None = None
+        self._pos = 0
+        self.seek(0)
+
+    def __enter__(self) -> _Joined:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def tell(self) -> int:
+        return self._pos
+
+    def at_end(self) -> bool:
+        return self._pos >= self._size
+
+    def seek(self, pos: int) -> None:
+        pos = max(0, min(pos, self._size))
+        index = max(0, bisect.bisect_right(self._offsets, pos) - 1)
+        self._open(index)
+        assert self._file is not None
+        self._file.seek(self._starts[index] + pos - self._offsets[index])
+        self._pos = pos
+
+    def _open(self, index: int) -> None:
+        if index != self._index:
+            if self._file is not None:
+                self._file.close()
+            self._file = open(self._paths[index], "rb")
+            self._index = index
+
+    def _next(self) -> bool:
+        """Move to the start of the next segment; False at the last one."""
+        if self._index + 1 >= len(self._paths):
+            return False
+        self._open(self._index + 1)
+        assert self._file is not None
+        self._file.seek(self._starts[self._index])
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        out: list[bytes] = []
+        want = self._size - self._pos if n < 0 else n
+        while want > 0:
+            assert self._file is not None
+            piece = self._file.read(min(want, COPY_CHUNK))
+            if not piece:
+                if not self._next():
+                    break
+                continue
+            out.append(piece)
+            want -= len(piece)
+            self._pos += len(piece)
+        return b"".join(out)
+
+    def readline(self, limit: int = -1) -> bytes:
+        out: list[bytes] = []
+        got = 0
+        while limit < 0 or got < limit:
+            assert self._file is not None
+            piece = self._file.readline(-1 if limit < 0 else limit - got)
+            if not piece:
+                if not self._next():
+                    break
+                continue
+            out.append(piece)
+            got += len(piece)
+            self._pos += len(piece)
+            if piece.endswith(b"\n"):
+                break
+        return b"".join(out)
+
+    def copy_to(self, out: BinaryIO) -> None:
+        while True:
+            chunk = self.read(COPY_CHUNK)
+            if not chunk:
+                return
+            out.write(chunk)
 
 
 def _ends_with_newline(raw: bytes) -> bytes:
     return raw if raw.endswith(b"\n") else raw + b"\n"
-
-
-def _copy_rest(f: BinaryIO, start: int, out: BinaryIO) -> None:
-    f.seek(start)
-    while True:
-        chunk = f.read(COPY_CHUNK)
-        if not chunk:
-            return
-        out.write(chunk)

@@ -33,7 +33,11 @@ from .mime import Headers, MimeError, iter_decoded, iter_parts_file, read_header
 REPORT_TYPE = "disposition-notification"
 PRODUCT = "PhaserLink"
 SUBJECT_PREFIX = "[PhaserLink]"
-MAX_REPORT_PART = 64 * 1024
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_REPORT_PART,
+)
+
 """Largest text or notification part read back (ours are a few hundred bytes)."""
 
 ERROR_STATES = ("aborted", "canceled")

@@ -58,15 +58,14 @@ __all__ = [
     "connect",
 ]
 
-#: Seconds a server may stay silent while we wait for a reply (or RETR data).
-DEFAULT_TIMEOUT = 60.0
-#: Longest status or listing line we accept (RFC 2449 allows 512; be lenient).
-MAX_RESPONSE_LINE = 8192
-#: Most lines in a multi-line listing (CAPA, LIST, UIDL): a mailbox with more
-#: messages than this is not a printer's; it protects our memory.
-MAX_LISTING_LINES = 1_000_000
-#: Longest server text kept in an error message.
-MAX_ERROR_TEXT = 512
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    POP3_CLIENT_TIMEOUT as DEFAULT_TIMEOUT,
+    MAX_RESPONSE_LINE,
+    MAX_LISTING_LINES,
+    MAX_ERROR_TEXT,
+)
+
 TLS_MODES = _tls.TLS_POLICIES
 
 

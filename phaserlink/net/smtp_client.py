@@ -107,11 +107,15 @@ from phaserlink.tls import TLS_POLICIES, cleartext_login_refusal  # the one logi
 
 log = Logger()
 
-DEFAULT_TIMEOUT = 300.0  # RFC 5321 4.5.3.2 suggests 5 minutes for most replies
-QUIT_TIMEOUT = 10.0  # a polite QUIT must not hold up the caller
-CHUNK_SIZE = 16384  # bytes read from the message file per producer turn
-MAX_REPLY_LINE = 8192  # RFC 5321 says 512; be lenient, but bounded
-MAX_REPLY_LINES = 200  # a multi-line reply longer than this is an attack
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    SMTP_CLIENT_TIMEOUT as DEFAULT_TIMEOUT,
+    QUIT_TIMEOUT,
+    SMTP_CLIENT_CHUNK_SIZE as CHUNK_SIZE,
+    MAX_REPLY_LINE,
+    MAX_REPLY_LINES,
+    WIRE_SCAN_CHUNK,
+)
 
 STAGE_CONNECT = "connect"
 STAGE_GREETING = "greeting"
@@ -681,7 +685,6 @@ def _open_source(message_source: Any) -> tuple[IO[bytes], bool]:
 
 
 BODY_8BITMIME = "8BITMIME"
-WIRE_SCAN_CHUNK = 1 << 20  # bytes read at a time when measuring the wire size
 
 
 def _mail_parameters(info: ServerInfo, size: int | None, body: str | None) -> str:

@@ -76,23 +76,20 @@ from phaserlink.trust.logins import LoginGuard, LoginSession, LoginVerdict, Outc
 
 log = Logger()
 
-#: RFC 2449 section 4: a command line is at most 255 octets; we take some
-#: slack for clients that count differently, and refuse longer lines.
-MAX_COMMAND_LINE = 512
-#: Bytes of pipelined commands held while a command is busy before we stop
-#: reading from the client.
-MAX_PENDING_INPUT = 64 * 1024
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_COMMAND_LINE,
+    MAX_PENDING_INPUT,
+    MAX_BAD_COMMANDS,
+    RFC_MIN_TIMEOUT,
+    MAX_UIDL,
+)
+
 #: Seconds before a failed login is answered (anti-guessing; the login
 #: rules own it).
 FAILED_LOGIN_DELAY = login_rules.FAILURE_DELAY
 #: Failed logins per connection before we hang up (the login rules own it).
 MAX_LOGIN_FAILURES = login_rules.FAILURES_PER_SESSION
-#: Unknown or malformed commands per connection before we hang up.
-MAX_BAD_COMMANDS = 20
-#: RFC 1939 section 3: an autologout timer of at least 10 minutes.
-RFC_MIN_TIMEOUT = 600.0
-#: RFC 2449 UIDL: 1-70 characters in 0x21-0x7E.
-MAX_UIDL = 70
 
 IMPLEMENTATION = "PhaserLink"
 

@@ -17,9 +17,10 @@ from zope.interface import implementer
 
 from phaserlink.message.wire import DotStuffer
 
-#: Bytes read from disk per step.
-CHUNK_SIZE = 64 * 1024
-
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    POP3_STREAM_CHUNK_SIZE as CHUNK_SIZE,
+)
 
 class TopFilter:
     """Pass the header, the blank line, and then *body_lines* body lines.

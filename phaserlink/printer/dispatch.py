@@ -48,13 +48,13 @@ from phaserlink.printer.toolkit import Toolkit
 
 log = Logger()
 
-#: First wait after a printer failed, then multiplied by RETRY_FACTOR per
-#: failure in a row, never more than RETRY_MAX.
-RETRY_INITIAL = 5.0
-RETRY_FACTOR = 2.0
-RETRY_MAX = 600.0
-#: How long stopping the service waits for a job being sent before cutting it.
-STOP_GRACE = 10.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    RETRY_INITIAL,
+    RETRY_FACTOR,
+    RETRY_MAX,
+    DISPATCH_STOP_GRACE as STOP_GRACE,
+)
 
 MIME_TYPES = {"postscript": "application/postscript", "pdf": "application/pdf",
               "pcl": "application/vnd.hp-pcl", "text": "text/plain"}
@@ -101,6 +101,10 @@ class Dispatcher:
         self.retry_call = None
         self.running = False
         self.idle: defer.Deferred | None = None
+        #: An operator paused this printer (printer/operations.py).
+        self.paused = False
+        #: Jobs an operator cancels while they are worked on: fired when let go.
+        self.cutting: dict[str, defer.Deferred] = {}
         #: Jobs set aside after a job-scoped fault, each with its own timer.
         self.aside: dict[str, object] = {}
         #: Crashes in a row of a job whose fault could not even be recorded.
@@ -143,12 +147,14 @@ class Dispatcher:
             d.addErrback(lambda f: log.failure("printer {printer} job {job}: finishing failed", f,
                                                printer=self.printer.name, job=job.job_id))
             return
+        if operator_held(job):
+            return
         if job.job_id != self.current and job.job_id not in self.queue and job.job_id not in self.aside:
             self.queue.append(job.job_id)
         self._next()
 
     def _next(self) -> None:
-        if not self.running or self.current is not None or self.retry_call is not None:
+        if not self.running or self.paused or self.current is not None or self.retry_call is not None:
             return
         if not self.queue:
             return
@@ -159,8 +165,11 @@ class Dispatcher:
         d.addBoth(self._done)
 
     def _done(self, _result) -> None:
+        cut = self.cutting.pop(self.current, None) if self.current is not None else None
         self.current = None
         self.sending = None
+        if cut is not None:
+            cut.callback(None)
         if not self.running:
             if self.idle is not None:
                 idle, self.idle = self.idle, None
@@ -201,9 +210,13 @@ class Dispatcher:
         if job.terminal:
             await self.finish(job)
             return
+        if operator_held(job):
+            return
         try:
             await self._print(job)
         except defer.CancelledError:
+            if job.job_id in self.cutting:
+                return  # an operator canceled it: printer/operations.py records that
             log.info("printer {printer} job {job}: send cut short by shutdown; resumes at restart",
                      printer=self.printer.name, job=job.job_id)
             return
@@ -232,8 +245,12 @@ class Dispatcher:
         once by :func:`classify` in :meth:`_run`."""
         if job.documents is None:
             job.documents = await self._prepare(job)
+        if job.job_id in self.cutting:
+            raise defer.CancelledError()  # an operator cancels it: send nothing
         await self._set(job, J.PROCESSING, [J.JOB_PRINTING])
         for index in range(job.printed_documents, len(job.documents)):
+            if job.job_id in self.cutting:
+                raise defer.CancelledError()  # canceled between documents: send no more
             document = job.documents[index]
             out_job = self._output_job(job, document, index)
             self.sending = defer.maybeDeferred(self.output.send, out_job)
@@ -379,7 +396,7 @@ class Dispatcher:
             text = (f"Your print job {_quoted(job.title)} was delivered to printer {self.printer.name}{pages}.\n"
                     f"The printer side reported: {job.acknowledged or 'done'}.")
             self.status.notify(job, PRINTED, text)
-        elif J.SENDER_NOT_ALLOWED not in job.reasons:
+        elif not (J.SENDER_NOT_ALLOWED in job.reasons and job.state == J.ABORTED):  # canceled by an operator: told
             text = (f"Your print job {_quoted(job.title)} for printer {self.printer.name} "
                     f"was not printed.\nReason: {job.detail or 'unknown'}.")
             self.status.notify(job, ERRORS, text)
@@ -498,6 +515,32 @@ class Dispatcher:
         self.retry_call = None
         self._next()
 
+    # -- what an operator does (printer/operations.py) -----------------------------------
+
+    def cut(self, job_id: str) -> defer.Deferred:
+        """Stop working on *job_id*: a send under way is cancelled (the
+        output aborts its connection); fires once the job is let go."""
+        if self.current != job_id:
+            return defer.succeed(None)
+        waiter = self.cutting.setdefault(job_id, defer.Deferred())
+        if self.sending is not None:
+            self.sending.cancel()
+        return waiter
+
+    def forget(self, job_id: str) -> None:
+        """Take *job_id* out of the queue and from aside (canceled or held)."""
+        if job_id in self.queue:
+            self.queue.remove(job_id)
+        call = self.aside.pop(job_id, None)
+        if call is not None and call.active():  # type: ignore[attr-defined]
+            call.cancel()  # type: ignore[attr-defined]
+
+    def retry_job(self, job: Job) -> None:
+        """Try *job* (waiting for its printer, or set aside) first, now."""
+        self.forget(job.job_id)
+        self.queue.appendleft(job.job_id)
+        self.retry_now()
+
     def retry_now(self) -> None:
         """Try a held printer, and the jobs set aside, again at once (e.g.
         an operator says it is back)."""
@@ -511,6 +554,13 @@ class Dispatcher:
             if job_id not in self.queue:
                 self.queue.append(job_id)
         self._next()
+
+
+def operator_held(job: Job) -> bool:
+    """Held by an operator or for its sender's release: not queued until released."""
+    from phaserlink.printer.control import JOB_HOLD_UNTIL_SPECIFIED, SENDER_RELEASE
+
+    return job.state == J.PENDING_HELD and bool({JOB_HOLD_UNTIL_SPECIFIED, SENDER_RELEASE} & set(job.reasons))
 
 
 def _quoted(title: str) -> str:

@@ -48,13 +48,11 @@ from phaserlink.threads import pools_for
 
 log = Logger()
 
-#: A set claiming more parts than this is refused (a 500 MB job in 5 MB
-#: fragments has 100; this leaves room without inviting abuse).
-MAX_PARTS = 10_000
-#: Seconds before a set's completion or time-out that could not be written
-#: (a full disk) is tried again.
-SPOOL_RETRY = 30.0
-
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    INTAKE_MAX_PARTS as MAX_PARTS,
+    SPOOL_RETRY,
+)
 
 class Intake:
     """Takes retrieved messages into one printer's spool."""
@@ -389,6 +387,13 @@ class Intake:
         call = self.timers.pop(held.job_id, None)
         if call is not None and call.active():  # type: ignore[attr-defined]
             call.cancel()  # type: ignore[attr-defined]
+        try:  # an operator may have released or canceled it meanwhile (the console)
+            current = self.spool.load(held.job_id)
+        except (OSError, ValueError):
+            return False
+        if current.state != J.PENDING_HELD or current.hold_token != token:
+            return False
+        held = current
         if released:
             job = dataclasses.replace(held, state=J.PENDING, reasons=[J.JOB_QUEUED], hold_token=None,
                                       changed=self._now())

@@ -42,15 +42,12 @@ log = Logger()
 SEEN_FILE = "seen.sqlite"
 LEGACY_JOURNAL = "journal.jsonl"
 
-#: The shortest redelivery window kept, whatever the configuration says:
-#: a crash between spool and delete is redelivered within one poll, a
-#: relay's duplicate within its queue lifetime; a day costs nothing.
-MIN_WINDOW = 86400.0
-#: How often the spool prunes records older than the window.
-PRUNE_INTERVAL = 3600.0
-#: Seconds a lookup waits for a writer that holds the database (WAL
-#: readers normally never wait; this bounds the rare recovery case).
-READ_TIMEOUT = 1.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MIN_WINDOW,
+    PRUNE_INTERVAL,
+    READ_TIMEOUT,
+)
 
 UIDL, MSGID, PARTIAL_DONE, DONE = "uidl", "msgid", "partial-done", "done"
 

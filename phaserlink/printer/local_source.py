@@ -18,7 +18,10 @@ from zope.interface import implementer
 from phaserlink.pop3_store.maildir import MaildirStore, StoredMessage
 from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceMessage
 
-COPY_CHUNK = 1 << 18
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    LOCAL_SOURCE_COPY_CHUNK as COPY_CHUNK,
+)
 
 Blocking = Callable[..., "defer.Deferred"]
 

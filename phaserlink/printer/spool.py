@@ -94,6 +94,7 @@ class JobSpool:
             else run_inline
         self._seconds: Callable[[], float] = reactor.seconds if reactor is not None else time.time
         self._lock = defer.DeferredLock()
+        self.history = None  # the console's JobHistory, set by PrinterOperations (docs/console.md)
 
     def _serial(self, f: Callable[..., Any], *args: Any) -> defer.Deferred:
         """Run blocking *f* in the durable pool after every earlier call."""
@@ -230,6 +231,8 @@ class JobSpool:
 
     def _write_state(self, job_id: str, state: dict) -> None:
         write_atomic(self.job_dir(job_id) / STATE_FILE, json.dumps(state, sort_keys=True).encode())
+        if self.history is not None:  # the console's index, in this same thread; never fails the write
+            self.history.record_quietly(self.printer, state, self.message_path(job_id))
 
     def load(self, job_id: str) -> Job:
         """Read a job's state (a small read: no fsync, any thread)."""

@@ -27,11 +27,10 @@ class MessageFacts:
     client_job_id: str | None = None  # X-PhaserLink-Job-Id: the id `phaserlink send` printed
 
 
-#: How much of a message's start is searched for its sender when its header
-#: cannot be read as a whole (too large, a line too long): enough for the
-#: Return-Path: and Received: lines a delivery puts first, and bounded.
-SENDER_SCAN_BYTES = 64 * 1024
-
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    SENDER_SCAN_BYTES,
+)
 
 def sender_from_prefix(path: Path, limit: int = SENDER_SCAN_BYTES) -> str | None:
     """The first From: (or else Return-Path:) address in the first *limit*

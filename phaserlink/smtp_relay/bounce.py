@@ -21,7 +21,11 @@ import secrets
 from dataclasses import dataclass
 from typing import IO, Iterable
 
-MAX_HEADER_BYTES = 64 * 1024  # original headers quoted in the bounce
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    BOUNCE_MAX_HEADER_BYTES as MAX_HEADER_BYTES,
+)
+
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 

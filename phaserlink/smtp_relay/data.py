@@ -30,6 +30,9 @@ What it decides (RFC 5321 4.5.2, 2.3.8, 4.5.3.1):
   ``max_size`` refuses with 552 5.3.4.
 * More than ``MAX_RECEIVED`` ``Received:`` header fields is a mail loop
   (RFC 5321 6.3): 554 5.4.6.
+* A message with several of these faults gets one reply whatever the
+  packet cuts: a long line before a bare line end before too big
+  (``_PRECEDENCE``); the reader goes on checking after the first fault.
 
 The data handed to ``write`` is dot-unstuffed with LF line ends, the form
 the Maildir store keeps.
@@ -41,8 +44,10 @@ import errno
 from dataclasses import dataclass
 from typing import Callable
 
-#: RFC 5321 6.3 asks for a hop limit of at least 100; more is a loop.
-MAX_RECEIVED = 100
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_RECEIVED,
+)
 
 END_OF_DATA = b"\r\n.\r\n"
 
@@ -77,6 +82,13 @@ def store_failed(error: OSError | None) -> Refusal:
         return DISK_FULL
     return STORE_FAILED
 
+_PRECEDENCE = (LINE_TOO_LONG.status, BARE_LINE_END.status, TOO_BIG.status)
+"""Which refusal is given when a message has several faults (first wins)."""
+
+
+def _rank(refusal: Refusal) -> int:
+    return _PRECEDENCE.index(refusal.status) if refusal.status in _PRECEDENCE else len(_PRECEDENCE)
+
 
 class DataReader:
     """Scan the DATA phase of one message; feed chunks as they arrive.
@@ -99,8 +111,13 @@ class DataReader:
         self._line_start = True
 
     def refuse(self, refusal: Refusal) -> None:
-        """Record the first reason to refuse; stop writing from now on."""
-        if self.refusal is None:
+        """Record a reason to refuse; stop writing from now on.
+
+        Of several reasons the one ranked first in ``_PRECEDENCE`` wins,
+        whatever order they were met in, so the reply does not depend on
+        where the client's packets were cut (found by tests/test_fuzz_data.py).
+        """
+        if self.refusal is None or _rank(refusal) < _rank(self.refusal):
             self.refusal = refusal
         self._write = None
 
@@ -134,7 +151,10 @@ class DataReader:
             rest = data
         if len(rest) > self.max_line:
             # A line already longer than allowed: do not keep it, only what
-            # may begin the CRLF that ends it.
+            # may begin the CRLF that ends it (rest holds no CRLF, so any
+            # LF in it, or CR before its end, is bare).
+            if b"\n" in rest or b"\r" in rest[:-1]:
+                self.refuse(BARE_LINE_END)
             self._overlong()
             self._line_start = False
             self._pending = b"\r" if rest.endswith(b"\r") else b""
@@ -147,8 +167,8 @@ class DataReader:
 
     def _lines(self, body: bytes) -> None:
         """Whole lines: starts at a line start, ends with CRLF, no end mark."""
-        if self._write is None:
-            return  # refused: only the end matters now
+        if self.refusal is not None and _rank(self.refusal) == 0:
+            return  # refused for the first-ranked reason: only the end matters now
         # Deleting every CR is the cheapest way to LF line ends (translate is
         # several times faster than replace), and it is exact only when every
         # CR and every LF belong to a CRLF pair: check that by counting.
@@ -156,20 +176,22 @@ class DataReader:
         lf_body = body.translate(None, b"\r")
         crlf = body.count(b"\r\n")
         if n - len(lf_body) != crlf or lf_body.count(b"\n") != crlf:
-            self.refuse(BARE_LINE_END)
-            return
+            self.refuse(BARE_LINE_END)  # and go on: a long line outranks it
         limit = self.max_line
         if n > limit:
-            # Every window of `limit` bytes that starts a line must hold a LF.
+            # Every window of `limit` bytes that starts a line must hold a
+            # CRLF (a bare LF ends no line).
             # Jumping to the last LF of each window checks all lines in about
             # n / limit C-level searches instead of one Python step per line.
             p = 0
             while n - p > limit:
-                q = body.rfind(b"\n", p, p + limit)
+                q = body.rfind(b"\r\n", p, p + limit)
                 if q < 0:
                     self._overlong()
                     return
-                p = q + 1
+                p = q + 2
+        if self._write is None:
+            return  # refused: the checks above only decide which reply
         # Unstuff (RFC 5321 4.5.2) on the LF form: with no bare LF, "\n." is
         # exactly a line that starts with a dot.
         if lf_body[:1] == b".":

@@ -303,6 +303,27 @@ class OutboundQueue(service.Service):
     def data_path(self, queue_id: str) -> Path:
         return self.data_dir / queue_id
 
+    # -- operator actions (the console, docs/console.md) --------------------------
+
+    def retry_now(self, queue_id: str) -> None:
+        """Try *queue_id* now rather than at its next attempt time."""
+        if queue_id not in self._entries:
+            raise KeyError(queue_id)
+        timer = self._timers.pop(queue_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._due(queue_id)
+
+    def delete(self, queue_id: str) -> "defer.Deferred[None]":
+        """Drop *queue_id* unsent (envelope first, fsync'd, then data);
+        refused (RuntimeError) while a delivery attempt of it runs."""
+        if queue_id not in self._entries:
+            raise KeyError(queue_id)
+        if queue_id in self._active:
+            raise RuntimeError(f"message {queue_id} is being delivered right now")
+        log.info("outbound queue: {id} deleted by an operator", id=queue_id)
+        return defer.ensureDeferred(self._remove(queue_id))
+
     # -- lifecycle --------------------------------------------------------------
 
     def startService(self) -> None:

@@ -54,25 +54,17 @@ from phaserlink.passwords import DEFAULT_ITERATIONS, SALT_BYTES, PasswordHash
 
 log = Logger()
 
-#: Seconds from the start of a failed login attempt to its answer.
-FAILURE_DELAY = 2.0
-#: Failed logins an address may make before it is refused (the bucket size).
-FAILURE_BURST = 10
-#: Failed logins an address earns back per hour (the bucket's refill rate).
-FAILURES_PER_HOUR = 30
-#: Failed logins in one session before the session is closed.
-FAILURES_PER_SESSION = 3
-#: Client addresses whose failures are remembered (bounded memory).
-MAX_TRACKED_ADDRESSES = 10_000
-#: IPv6 clients are counted per prefix of this length (one subscriber's LAN).
-IPV6_PREFIX = 64
-#: Password checks (PBKDF2) running at once: one core of the reference
-#: machine, leaving the other to the reactor and the print work.
-CONCURRENT_CHECKS = 1
-#: Password checks waiting for their turn before attempts are answered busy
-#: (32 x 0.05-0.1 s at 200,000 rounds: a wait of the order of FAILURE_DELAY).
-WAITING_CHECKS = 32
-
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    FAILURE_DELAY,
+    FAILURE_BURST,
+    FAILURES_PER_HOUR,
+    FAILURES_PER_SESSION,
+    MAX_TRACKED_ADDRESSES,
+    IPV6_PREFIX,
+    CONCURRENT_CHECKS,
+    WAITING_CHECKS,
+)
 
 class Outcome(Enum):
     ACCEPTED = "accepted"  # the check succeeded: answer now

@@ -40,7 +40,11 @@ from .interfaces import (
     PrinterUnavailable,
 )
 
-COPY_CHUNK = 1024 * 1024
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    FILE_OUTPUT_COPY_CHUNK as COPY_CHUNK,
+)
+
 EXTENSIONS = {
     "application/postscript": "ps",
     "application/pdf": "pdf",

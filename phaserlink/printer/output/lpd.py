@@ -63,12 +63,18 @@ from .interfaces import (
 from .transfer import CONNECT_TIMEOUT, FileProducer, JobProtocol, connect
 
 LPD_PORT = 515
-# Longest wait for any ack or for the server to take more data.  LPRng
-# checks disk space and may fork filters before answering; 60 s is ample.
-LPD_TIMEOUT = 60.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    LPD_TIMEOUT,
+    REFUSAL_TEXT_MAX,
+    HOST_MAX,
+    USER_MAX,
+    JOB_NAME_MAX,
+    SOURCE_NAME_MAX,
+)
+
 # After a refusal byte, how long to read the server's explanation.
 REFUSAL_TEXT_WAIT = 2.0
-REFUSAL_TEXT_MAX = 4096
 # Ack bytes with a meaning beyond "refused" (LPRng's lp.h; BSD lpd agrees on 2).
 ACK_STOP_QUEUE = 1  # LPRng: no spooling to this queue now; BSD: any error
 ACK_RETRY = 2  # LPRng: retry later (no space, spooling disabled); BSD: no space
@@ -82,11 +88,6 @@ TRY_LATER = re.compile(r"\btry (?:again )?later\b|\btry again\b|\bretry\b|\btemp
 NO_ROOM = re.compile(r"\bspace\b|\bfull\b|\btoo (?:large|big)\b|\bexceeds\b", re.IGNORECASE)
 PRIVILEGED_PORTS = range(721, 732)  # RFC 1179 section 3.1
 SOURCE_PORT_MODES = ("auto", "privileged", "any")
-# RFC 1179 section 7 field limits (bytes).
-HOST_MAX = 31
-USER_MAX = 31
-JOB_NAME_MAX = 99
-SOURCE_NAME_MAX = 131
 
 log = Logger()
 

@@ -16,8 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 UEL = b"\x1b%-12345X"  # Universal Exit Language: back to PJL from any language
-MAX_MESSAGE = 16 * 1024
-NAME_MAX = 80
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_MESSAGE,
+    NAME_MAX,
+)
 
 
 def job_name(job_id: str) -> str:

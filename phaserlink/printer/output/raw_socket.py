@@ -51,12 +51,12 @@ from .interfaces import (
 from .transfer import CONNECT_TIMEOUT, FileProducer, JobProtocol, connect, repeat_reader
 
 SOCKET_PORT = 9100
-# A printer busy rendering may stop reading for minutes; five minutes
-# without taking a byte (or without closing once it has everything) is hung.
-SOCKET_TIMEOUT = 300.0
-# Longest wait for "USTATUS JOB END" after the last byte: the printer
-# reports it only when the last page is out.
-PJL_END_TIMEOUT = 600.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    SOCKET_TIMEOUT,
+    PJL_END_TIMEOUT,
+)
+
 # Formats that cannot be repeated end to end for copies.
 NOT_REPEATABLE = ("application/pdf",)
 # ioctl(SIOCOUTQ): bytes of sequence space not yet acknowledged by the peer

@@ -35,12 +35,11 @@ from .interfaces import (
     PrinterUnavailable,
 )
 
-# Bytes read from the job file per pull.  Twisted's TCP transport sends at
-# most 128 KiB per write call; two of those per read keeps the file reads
-# few without holding more than this much of a job in memory.
-CHUNK_SIZE = 256 * 1024
-# How long to wait for a TCP connection to the printer.
-CONNECT_TIMEOUT = 30.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    TRANSFER_CHUNK_SIZE as CHUNK_SIZE,
+    CONNECT_TIMEOUT,
+)
 
 log = Logger()
 

@@ -396,7 +396,9 @@ class Dispatcher:
             text = (f"Your print job {_quoted(job.title)} was delivered to printer {self.printer.name}{pages}.\n"
                     f"The printer side reported: {job.acknowledged or 'done'}.")
             self.status.notify(job, PRINTED, text)
-        elif not (J.SENDER_NOT_ALLOWED in job.reasons and job.state == J.ABORTED):  # canceled by an operator: told
+        elif not (J.SENDER_NOT_ALLOWED in job.reasons and job.state == J.ABORTED) and not (
+                job.state == J.CANCELED and J.JOB_HOLD_UNTIL_SPECIFIED in job.reasons):  # canceled by an operator: told
+            # (a held job its sender never released: no mail, docs/trust.md)
             text = (f"Your print job {_quoted(job.title)} for printer {self.printer.name} "
                     f"was not printed.\nReason: {job.detail or 'unknown'}.")
             self.status.notify(job, ERRORS, text)

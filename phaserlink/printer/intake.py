@@ -397,8 +397,8 @@ class Intake:
         if released:
             job = dataclasses.replace(held, state=J.PENDING, reasons=[J.JOB_QUEUED], hold_token=None,
                                       changed=self._now())
-        else:  # canceled with no further mail (SENDER_NOT_ALLOWED: no status mail)
-            job = dataclasses.replace(held, state=J.CANCELED, reasons=[J.SENDER_NOT_ALLOWED, J.JOB_HOLD_UNTIL_SPECIFIED],
+        else:  # canceled with no further mail (Dispatcher.finish is silent for it)
+            job = dataclasses.replace(held, state=J.CANCELED, reasons=[J.JOB_HOLD_UNTIL_SPECIFIED],
                                       detail="never released by its sender", changed=self._now())
         try:
             await self.spool.save(job)

@@ -209,7 +209,7 @@ def main() -> int:
     app.appliance_extra = (f"tls_certificate = {cert.certificate}\ntls_key = {cert.key}\n"
                            "max_sessions = 1000\n")
     app.sections = (
-        f"[printer:{PRINTER}]\naddresses = {ADDRESS}\noutput = pull\nallowed_senders = *\n\n"
+        f"[printer:{PRINTER}]\nsender_auth = none\naddresses = {ADDRESS}\noutput = pull\nallowed_senders = *\n\n"
         f"[user:{USER}]\npassword = {hash_password(PASSWORD)}\n"
     )
     print(f"code: {args.code or 'this checkout'} ({code}); {args.attackers} attacker sessions, "

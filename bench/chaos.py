@@ -281,7 +281,7 @@ def main() -> int:
     app = Appliance(work / "appliance")
     app.directory.mkdir()
     app.sections = "".join(
-        f"[printer:{name}]\naddresses = {name}@phaserlink.test\noutput = {outputs[name]}\n"
+        f"[printer:{name}]\nsender_auth = none\naddresses = {name}@phaserlink.test\noutput = {outputs[name]}\n"
         "allowed_senders = *\nformats = postscript\nnotify = none\n\n"
         for name in PRINTERS
     )

@@ -61,7 +61,7 @@ def write_site(directory: Path) -> tuple[Path, int]:
         f"[appliance]\nhostname = bench.test\nspool = {directory / 'var'}\n"
         f"smtp_listen = tcp:{free_port()}:interface=127.0.0.1\npop3_listen = tcp:{free_port()}:interface=127.0.0.1\n"
         f"admin_listen = tcp:{admin}:interface=127.0.0.1\n\n"
-        f"[printer:demo]\naddresses = demo@bench.test\noutput = file:{directory / 'printed'}\n"
+        f"[printer:demo]\nsender_auth = none\naddresses = demo@bench.test\noutput = file:{directory / 'printed'}\n"
         f"allowed_senders = *\nnotify = none\n\n"
         f"[admin:{USER}]\npassword = {hash_password(PASSWORD, iterations=1000)}\nrole = operator\n")
     return directory / "site.ini", admin

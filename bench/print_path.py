@@ -136,7 +136,7 @@ def main() -> int:
     app.directory.mkdir()
     app.appliance_extra = "max_message_size = 1G\n"
     app.sections = (
-        f"[printer:{PRINTER}]\naddresses = {ADDRESS}\noutput = {printer.uri()}\n"
+        f"[printer:{PRINTER}]\nsender_auth = none\naddresses = {ADDRESS}\noutput = {printer.uri()}\n"
         "allowed_senders = *\nformats = postscript\nnotify = none\n"
     )
     try:

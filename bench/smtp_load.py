@@ -92,7 +92,7 @@ def main() -> int:
     app.directory.mkdir()
     app.appliance_extra = "max_message_size = 300M\nmax_sessions = 1000\n"
     app.sections = (
-        f"[printer:{MAILBOX}]\naddresses = {MAILBOX}@{DOMAIN}\noutput = pull\nallowed_senders = *\n"
+        f"[printer:{MAILBOX}]\nsender_auth = none\naddresses = {MAILBOX}@{DOMAIN}\noutput = pull\nallowed_senders = *\n"
     )
     postfix = None
     results: dict[str, dict[str, tuple[float, float, int]]] = {}

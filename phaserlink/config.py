@@ -25,7 +25,7 @@ import fnmatch
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -128,6 +128,9 @@ class ApplianceConfig:
     dkim_key: Path | None = None  # PEM RSA private key; signing needs all three dkim_* keys
     dkim_selector: str | None = None
     dkim_domain: str | None = None
+    # Sender verification (docs/trust.md)
+    trusted_authserv_ids: tuple[str, ...] = ()  # upstream verifiers whose results we believe
+    max_jobs_per_hour: int | None = None  # print jobs the whole site takes per hour
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,12 @@ class PrinterConfig:
     lpd_source_port: str = "auto"  # auto, privileged (721-731, needs root), any
     output_tls: str = "required"  # ipps://: required = verified TLS, none = TLS, certificate not checked
     output_ca: Path | None = None  # ipps://: CA file to verify the printer with; None = system CAs
+    # Who may print (docs/trust.md)
+    sender_auth: tuple[str, ...] = ("dmarc", "login")  # any one proves a sender authentic
+    unauthenticated: str = "refuse"  # refuse | hold (a release mail to the From: address)
+    hold_timeout: float = 86400.0  # a held job never released is canceled after this
+    max_jobs_per_sender: tuple[int, float] | None = None  # (jobs, per seconds)
+    max_pages_per_job: int | None = None
 
     def sender_allowed(self, sender: str) -> bool:
         return sender_matches(sender, self.allowed_senders)
@@ -167,6 +176,7 @@ class GroupConfig:
 class UserConfig:
     name: str
     password: PasswordHash
+    addresses: tuple[str, ...] = ()  # From: addresses this login proves (sender_auth = login)
 
 
 @dataclass(frozen=True)
@@ -279,6 +289,11 @@ USER_KEYS = {"password"}
 ADMIN_KEYS = {"password", "role"}
 ADMIN_ROLES = ("viewer", "operator")
 APPLIANCE_KEYS |= {"admin_listen", "history_days"}  # the console's (docs/console.md)
+# Sender verification (docs/trust.md); parsed by _Loader.trust_* below.
+SENDER_AUTH_RULES = ("dmarc", "dkim", "spf", "login", "none")
+APPLIANCE_KEYS |= {"trusted_authserv_ids", "dns_servers", "max_jobs_per_hour"}
+PRINTER_KEYS |= {"sender_auth", "unauthenticated", "hold_timeout", "max_jobs_per_sender", "max_pages_per_job"}
+USER_KEYS |= {"addresses"}
 
 
 class _Section:
@@ -401,6 +416,7 @@ class _Loader:
             raise ConfigError(self.file, "appliance", None, "section is missing")
         appliance = self.appliance(_Section(self, "appliance", APPLIANCE_KEYS))
         appliance = self.outbound(_Section(self, "appliance", APPLIANCE_KEYS), appliance)
+        appliance = self.trust_appliance(_Section(self, "appliance", APPLIANCE_KEYS), appliance)
         printers: dict[str, PrinterConfig] = {}
         groups: dict[str, GroupConfig] = {}
         users: dict[str, UserConfig] = {}
@@ -416,6 +432,7 @@ class _Loader:
             if kind == "printer":
                 section = _Section(self, name, PRINTER_KEYS)
                 printer = self.printer(section, short, appliance)
+                printer = self.trust_printer(section, printer)
                 for address in printer.addresses:
                     claim(section, "addresses", address)
                 printers[short] = printer
@@ -443,6 +460,7 @@ class _Loader:
             elif kind == "user":
                 section = _Section(self, name, USER_KEYS)
                 users[short] = UserConfig(short, self.password(section, "password", required=True))  # type: ignore[arg-type]
+                users[short] = self.trust_user(section, users[short])
         return SiteConfig(self.path, appliance, printers, groups, users, self.console())
 
     def console(self) -> ConsoleConfig:
@@ -640,6 +658,58 @@ class _Loader:
         if scheme == "ipp" and policy == "required":
             s.error("output_tls", f"{output!r} is plain IPP; use ipps://... for TLS")
         return policy
+
+    # -- sender verification (docs/trust.md) --------------------------------
+
+    def trust_appliance(self, s: _Section, appliance: ApplianceConfig) -> ApplianceConfig:
+        # dns_servers is parsed once, with the outbound keys (outbound()).
+        ids = tuple(i.lower() for i in split_list(s.get("trusted_authserv_ids") or ""))
+        for ident in ids:
+            if not re.match(r"^[a-z0-9.-]+$", ident):
+                s.error("trusted_authserv_ids", f"{ident!r} is not an authserv-id (a host name)")
+            if ident == appliance.hostname.lower():
+                s.error("trusted_authserv_ids", f"{ident!r} is this appliance's own hostname: "
+                        "results carrying it from outside are forged and removed")
+        per_hour = s.get("max_jobs_per_hour")
+        return replace(appliance, trusted_authserv_ids=ids,
+                       max_jobs_per_hour=None if per_hour in (None, "none") else
+                       s.typed("max_jobs_per_hour", "", _positive_int))
+
+    def trust_printer(self, s: _Section, printer: PrinterConfig) -> PrinterConfig:
+        rules = tuple(split_list((s.get("sender_auth") or "dmarc, login").lower()))
+        for rule in rules:
+            if rule not in SENDER_AUTH_RULES:
+                s.error("sender_auth", f"{rule!r} is not one of {', '.join(SENDER_AUTH_RULES)}")
+        if not rules:
+            s.error("sender_auth", f"needs one or more of {', '.join(SENDER_AUTH_RULES)}")
+        if "none" in rules and len(rules) > 1:
+            s.error("sender_auth", "none (no verification) cannot be combined with other rules")
+        rate = s.get("max_jobs_per_sender")
+        per_sender = None
+        if rate not in (None, "none"):
+            count, slash, window = (rate or "").partition("/")
+            try:
+                per_sender = (parse_positive_int(count.strip()), parse_duration(window.strip() if slash else "1h"))
+            except ValueError as e:
+                s.error("max_jobs_per_sender", f"{rate!r}: {e}; use JOBS/DURATION, e.g. 20/1h")
+            if per_sender is not None and per_sender[1] <= 0:
+                s.error("max_jobs_per_sender", f"{rate!r}: the window must be longer than 0")
+        pages = s.get("max_pages_per_job")
+        if (s.get("unauthenticated") or "refuse").lower() == "hold" and rules in (("none",), ("spf",)):
+            s.error("unauthenticated", "hold needs a sender_auth rule decided at the end of DATA "
+                    "(not none, not spf alone)")
+        return replace(
+            printer,
+            sender_auth=rules,
+            unauthenticated=s.choice("unauthenticated", "refuse", ("refuse", "hold")),
+            hold_timeout=s.typed("hold_timeout", "24h", parse_duration),
+            max_jobs_per_sender=per_sender,
+            max_pages_per_job=None if pages in (None, "none") else s.typed("max_pages_per_job", "", _positive_int),
+        )
+
+    def trust_user(self, s: _Section, user: UserConfig) -> UserConfig:
+        text = s.get("addresses")
+        return replace(user, addresses=s.addresses("addresses", text) if text else ())
 
     def check_output(self, s: _Section, output: str) -> None:
         if output == "pull":

@@ -129,6 +129,7 @@ def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = N
     # strports services fail twistd at start when a port cannot be bound,
     # instead of logging it and running deaf.
     smtp = smtp_factory(site, store, queue, reactor=reactor)
+    smtp.gate.releaser = printers  # held jobs are released by mail (docs/trust.md)
     for description in site.appliance.smtp_listen:
         strports.service(description, smtp, reactor=reactor).setServiceParent(top)
     pop3 = pop3_factory(site, store, reactor=reactor)

@@ -11,7 +11,7 @@ import subprocess
 from support.appliance import Appliance
 from support.twistd import TWISTD
 
-PRINTER = "[printer:demo]\naddresses = demo@phaserlink.test\nallowed_senders = *\noutput = pull\n"
+PRINTER = "[printer:demo]\nsender_auth = none\naddresses = demo@phaserlink.test\nallowed_senders = *\noutput = pull\n"
 
 
 def run_twistd(config, cwd) -> subprocess.CompletedProcess:

@@ -35,6 +35,7 @@ def printer_site(appliance, tmp_path):
     printed.mkdir()
     appliance.sections = f"""\
         [printer:demo]
+        sender_auth = none
         addresses = demo@phaserlink.test
         output = file:{printed}
         allowed_senders = *@phaserlink.test, alice@example.com

@@ -54,17 +54,20 @@ def site(appliance, tmp_path):
         """
     appliance.sections = f"""\
         [printer:demo]
+        sender_auth = none
         addresses = demo@phaserlink.test
         output = file:{printed}
         allowed_senders = *@example.com, me@phaserlink.test
         notify = printed, errors
 
         [printer:other]
+        sender_auth = none
         addresses = other@phaserlink.test
         output = file:{tmp_path / "printed-other"}
         allowed_senders = boss@example.com
 
         [printer:inbox]
+        sender_auth = none
         addresses = me@phaserlink.test
         output = pull
         allowed_senders = *
@@ -222,6 +225,7 @@ def test_starttls_verified_and_auth_password_from_a_file(appliance, test_ca, hom
         """
     appliance.sections = f"""\
         [printer:demo]
+        sender_auth = none
         addresses = demo@phaserlink.test
         output = file:{printed}
         allowed_senders = alice@example.com

@@ -172,3 +172,57 @@ def test_twistd_refuses_bad_config_before_binding(tmp_path):
     assert f"{path}: [printer:p] formats: 'docx' is not one of" in output
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # nothing was ever bound there
+
+
+@pytest.mark.parametrize("extra, key, why", [
+    ("sender_auth = dmarc, magic\n", "sender_auth", "'magic' is not one of dmarc, dkim, spf, login, none"),
+    ("sender_auth = none, dkim\n", "sender_auth", "none (no verification) cannot be combined"),
+    ("max_jobs_per_sender = lots\n", "max_jobs_per_sender", "use JOBS/DURATION, e.g. 20/1h"),
+    ("max_jobs_per_sender = 5/soon\n", "max_jobs_per_sender", "use JOBS/DURATION"),
+    ("max_pages_per_job = -3\n", "max_pages_per_job", "whole number"),
+    ("sender_auth = none\nunauthenticated = hold\n", "unauthenticated", "needs a sender_auth rule decided at the end of DATA"),
+    ("hold_timeout = forever\n", "hold_timeout", "not a duration"),
+    ("unauthenticated = maybe\n", "unauthenticated", "'maybe' is not one of refuse, hold"),
+])
+def test_sender_auth_mistakes_name_file_section_and_key(tmp_path, extra, key, why):
+    path = tmp_path / "site.ini"
+    path.write_text(f"[appliance]\nspool = {tmp_path / 'var'}\n[printer:p]\nallowed_senders = *\n{extra}")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert (e.value.section, e.value.key) == ("printer:p", key)
+    assert why in e.value.why, e.value.why
+
+
+@pytest.mark.parametrize("extra, key, why", [
+    ("dns_servers = ns.example.com\n", "dns_servers", "a DNS server is given by its IP address"),
+    ("dns_servers = 127.0.0.1:99999\n", "dns_servers", "port"),
+    ("trusted_authserv_ids = localhost\nhostname = localhost\n", "trusted_authserv_ids", "own hostname"),
+    ("max_jobs_per_hour = many\n", "max_jobs_per_hour", "whole number"),
+])
+def test_appliance_sender_auth_mistakes(tmp_path, extra, key, why):
+    path = tmp_path / "site.ini"
+    path.write_text(f"[appliance]\nspool = {tmp_path / 'var'}\n{extra}")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert (e.value.section, e.value.key) == ("appliance", key)
+    assert why in e.value.why, e.value.why
+
+
+PBKDF2 = "$pbkdf2-sha256$200000$YEDnEeno8BDT2DO1rA2SJg$nJHSUPz7IV5yI04ElcdJfWTlRtnBEuetOqwpS0FfUwc"
+
+
+def test_sender_auth_defaults_and_values(tmp_path):
+    path = tmp_path / "site.ini"
+    path.write_text(f"[appliance]\nspool = {tmp_path / 'var'}\ndns_servers = 127.0.0.1:5353 [::1]\n"
+                    "trusted_authserv_ids = MX.Example.com\nmax_jobs_per_hour = 50\n"
+                    "[printer:p]\nallowed_senders = *\n"
+                    "[printer:q]\nallowed_senders = *\nsender_auth = spf\nmax_jobs_per_sender = 20/1h\n"
+                    "max_pages_per_job = 30\n[user:u]\npassword = " + PBKDF2 + "\naddresses = U@example.com\n")
+    site = config.load(path)
+    assert site.printers["p"].sender_auth == ("dmarc", "login")
+    assert site.printers["p"].max_jobs_per_sender is None and site.printers["p"].max_pages_per_job is None
+    assert site.printers["q"].sender_auth == ("spf",)
+    assert site.printers["q"].max_jobs_per_sender == (20, 3600.0) and site.printers["q"].max_pages_per_job == 30
+    assert site.appliance.dns_servers == (("127.0.0.1", 5353), ("::1", 53))
+    assert site.appliance.trusted_authserv_ids == ("mx.example.com",) and site.appliance.max_jobs_per_hour == 50
+    assert site.users["u"].addresses == ("u@example.com",)

@@ -21,7 +21,7 @@ def test_relay_network_client_reaches_the_smarthost(appliance, tmp_path):
         appliance.appliance_extra = (
             f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\nrelay_networks = 127.0.0.0/8\n"
         )
-        appliance.sections = "[printer:demo]\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
+        appliance.sections = "[printer:demo]\nsender_auth = none\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
         appliance.start()
         with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
             assert smtp.sendmail("alice@client.example", ["bob@elsewhere.example"], BODY) == {}
@@ -35,7 +35,7 @@ def test_relay_network_client_reaches_the_smarthost(appliance, tmp_path):
 
 def test_outside_the_relay_networks_is_refused(appliance, tmp_path):
     appliance.appliance_extra = "relay_networks = 192.0.2.0/24\n"
-    appliance.sections = "[printer:demo]\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
+    appliance.sections = "[printer:demo]\nsender_auth = none\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
     appliance.start()
     with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
         with pytest.raises(smtplib.SMTPRecipientsRefused) as info:

@@ -64,6 +64,7 @@ def app(appliance, test_ca):
     appliance.appliance_extra = f"tls_certificate = {cert.certificate}\ntls_key = {cert.key}\n"
     appliance.sections = f"""\
         [printer:pull]
+        sender_auth = none
         addresses = pull@phaserlink.test
         output = pull
         allowed_senders = *

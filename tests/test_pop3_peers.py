@@ -60,6 +60,7 @@ def pull(appliance, test_ca):
     cert = test_ca.issue()
     appliance.sections = f"""
         [printer:pull]
+        sender_auth = none
         addresses = pull@phaserlink.test
         output = pull
         allowed_senders = *
@@ -171,6 +172,7 @@ def test_poplib_apop_with_shared_secret(appliance, tmp_path):
     secret.write_bytes(b"a-long-random-shared-secret\n")
     appliance.sections = f"""
         [printer:pull]
+        sender_auth = none
         output = pull
         allowed_senders = *
         pop3_apop_secret_file = {secret}

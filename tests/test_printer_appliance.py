@@ -10,6 +10,8 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
+
 from phaserlink.message.report import parse_status_report
 
 POSTSCRIPT = b"%!PS-Adobe-3.0\n%%Title: test\n/Helvetica findfont 12 scalefont setfont\n" \
@@ -17,7 +19,7 @@ POSTSCRIPT = b"%!PS-Adobe-3.0\n%%Title: test\n/Helvetica findfont 12 scalefont s
 
 
 def printer_section(name: str, output: str, notify: str = "printed, errors", **extra) -> str:
-    lines = [f"[printer:{name}]", f"addresses = {name}@phaserlink.test", f"output = {output}",
+    lines = [f"[printer:{name}]", "sender_auth = none", f"addresses = {name}@phaserlink.test", f"output = {output}",
              "allowed_senders = *@example.com", "formats = postscript", f"notify = {notify}"]
     lines += [f"{k} = {v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
@@ -201,11 +203,13 @@ def test_status_mail_reaches_the_sender_as_a_multipart_report(appliance, tmp_pat
         assert report.disposition.endswith("processed/error")
         assert "a pcl document cannot be converted" in report.human_text, report.human_text
         # A job whose author is a stranger (envelope allowed, From: not) is
-        # neither printed nor answered: no backscatter.
+        # refused in the SMTP session, with the reason (docs/trust.md): never
+        # accepted and then dropped, and no backscatter mail.
         with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
-            smtp.send_message(job_mail(sender="mallory@evil.example"), from_addr="alice@example.com")
-        log_line = "not an allowed sender"
-        appliance.wait_for(lambda: log_line in appliance.log(), what="the stranger's job refused")
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                smtp.send_message(job_mail(sender="mallory@evil.example"), from_addr="alice@example.com")
+        assert (refused.value.smtp_code, refused.value.smtp_error) == (
+            550, b"5.7.1 sender <mallory@evil.example> is not allowed to print on demo")
         time.sleep(0.5)
         assert len(sink.messages()) == 3
         assert len(printed_files(out)) == 1

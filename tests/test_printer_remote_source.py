@@ -39,6 +39,7 @@ hostname = phaserlink.test
 spool = {tmp_path}/var
 
 [printer:remote]
+sender_auth = none
 addresses = remote@phaserlink.test
 output = file:{tmp_path}/printed
 allowed_senders = *

@@ -230,13 +230,15 @@ def test_pcl_for_a_postscript_printer_is_aborted_not_dropped(rig):
     assert "a pcl document cannot be converted" in rig.queue.messages[-1].text
 
 
-def test_stranger_is_not_printed_and_gets_no_mail(rig):
+def test_the_printer_side_does_not_judge_senders(rig):
+    """Who may print is decided in the SMTP session (docs/trust.md): what is
+    in the appliance's own store got its 250 and prints.  (Before issue 8
+    the intake dropped it silently after the 250.)  Status mail still goes
+    only to allowed senders: no backscatter to a forged From:."""
     rig.start()
     rig.deliver(message(sender="mallory@evil.example"))
-    rig.deliver(fragment("p6", 1, 2, b"x\n", sender="mallory@evil.example"))
-    assert rig.outputs["lp"].sent == [] and rig.queue.messages == []
-    assert rig.job_dirs() == [] and rig.mailbox() == []
-    assert [d["state"] for d in rig.runner().spool.seen.records("done")] == ["aborted"]  # the fragment made no job
+    assert len(rig.outputs["lp"].sent) == 1
+    assert rig.queue.messages == []
 
 
 def test_printer_down_backs_off_sends_delayed_mail_and_gives_up(rig):
@@ -308,7 +310,7 @@ def test_poll_is_the_fallback_when_no_event_came(rig):
 
 def test_a_pull_printer_has_no_runner(tmp_path):
     site = make_site(tmp_path)
-    text = site.path.read_text() + "\n[printer:pull]\noutput = pull\nallowed_senders = *\n"
+    text = site.path.read_text() + "\n[printer:pull]\nsender_auth = none\noutput = pull\nallowed_senders = *\n"
     site.path.write_text(text)
     from phaserlink import config
 

@@ -96,7 +96,7 @@ def test_postmaster_without_an_address_is_kept_for_pop3(appliance, tmp_path):
 def test_8bitmime_is_declared_to_the_smarthost(appliance, tmp_path):
     with SmtpSink(tmp_path / "sink") as sink:
         appliance.appliance_extra = f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\n"
-        appliance.sections = "[printer:demo]\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
+        appliance.sections = "[printer:demo]\nsender_auth = none\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
         appliance.start()
         with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
             smtp.ehlo("client.example")
@@ -112,7 +112,7 @@ def test_8bitmime_is_declared_to_the_smarthost(appliance, tmp_path):
 def test_8bit_mail_to_a_smarthost_without_8bitmime_bounces(appliance, tmp_path):
     with SinkWithout8BitMIME(tmp_path / "sink") as sink:
         appliance.appliance_extra = f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\n"
-        appliance.sections = "[printer:demo]\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
+        appliance.sections = "[printer:demo]\nsender_auth = none\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
         appliance.start()
         with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as smtp:
             assert smtp.sendmail("alice@client.example", ["bob@elsewhere.example"], EIGHT_BIT,
@@ -157,7 +157,7 @@ def test_full_spool_disk_in_data_of_relayed_mail_is_451_then_relayed_once(small_
     with SmtpSink(tmp_path / "sink") as sink:
         app = Appliance(small_disk.path, log_dir=tmp_path)
         app.appliance_extra = f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\n"
-        app.sections = "[printer:demo]\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
+        app.sections = "[printer:demo]\nsender_auth = none\naddresses = demo@phaserlink.test\nallowed_senders = *\n"
         app.start()
         try:
             body = b"Subject: relayed\r\n\r\n" + (b"y" * 76 + b"\r\n") * 3000

@@ -15,10 +15,12 @@ from support.smtp import FakeQueue, Session, mailbox_files, make_site
 
 GROUPS_ELSEWHERE = """\
 [printer:demo]
+sender_auth = none
 addresses = demo@phaserlink.test
 allowed_senders = *@good.example
 
 [printer:office]
+sender_auth = none
 addresses = office@print.example.org
 allowed_senders = *@good.example
 """
@@ -86,7 +88,8 @@ def test_printer_mail_gets_return_path_first(tmp_path):
     s = Session(site)
     assert send(s, "alice@good.example", "demo@phaserlink.test").startswith(b"250 2.0.0 ")
     [stored] = mailbox_files(site, "demo")
-    assert stored.startswith(b"Return-Path: <alice@good.example>\nReceived: from client.example")
+    assert stored.startswith(b"Return-Path: <alice@good.example>\n"
+                             b"Authentication-Results: phaserlink.test;\n\tnone\nReceived: from client.example")
 
 
 @pytest.mark.parametrize("param, kept", [("BODY=8BITMIME", "8BITMIME"), ("BODY=7bit", "7BIT"), ("", None)])

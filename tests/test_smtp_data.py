@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from phaserlink.smtp_relay.data import MAX_RECEIVED, DataReader
-from support.smtp import FailingStore, Session, make_site, mailbox_files, strip_received
+from support.smtp import FailingStore, Session, make_site, mailbox_files, strip_received, strip_results
 
 # A message with every awkward spot: stuffed dots at line starts (also a
 # "..\r\n" line that unstuffs to "."), a line of only "..", dots mid-line,
@@ -183,7 +183,8 @@ def test_received_header_prepended(site):
     head, _, rest = stored.partition(b"Subject: hi\n")
     assert rest == b"\nbody\n"
     text = head.decode()
-    assert text.startswith("Return-Path: <a@good.example>\nReceived: from client.example ([127.0.0.1])\n\tby phaserlink.test (PhaserLink)"
+    assert text.startswith("Return-Path: <a@good.example>\nAuthentication-Results: phaserlink.test;\n\tnone\n"
+                           "Received: from client.example ([127.0.0.1])\n\tby phaserlink.test (PhaserLink)"
                            f" with ESMTP id {mid}\n\tfor <demo@phaserlink.test>;\n\t")
     assert text.endswith(" +0000\n")
 

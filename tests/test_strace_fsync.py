@@ -121,7 +121,7 @@ def test_the_250_follows_the_file_and_directory_fsync(appliance, tmp_path, monke
     monkeypatch.setattr(support.appliance, "TWISTD", [
         strace, "-f", "-tt", "-yy", "-s", "8192", "-e", f"trace={TRACED}", "-o", str(log_path), *TWISTD])
     appliance.sections = (
-        "[printer:lp]\naddresses = lp@phaserlink.test\noutput = file:var/printed\n"
+        "[printer:lp]\nsender_auth = none\naddresses = lp@phaserlink.test\noutput = file:var/printed\n"
         "allowed_senders = *\nformats = postscript\nnotify = none\n"
     )
     marker = f"STRACE-{uuid.uuid4().hex}"

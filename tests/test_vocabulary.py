@@ -92,6 +92,7 @@ def site_with_notify(tmp_path: Path, notify: str) -> Path:
         smtp_listen = tcp:0
         pop3_listen = tcp:0
         [printer:lp]
+        sender_auth = none
         allowed_senders = *@example.com
         notify = {notify}
         """))
@@ -111,7 +112,7 @@ def test_site_ini_notify_reads_old_and_new_words(tmp_path, notify, expected):
 
 def test_site_ini_default_notify_is_printed_and_failed(tmp_path):
     path = tmp_path / "site.ini"
-    path.write_text(f"[appliance]\nspool = {tmp_path / 'var'}\n[printer:lp]\nallowed_senders = *\n")
+    path.write_text(f"[appliance]\nspool = {tmp_path / 'var'}\n[printer:lp]\nsender_auth = none\nallowed_senders = *\n")
     assert config.load(path).printers["lp"].notify == ("printed", "failed")
 
 

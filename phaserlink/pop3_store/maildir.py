@@ -325,6 +325,33 @@ class Delivery:
         d.addCallbacks(lambda _: self._finish(linked), failed)
         return d
 
+    # Sender verification (phaserlink.trust.gate, docs/trust.md) reads the
+    # message back before the commit and puts its Authentication-Results
+    # first.  Both block: they run in a worker thread, after the last write.
+
+    def read_back(self) -> bytes:
+        """The message as written so far."""
+        self.file.flush()
+        with open(self.tmp_path, "rb") as f:
+            return f.read()
+
+    def replace_head(self, old_len: int, new_head: bytes, data: bytes) -> None:
+        """Rewrite the file (whose content is *data*) with its first
+        *old_len* bytes replaced by *new_head*; not yet committed, so a crash
+        leaves only a tmp file."""
+        self.file.flush()
+        fd = self.file.fileno()
+        body = memoryview(data)[old_len:]
+        offset = 0
+        for chunk in (memoryview(new_head), body):
+            while chunk:
+                n = os.pwrite(fd, chunk, offset)
+                chunk, offset = chunk[n:], offset + n
+        os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+        self.lines += new_head.count(b"\n") - data.count(b"\n", 0, old_len)
+        self.size = offset
+
     def abort(self) -> None:
         self.done = True
         try:

@@ -213,10 +213,6 @@ class Dispatcher:
             return
         if operator_held(job):
             return
-        if not self.printer.sender_allowed(job.sender or ""):
-            await self.abort(job, [J.SENDER_NOT_ALLOWED],
-                             f"{job.sender or 'an unknown sender'} may not print on {self.printer.name}")
-            return
         try:
             await self._print(job)
         except defer.CancelledError:
@@ -339,9 +335,29 @@ class Dispatcher:
             documents.append(Document(file=str(path.relative_to(self.spool.job_dir(job.job_id))), format=fmt,
                                       content_type=doc.content_type, filename=doc.filename,
                                       size=path.stat().st_size))
+        await self._check_pages(job, documents)
         # Not fsync'd: derived data, extracted again after a crash (see
         # Intake.recover), so the state never points at a lost document.
         return documents
+
+    async def _check_pages(self, job: Job, documents: list[Document]) -> None:
+        """``max_pages_per_job`` (docs/trust.md): PDF and PostScript pages
+        counted with Ghostscript before anything is sent; over the cap the
+        job is aborted and its status mail says the count and the cap."""
+        cap = getattr(self.printer, "max_pages_per_job", None)
+        if cap is None:
+            return
+        from phaserlink.printer.pages import count_pages
+
+        root = self.spool.job_dir(job.job_id)
+        total = 0
+        for document in documents:
+            pages = await self.blocking(count_pages, root / document.file, document.format)
+            total += (pages or 0) * max(1, job.copies)
+        if total > cap:
+            copies = f" ({job.copies} copies)" if job.copies > 1 else ""
+            raise DocumentFault(f"the job has {total} pages{copies}; printer {self.printer.name} prints at most "
+                                f"{cap} pages per job", J.ABORTED_BY_SYSTEM)
 
     def _output_job(self, job: Job, document: Document, index: int):
         from phaserlink.printer.output import OutputJob
@@ -396,7 +412,9 @@ class Dispatcher:
             text = (f"Your print job {_quoted(job.title)} was delivered to printer {self.printer.name}{pages}.\n"
                     f"The printer side reported: {job.acknowledged or 'done'}.")
             self.status.notify(job, PRINTED, text)
-        elif not (J.SENDER_NOT_ALLOWED in job.reasons and job.state == J.ABORTED):  # canceled by an operator: told
+        elif not (J.SENDER_NOT_ALLOWED in job.reasons and job.state == J.ABORTED) and not (
+                job.state == J.CANCELED and J.JOB_HOLD_UNTIL_SPECIFIED in job.reasons):  # canceled by an operator: told
+            # (a held job its sender never released: no mail, docs/trust.md)
             text = (f"Your print job {_quoted(job.title)} for printer {self.printer.name} "
                     f"was not printed.\nReason: {job.detail or 'unknown'}.")
             self.status.notify(job, ERRORS, text)

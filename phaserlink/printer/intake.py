@@ -43,6 +43,7 @@ from phaserlink.printer.jobs import Job, PartialSet, describe_partial
 from phaserlink.printer.spool import JobSpool, new_job_id
 from phaserlink.printer.status import FRAGMENT, RECEIVED, SET_COMPLETE, StatusMailer
 from phaserlink.printer.toolkit import MessageFacts, Toolkit, sender_from_prefix
+from phaserlink.trust.hold import held_token
 from phaserlink.threads import pools_for
 
 log = Logger()
@@ -65,6 +66,7 @@ class Intake:
         self.reactor = reactor
         self.on_job = on_job
         self.pools = pools_for(reactor)
+        self.held: dict[str, Job] = {}  # hold token -> the job waiting for its release
         self.sets: dict[str, Job] = {}  # partial id -> the set's job
         self.timers: dict[str, object] = {}  # job id -> DelayedCall (partial timeout)
         self._turn = defer.DeferredLock()  # one outcome at a time
@@ -108,6 +110,14 @@ class Intake:
             notify=facts.notify, options=facts.options or "",
         )
 
+    def _refuses(self, sender: str | None) -> bool:
+        """Who may print is decided once, in the SMTP session
+        (phaserlink.trust, docs/trust.md): what is in the appliance's own
+        store got its 250 there, so it prints (or was refused with a reply
+        the sender saw).  Only a remote mailbox, whose mail never passed our
+        SMTP session, is still held to ``allowed_senders`` here."""
+        return self.printer.mailbox is not None and not self.printer.sender_allowed(sender or "")
+
     # -- one message -------------------------------------------------------------------
 
     def take(self, path: Path, uidl: str, source: str) -> defer.Deferred:
@@ -123,15 +133,23 @@ class Intake:
         if facts.message_id and self.seen.has_message_id(facts.message_id):
             return await self._drop(path, source, uidl, f"already received as {facts.message_id}")
         job = self._new_job(facts, source, uidl, J.PENDING, [J.JOB_QUEUED])
-        if not self.printer.sender_allowed(facts.sender or ""):
+        if self._refuses(facts.sender):
             job.state, job.reasons = J.ABORTED, [J.SENDER_NOT_ALLOWED]
             job.detail = f"{facts.sender or 'an unknown sender'} may not print on {self.printer.name}"
             log.warn("printer {printer}: {uidl} from {sender!r} refused: not an allowed sender",
                      printer=self.printer.name, uidl=uidl, sender=facts.sender)
+        token = held_token(path, self.printer.name) if not job.terminal else None
+        if token is not None:  # an unauthenticated sender's job: waits for its release (docs/trust.md)
+            job.state, job.reasons, job.hold_token = J.PENDING_HELD, [J.JOB_HOLD_UNTIL_SPECIFIED], token
         records = [journal.uidl(source, uidl)]
         if job.message_id:
             records.append(journal.message_id(job.message_id))
         await self.spool.create(job, path, seen=records)
+        if token is not None:
+            log.info("printer {printer} job {job}: held until its sender releases it", printer=self.printer.name,
+                     job=job.job_id)
+            self._hold(job)
+            return
         if not job.terminal:
             log.info("printer {printer} job {job}: spooled {uidl} from {sender} ({title!r})",
                      printer=self.printer.name, job=job.job_id, uidl=uidl, sender=job.sender, title=job.title)
@@ -149,7 +167,7 @@ class Intake:
             log.error("printer {printer}: {uidl} from {source} not printed: its header could not be read ({why}) "
                       "and no From: or Return-Path: was found in its first bytes, so nobody can be told",
                       printer=self.printer.name, uidl=uidl, source=source, why=why)
-        elif not self.printer.sender_allowed(facts.sender):
+        elif self._refuses(facts.sender):
             job.reasons = [J.SENDER_NOT_ALLOWED]
             log.warn("printer {printer}: {uidl} from {sender!r} refused: not an allowed sender "
                      "(and its header could not be read: {why})",
@@ -164,7 +182,7 @@ class Intake:
 
     async def _fragment(self, path: Path, uidl: str, source: str, facts: MessageFacts) -> None:
         partial_id, number, total = facts.partial  # type: ignore[misc]
-        if not self.printer.sender_allowed(facts.sender or ""):
+        if self._refuses(facts.sender):
             return await self._drop(path, source, uidl, f"fragment from {facts.sender!r}, not an allowed sender")
         if self.seen.partial_done(partial_id):
             return await self._drop(path, source, uidl, f"fragment {number} of {partial_id}, a set already "
@@ -345,8 +363,61 @@ class Intake:
 
     # -- start and stop ----------------------------------------------------------------
 
+    # -- held jobs (docs/trust.md) ------------------------------------------------------
+
+    def _hold(self, job: Job) -> None:
+        assert job.hold_token is not None
+        self.held[job.hold_token] = job
+        wait = max(job.created + self.printer.hold_timeout - self._now(), 0.0)
+        self.timers[job.job_id] = self.reactor.callLater(wait, self._hold_expired, job.hold_token)
+
+    def is_held(self, token: str) -> bool:
+        return token in self.held
+
+    def release(self, token: str) -> defer.Deferred:
+        """The sender released the job: it prints (once: the token is gone)."""
+        return self._turn.run(lambda: defer.ensureDeferred(self._end_hold(token, released=True)))
+
+    def _hold_expired(self, token: str) -> defer.Deferred:
+        return self._turn.run(lambda: defer.ensureDeferred(self._end_hold(token, released=False)))
+
+    async def _end_hold(self, token: str, released: bool) -> bool:
+        held = self.held.pop(token, None)
+        if held is None:
+            return False
+        call = self.timers.pop(held.job_id, None)
+        if call is not None and call.active():  # type: ignore[attr-defined]
+            call.cancel()  # type: ignore[attr-defined]
+        try:  # an operator may have released or canceled it meanwhile (the console)
+            current = self.spool.load(held.job_id)
+        except (OSError, ValueError):
+            return False
+        if current.state != J.PENDING_HELD or current.hold_token != token:
+            return False
+        held = current
+        if released:
+            job = dataclasses.replace(held, state=J.PENDING, reasons=[J.JOB_QUEUED], hold_token=None,
+                                      changed=self._now())
+        else:  # canceled with no further mail (Dispatcher.finish is silent for it)
+            job = dataclasses.replace(held, state=J.CANCELED, reasons=[J.JOB_HOLD_UNTIL_SPECIFIED],
+                                      detail="never released by its sender", changed=self._now())
+        try:
+            await self.spool.save(job)
+        except Exception:
+            log.failure("printer {printer} job {job}: could not end its hold", printer=self.printer.name,
+                        job=held.job_id)
+            self.held[token] = held
+            return False
+        log.info("printer {printer} job {job}: {what}", printer=self.printer.name, job=job.job_id,
+                 what="released by its sender" if released else "never released; canceled")
+        self.on_job(job)
+        return True
+
     def recover(self, job: Job) -> defer.Deferred | None:
         """Take back a job found in the spool at start."""
+        if job.state == J.PENDING_HELD and job.hold_token is not None:
+            self._hold(job)
+            return None
         if job.state == J.PENDING_HELD and J.JOB_INCOMING in job.reasons and job.partial is not None:
             self.sets[job.partial.id] = job
             if job.partial.complete():

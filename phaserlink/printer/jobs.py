@@ -35,6 +35,7 @@ JOB_DATA_INSUFFICIENT = "job-data-insufficient"  # incomplete message/partial se
 UNSUPPORTED_DOCUMENT_FORMAT = "unsupported-document-format"
 PRINTER_REJECTED = "job-canceled-at-device"  # the printer refused the job
 SENDER_NOT_ALLOWED = "job-canceled-by-operator"  # not on allowed_senders (no status mail)
+JOB_HOLD_UNTIL_SPECIFIED = "job-hold-until-specified"  # unauthenticated sender: waits for its release
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Job:
     delayed_notified: bool = False
     detail: str = ""  # human text: the last error, or what the printer said
     acknowledged: str = ""
+    hold_token: str | None = None  # held until released by this token (docs/trust.md)
 
     @property
     def terminal(self) -> bool:

@@ -161,3 +161,16 @@ class PrinterService(service.MultiService):
                                    output=(outputs or {}).get(printer.name), blocking=blocking)
             runner.setServiceParent(self)
             self.runners[printer.name] = runner
+
+    # -- held jobs: the SMTP session's release addresses (docs/trust.md) -------------
+
+    def is_held(self, token: str) -> bool:
+        """Does a printer hold a job for *token*?"""
+        return any(r.intake.is_held(token) for r in self.runners.values())
+
+    def release(self, token: str) -> None:
+        """Release every job held for *token* (they print once)."""
+        for runner in self.runners.values():
+            if runner.intake.is_held(token):
+                runner.intake.release(token).addErrback(
+                    lambda f, name=runner.name: log.failure("printer {printer}: release failed", f, printer=name))

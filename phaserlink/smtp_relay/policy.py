@@ -10,15 +10,14 @@ who may not").  The rules, in order:
    outbound queue, or, with no such address, kept in the postmaster's box
    (:mod:`phaserlink.pop3_store.postmaster`, docs/smtp.md).  This comes
    before the printers: a printer address ``postmaster@...`` never prints.
-1. An address of a ``[printer:NAME]`` is accepted if the printer's
-   ``allowed_senders`` match the envelope sender; otherwise 550 5.7.1 with
-   the reason.
-2. A ``[group:NAME]`` address delivers to the members whose
-   ``allowed_senders`` match the sender, and only to them; if no member
-   allows the sender, 550 5.7.1.  Refusing the whole group because one
-   member is strict would make a group as useful as its strictest printer;
-   delivering to a printer that forbids the sender would break rule 1.
-   The reply names the printers that will print.
+1. An address of a ``[printer:NAME]`` names that printer, a
+   ``[group:NAME]`` address its members.  Who may print on them is not
+   decided here but by :mod:`phaserlink.trust.gate` (docs/trust.md), which
+   the session asks next: at RCPT and at the end of DATA, printer by
+   printer (a group delivers to the members whose rules the message passes).
+2. ``allowed_senders`` is matched by the gate too, against the From:
+   address (against MAIL FROM only for ``sender_auth = spf``); bounces,
+   auto-replies and quotas are the gate's as well.
 3. Any other address in one of our domains (the printers', the groups' and
    the appliance hostname) is unknown: 550 5.1.1.
 4. Any other domain is relaying: allowed for clients in ``relay_networks``
@@ -103,15 +102,9 @@ class RelayPolicy:
         if "@" not in address:
             return RecipientVerdict(550, "5.1.1", f"<{rcpt}>: Recipient address rejected: no such printer here")
         printers = self.site.printers_for_address(address)
-        if printers is not None:
-            allowed = tuple(p.name for p in printers if p.sender_allowed(mail_from))
-            if not allowed:
-                names = ", ".join(p.name for p in printers)
-                return RecipientVerdict(
-                    550, "5.7.1",
-                    f"<{rcpt}>: sender <{mail_from}> is not allowed to print on {names}",
-                )
-            return RecipientVerdict(250, "2.1.5", f"Ok, prints on {', '.join(allowed)}", printers=allowed)
+        if printers is not None:  # who may print: phaserlink.trust.gate, next
+            names = tuple(p.name for p in printers)
+            return RecipientVerdict(250, "2.1.5", f"Ok, prints on {', '.join(names)}", printers=names)
         if self.site.is_local_domain(address):
             return RecipientVerdict(550, "5.1.1", f"<{rcpt}>: Recipient address rejected: no such printer here")
         if may_relay:

@@ -36,6 +36,12 @@ Protocol behaviour chosen here (all replies carry RFC 3463 status codes):
   250 and never 550; the partial file is removed.  The fsyncs run in worker
   threads so that concurrent sessions' fsyncs overlap; the session's input
   is held until the reply (docs/smtp.md).
+* Who may print is asked of :mod:`phaserlink.trust.gate` (docs/trust.md)
+  at RCPT (bounces, quotas: ``452 4.7.0``, ``sender_auth = spf``) and at
+  the end of DATA (From:, DKIM, DMARC, login; ``550 5.7.x`` or, when DNS
+  did not answer, ``451 4.7.x``); the message goes only into the mailboxes
+  of the printers that take it, with our Authentication-Results on top.
+  ``release+TOKEN@hostname`` releases a held job once the DATA is in.
 * DATA refused (no valid recipients, ...) while the client had already sent
   bytes after the DATA line: it did not wait for 354 (RFC 2920 3.1), so
   that is message text; ``554 5.5.0`` and close, never parse it.
@@ -76,6 +82,7 @@ from phaserlink.smtp_relay.interfaces import IOutboundQueue
 from phaserlink.smtp_relay.policy import RelayPolicy
 from phaserlink.smtp_relay.sink import MessageSink
 from phaserlink.threads import pools_for
+from phaserlink.trust.gate import Checkpoint, MessageResult, RcptResult, SenderGate
 from phaserlink.trust.logins import LoginGuard, LoginSession, LoginVerdict, Outcome, guard_for
 
 log = Logger()
@@ -83,6 +90,8 @@ log = Logger()
 #: Bytes without a LF after which the client is not speaking SMTP: a
 #: multiple of the line limit, so an honest long line still gets its 500.
 MAX_BUFFERED_LINE_FACTOR = 4
+#: Bytes of a message to a release address kept to read its Auto-Submitted.
+RELEASE_HEAD = 64 * 1024
 #: Bad commands in one session before we hang up (the Postfix way).
 MAX_ERRORS = 20
 #: Limit of an AUTH response line (RFC 4954 4: 12288 octets).
@@ -146,6 +155,11 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.client_ip = ""
         self.may_relay_by_network = False
         self.txn: _Transaction | None = None
+        self._check: Checkpoint | None = None  # sender verification of _check_txn
+        self._check_txn: _Transaction | None = None
+        self._releases: dict[str, None] = {}  # release tokens of the current transaction
+        self._release_head = bytearray()  # the start of a message to a release address
+        self._prefix = 0
 
     # -- connection -----------------------------------------------------
 
@@ -390,6 +404,17 @@ class SMTPServer(Protocol, TimeoutMixin):
         if txn.count >= self.site.appliance.max_recipients:
             self.reply(452, "4.5.3", "Error: too many recipients")
             return
+        token = self.factory.gate.release_token(address)
+        if token is not None:  # release+TOKEN@hostname: releases a held job (docs/trust.md)
+            v = self._checkpoint(txn).release_rcpt(token)
+            if not v.accepted:
+                self._error(v.code, v.status, f"<{address}>: {v.text}")
+                return
+            self._releases.setdefault(token, None)
+            txn.count += 1
+            txn.rcpts.append(address)
+            self.reply(v.code, v.status, v.text)
+            return
         verdict = self.factory.policy.recipient(
             address, txn.mail_from, self.may_relay_by_network or self.user is not None
         )
@@ -398,6 +423,48 @@ class SMTPServer(Protocol, TimeoutMixin):
                      rcpt=address, sender=txn.mail_from, code=verdict.code, text=verdict.text)
             self._error(verdict.code, verdict.status, verdict.text)
             return
+        printers = tuple(self.site.printers[n] for n in verdict.printers if n in self.site.printers)
+        if printers:  # who may print: the gate (phaserlink.trust, docs/trust.md)
+            d = self._checkpoint(txn).rcpt(printers)
+            d.addCallback(lambda result: self._rcpt_checked(txn, address, verdict, result))
+            d.addErrback(self._check_failed)
+            self._wait_for(d)
+            return
+        self._add_rcpt(txn, address, verdict)
+
+    def _checkpoint(self, txn: _Transaction) -> Checkpoint:
+        """This transaction's sender verification (started at its first printer RCPT)."""
+        if self._check is None or self._check_txn is not txn:
+            self._check_txn = txn
+            self._check = self.factory.gate.transaction(
+                self.client_ip, self.helo or "", txn.mail_from, self.user, self.may_relay_by_network)
+        return self._check
+
+    def _rcpt_checked(self, txn: _Transaction, address: str, verdict, result: RcptResult) -> None:
+        if self._closed or self.txn is not txn:
+            return
+        if not result.printers:
+            v = result.verdict
+            log.info("smtp {ip}: refused <{rcpt}> from <{sender}>: {code} {status} {text}", ip=self.client_ip,
+                     rcpt=address, sender=txn.mail_from, code=v.code, status=v.status, text=v.text)
+            if v.temporary:
+                self.reply(v.code, v.status, f"<{address}>: {v.text}")
+            else:
+                self._error(v.code, v.status, f"<{address}>: {v.text}")
+            return
+        boxes = result.printers + tuple(n for n in verdict.printers if n not in self.site.printers)
+        text = f"Ok, prints on {', '.join(result.printers)}"
+        if result.refused:
+            text += "; not " + "; ".join(f"{n}: {v.text}" for n, v in result.refused.items())
+        self._add_rcpt(txn, address, type(verdict)(verdict.code, verdict.status, text, printers=boxes,
+                                                    relay=verdict.relay))
+
+    def _check_failed(self, f) -> None:
+        log.failure("smtp {ip}: sender verification failed", f, ip=self.client_ip)
+        if not self._closed:
+            self.reply(451, "4.7.0", "Error: cannot verify the sender now, try again later")
+
+    def _add_rcpt(self, txn: _Transaction, address: str, verdict) -> None:
         txn.count += 1
         txn.rcpts.append(address)
         for name in verdict.printers:
@@ -432,8 +499,17 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._refuse_data(refusal.code, refusal.status, refusal.text)
             return
         self._sink = sink
+        self._prefix = sink.delivery.size if sink.delivery is not None else 0  # ours, before the client's
         self._message_id = message_id
-        self._reader = DataReader(sink.write, self.site.appliance.max_message_size, self.max_line)
+        write = sink.write
+        if self._releases:  # keep the head: an automatic reply must not release (docs/trust.md)
+            head = self._release_head = bytearray()
+
+            def write(data: bytes, _write=sink.write) -> None:
+                if len(head) < RELEASE_HEAD:
+                    head.extend(data[:RELEASE_HEAD - len(head)])
+                _write(data)
+        self._reader = DataReader(write, self.site.appliance.max_message_size, self.max_line)
         self._out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
 
     def _refuse_data(self, code: int, status: str, text: str) -> None:
@@ -468,6 +544,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         assert reader is not None and sink is not None and txn is not None
         refusal = reader.verdict()
         mid = self._message_id
+        releases, self._releases = self._releases, {}
         if refusal is not None:
             sink.abort()
             if reader.error is not None:
@@ -477,13 +554,62 @@ class SMTPServer(Protocol, TimeoutMixin):
             self.reply(refusal.code, refusal.status, refusal.text)
             return
 
+        check = self._check if self._check_txn is txn else None
+        self._check = self._check_txn = None
+        if check is not None and releases:
+            auto = check.is_automatic(bytes(self._release_head))
+            if auto is not None:
+                log.info("smtp {id}: {why}; releases nothing", id=mid, why=auto)
+                if not (txn.printers or txn.relay):
+                    sink.abort()
+                    self.reply(550, "5.7.1", f"{auto}: releases nothing")
+                    return
+            else:
+                for token in releases:  # the whole message arrived: now it releases
+                    check.release(token)
+        names = tuple(n for n in txn.printers if n in self.site.printers)
+        if check is None or not names or sink.delivery is None:
+            self._wait_for(self._commit(txn, sink, reader, None))
+            return
+
+        def checked(result: MessageResult) -> defer.Deferred | None:
+            if self._closed:
+                sink.abort()
+                return
+            if not result.printers:
+                v = result.verdict
+                log.info("smtp {id}: refused from <{sender}>: {code} {status} {text}", id=mid,
+                         sender=txn.mail_from, code=v.code, status=v.status, text=v.text)
+                sink.restrict([n for n in txn.printers if n not in self.site.printers])
+                if not sink.targets:
+                    sink.abort()
+                    self.reply(v.code, v.status, v.text)
+                    return
+            else:
+                sink.restrict(list(result.printers) + [n for n in txn.printers if n not in self.site.printers])
+            return self._commit(txn, sink, reader, result, check)
+
+        def failed(f) -> None:
+            sink.abort()
+            self._check_failed(f)
+
+        self._wait_for(check.message(names, sink.delivery, self._prefix).addCallbacks(checked, failed))
+
+    def _commit(self, txn: _Transaction, sink: MessageSink, reader: DataReader, result: MessageResult | None,
+                check: Checkpoint | None = None) -> defer.Deferred:
+        """The 250 after the message is durable (and counted against the quotas)."""
+        mid = self._message_id
+
         def committed(_: object) -> None:
+            if check is not None and result is not None:
+                check.committed(result)
             log.info(
                 "smtp {id}: from=<{sender}> size={size} printers={printers} relay={relay} queue={qid}",
                 id=mid, sender=txn.mail_from, size=reader.size, printers=",".join(txn.printers),
                 relay=",".join(txn.relay), qid=sink.queue_id,
             )
-            self.reply(250, "2.0.0", f"Ok: queued as {mid}")
+            where = f" ({result.summary()})" if result is not None and (result.refused or result.held) else ""
+            self.reply(250, "2.0.0", f"Ok: queued as {mid}{where}")
 
         def failed(f) -> None:
             sink.abort()
@@ -497,7 +623,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         # The fsyncs may take milliseconds: they run in a thread while this
         # session holds its input (the client waits for this reply anyway)
         # and the other sessions go on.  The 250 still follows the commit.
-        self._wait_for(self.factory.commit(sink).addCallbacks(committed, failed))
+        return self.factory.commit(sink).addCallbacks(committed, failed)
 
     def _wait_for(self, d: defer.Deferred) -> None:
         """Hold this session's input until *d* fires, then go on with it."""
@@ -528,6 +654,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def _reset(self) -> None:
         self.txn = None
+        self._releases = {}
 
     # -- STARTTLS and AUTH ----------------------------------------------
 
@@ -714,6 +841,7 @@ class SMTPFactory(ServerFactory):
         self.policy = RelayPolicy(site)
         if self.policy.postmaster is None:
             store.add_mailbox(POSTMASTER_BOX)  # postmaster mail stays here (docs/smtp.md)
+        self.gate = SenderGate(site, reactor, queue=queue)  # who may print (docs/trust.md)
         self.tls_options = None
         if site.appliance.tls is not None:
             from phaserlink.tls import server_options

@@ -80,6 +80,17 @@ class MessageSink:
 
         return self.queued.commit().addCallback(committed)
 
+    def restrict(self, mailboxes: list[str]) -> None:
+        """Deliver only into *mailboxes* (the printers sender verification
+        let through, phaserlink.trust.gate); none left: no local copy."""
+        if self.delivery is None:
+            return
+        self.delivery.mailboxes = [m for m in self.delivery.mailboxes if m.name in mailboxes]
+        if not self.delivery.mailboxes:
+            self.delivery.abort()
+            self.targets.remove(self.delivery)
+            self.delivery = None
+
     def abort(self) -> None:
         for target in self.targets:
             try:

@@ -177,7 +177,7 @@ def write_destinations(env: dict[str, str], text: str) -> Path:
 
 def printer_section(name: str, output: str, *, senders: str = "*@example.com", formats: str = "postscript",
                     notify: str = "printed, errors", **extra: str) -> str:
-    lines = [f"[printer:{name}]", f"addresses = {name}@phaserlink.test", f"output = {output}",
+    lines = [f"[printer:{name}]", "sender_auth = none", f"addresses = {name}@phaserlink.test", f"output = {output}",
              f"allowed_senders = {senders}", f"formats = {formats}", f"notify = {notify}"]
     lines += [f"{key} = {value}" for key, value in extra.items()]
     return "\n".join(lines) + "\n\n"

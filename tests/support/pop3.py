@@ -39,17 +39,20 @@ def make_site(directory: Path, tls=None, extra: str = "") -> config.SiteConfig:
     ) + tls_lines + extra + textwrap.dedent(
         f"""
         [printer:pull]
+        sender_auth = none
         output = pull
         allowed_senders = *
         pop3_password = {password_hash("pull")}
         pop3_apop_secret_file = {secret}
 
         [printer:other]
+        sender_auth = none
         output = pull
         allowed_senders = *
         pop3_password = {password_hash("other")}
 
         [printer:local]
+        sender_auth = none
         output = file:{directory / 'printed'}
         allowed_senders = *
         pop3_password = {password_hash("local")}

@@ -172,6 +172,7 @@ class FakeQueue:
 
 PRINTER = """\
 [printer:{name}]
+sender_auth = none
 addresses = {name}@phaserlink.test
 output = socket://127.0.0.1:9
 allowed_senders = *@example.com

@@ -1,0 +1,177 @@
+"""SMTP intake with and without sender verification (issue 8, docs/trust.md).
+
+    python3 bench/sender_auth_load.py            # 2,000 messages x 3 rounds per setting
+    python3 bench/sender_auth_load.py --quick    # 400 messages x 1 round
+
+The same DKIM-signed 5 KB message (rsa-sha256, 2048-bit key, relaxed/relaxed)
+is sent over 20 concurrent sessions to one printer address of the running
+appliance (twistd), once with ``sender_auth = none`` and once with
+``sender_auth = dmarc`` (SPF, the DKIM key and the DMARC record served by a
+local dnsmasq).  DNS answers carry a TTL of 300 s (``--ttl``; 0 makes every
+message ask DNS three times: the worst case).  Reported per setting: messages
+per second (to the last 250) and the latency from the end of DATA to the 250
+(median and 99th percentile), the median of the rounds.
+
+The appliance runs under twistd's cProfile (``--profile``), which profiles the
+reactor thread only: the report lists the reactor's time in DNS code
+(dnspython, pyspf, dkimpy, authheaders), which must be nil: the look-ups run
+in the ``lookup`` pool.  Needs the peers of scripts/install-peers (dnsmasq).
+It is not a test and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import signal
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+# twistd runs this checkout, not whatever an editable install points at.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+import dkim  # noqa: E402
+
+from support.dnsmasq import DnsServer, dkim_key  # noqa: E402
+from support.peers import free_port, wait_for_port  # noqa: E402
+from support.twistd import TWISTD  # noqa: E402
+
+SESSIONS = 20
+ADDRESS = "lp@phaserlink.test"
+DNS_MODULES = ("/dns/", "/spf.py", "/dkim/", "/authheaders/")  # the libraries that do DNS
+
+
+def signed_message(key: Path, size: int = 5 * 1024) -> bytes:
+    body = b"".join(b"line %05d of a 5 KB print job, nothing but text here.....\r\n" % i
+                    for i in range(size // 60))
+    msg = (b"From: Alice <alice@good.test>\r\nTo: " + ADDRESS.encode() + b"\r\nSubject: bench\r\n"
+           b"Message-ID: <bench@good.test>\r\n\r\n" + body)
+    return dkim.sign(msg, b"sel", b"good.test", key.read_bytes(), include_headers=[b"from", b"to", b"subject"],
+                     canonicalize=(b"relaxed", b"relaxed")) + msg
+
+
+def site_ini(directory: Path, port: int, sender_auth: str, dns: str) -> Path:
+    path = directory / "site.ini"
+    path.write_text(
+        f"[appliance]\nhostname = phaserlink.test\nspool = {directory / 'var'}\n"
+        f"smtp_listen = tcp:{port}:interface=127.0.0.1\npop3_listen = tcp:{free_port()}:interface=127.0.0.1\n"
+        f"max_sessions = 1000\ndns_servers = {dns}\n\n"
+        f"[printer:lp]\naddresses = {ADDRESS}\noutput = pull\nallowed_senders = *@good.test\n"
+        f"sender_auth = {sender_auth}\n")
+    return path
+
+
+def run_load(port: int, message: bytes, count: int) -> tuple[float, list[float]]:
+    """(seconds to the last 250, end-of-DATA-to-250 latencies)."""
+    per = [count // SESSIONS + (1 if i < count % SESSIONS else 0) for i in range(SESSIONS)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def session(n: int) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+                client.ehlo("bench.client.test")
+                for _ in range(n):
+                    client.mail("bounces@elsewhere.test")
+                    client.rcpt(ADDRESS)
+                    code, _ = client.docmd("DATA")
+                    assert code == 354
+                    client.send(message.replace(b"\r\n.", b"\r\n..") + b"\r\n")
+                    t = time.perf_counter()
+                    client.send(b".\r\n")
+                    code, text = client.getreply()
+                    took = time.perf_counter() - t
+                    if code != 250:
+                        raise RuntimeError(f"{code} {text!r}")
+                    with lock:
+                        latencies.append(took)
+        except Exception as e:  # report, do not hide
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=session, args=(n,)) for n in per]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    if errors:
+        print(f"  errors: {errors[:3]}", file=sys.stderr)
+    return elapsed, latencies
+
+
+def measure(work: Path, sender_auth: str, dns: DnsServer, message: bytes, count: int, rounds: int):
+    directory = work / sender_auth
+    directory.mkdir()
+    port = free_port()
+    config = site_ini(directory, port, sender_auth, dns.address)
+    profile = directory / "reactor.prof"
+    proc = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "--logfile", str(directory / "twistd.log"),
+                             f"--profile={profile}", "--profiler=cprofile", "--savestats",
+                             "phaserlink", "--config", str(config)], cwd=directory,
+                            stdout=(directory / "twistd.out").open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=30)
+        run_load(port, message, 100)  # warm-up (imports, thread pools, DNS cache)
+        rates, p50s, p99s = [], [], []
+        for r in range(rounds):
+            elapsed, lat = run_load(port, message, count)
+            lat.sort()
+            rates.append(len(lat) / elapsed)
+            p50s.append(lat[len(lat) // 2] * 1000)
+            p99s.append(lat[int(len(lat) * 0.99)] * 1000)
+            print(f"  round {r + 1}: sender_auth = {sender_auth:5} {rates[-1]:7.1f} msg/s  "
+                  f"end of DATA -> 250: p50 {p50s[-1]:6.1f} ms  p99 {p99s[-1]:6.1f} ms", flush=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    stats = pstats.Stats(str(profile))
+    total = stats.total_tt
+    in_dns = sum(tt for (file, _line, _name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items()
+                 if any(m in file for m in DNS_MODULES))
+    return statistics.median(rates), statistics.median(p50s), statistics.median(p99s), total, in_dns
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ttl", type=int, default=300, help="TTL of the DNS answers (0: no caching)")
+    args = parser.parse_args()
+    count, rounds = (400, 1) if args.quick else (2000, 3)
+    work = Path(tempfile.mkdtemp(prefix="phaserlink-bench-auth-"))
+    key, txt = dkim_key(work, "bench")
+    dns = DnsServer(work)
+    dns.extra_args = [f"--local-ttl={args.ttl}"]
+    dns.add_txt("sel._domainkey.good.test", txt)
+    dns.add_txt("good.test", "v=spf1 -all")
+    dns.add_txt("_dmarc.good.test", "v=DMARC1; p=reject; adkim=s; aspf=s")
+    dns.start()
+    message = signed_message(key)
+    try:
+        results = {auth: measure(work, auth, dns, message, count, rounds) for auth in ("none", "dmarc")}
+    finally:
+        dns.stop()
+    print(f"\n{count} DKIM-signed messages of {len(message)} bytes over {SESSIONS} sessions, "
+          f"DNS TTL {args.ttl} s, median of {rounds} round(s):")
+    for auth, (rate, p50, p99, total, in_dns) in results.items():
+        print(f"  sender_auth = {auth:5}  {rate:7.1f} msg/s   end of DATA -> 250 p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+              f"   reactor thread profile: {total:6.1f} s (wall), {in_dns * 1000:6.1f} ms of it in DNS code")
+    ratio = results["dmarc"][0] / results["none"][0]
+    print(f"  rate with verification / without: {ratio:.2f}x; added latency (p50): "
+          f"{results['dmarc'][1] - results['none'][1]:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

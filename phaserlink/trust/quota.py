@@ -1,0 +1,146 @@
+"""Print quotas: jobs per sender per printer, jobs per hour per site (docs/trust.md).
+
+``[printer:NAME] max_jobs_per_sender = 20/1h`` and ``[appliance]
+max_jobs_per_hour = 200`` are sliding windows: a job counts from the moment
+its message got its 250 until the window has passed.  Over a quota, RCPT
+gets ``452 4.7.0``: temporary, so a legitimate sender's MTA retries later
+and the job prints then; a flood only fills its own queue.
+
+The counters survive a restart: after each accepted message the window is
+written to ``<spool>/trust/quotas.json`` (atomically, in the ``durable``
+pool, one write in flight at a time; changes made meanwhile go in the next
+one).  A crash can lose the counts of the last moment, never keep a job
+from ever printing.  Memory is bounded: per key at most the quota's number
+of times, at most :data:`MAX_TRACKED_SENDERS` keys (least recently used
+dropped first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+from twisted.logger import Logger
+
+from phaserlink.durable import write_atomic
+
+log = Logger()
+
+#: Sender/printer pairs remembered; beyond that the least recent is dropped.
+MAX_TRACKED_SENDERS = 10_000
+SITE_WINDOW = 3600.0
+STATE_VERSION = 1
+
+
+class Quotas:
+    """The counters of one site.  Used in the reactor thread only."""
+
+    def __init__(self, path: Path | None, clock, durable=None):
+        self.path = path
+        self.clock = clock
+        self.durable = durable  # pools_for(reactor).durable, or None to write inline
+        self.site: list[float] = []
+        self.senders: "OrderedDict[str, list[float]]" = OrderedDict()
+        self._writing = False
+        self._dirty = False
+        if path is not None:
+            self._load()
+
+    @staticmethod
+    def key(printer: str, sender: str) -> str:
+        return f"{printer}\0{sender.lower()}"
+
+    def _load(self) -> None:
+        assert self.path is not None
+        try:
+            state = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warn("quotas: cannot read {path} ({e}); counting from zero", path=self.path, e=e)
+            return
+        if state.get("version") != STATE_VERSION:
+            return
+        self.site = [float(t) for t in state.get("site", [])]
+        for key, times in state.get("senders", {}).items():
+            self.senders[key] = [float(t) for t in times]
+
+    # -- asking and counting ---------------------------------------------------------
+
+    def _recent(self, times: list[float], window: float) -> list[float]:
+        since = self.clock.seconds() - window
+        return [t for t in times if t > since]
+
+    def over_site(self, limit: int | None) -> float | None:
+        """Seconds until the site may take a job again, None if it may now."""
+        if limit is None:
+            return None
+        self.site = self._recent(self.site, SITE_WINDOW)
+        if len(self.site) < limit:
+            return None
+        return self.site[-limit] + SITE_WINDOW - self.clock.seconds()
+
+    def over_sender(self, printer: str, sender: str, rate: tuple[int, float] | None) -> float | None:
+        """Seconds until *sender* may print on *printer* again, None if now."""
+        if rate is None:
+            return None
+        limit, window = rate
+        key = self.key(printer, sender)
+        times = self._recent(self.senders.get(key, []), window)
+        if times:
+            self.senders[key] = times
+        else:
+            self.senders.pop(key, None)
+        if len(times) < limit:
+            return None
+        return times[-limit] + window - self.clock.seconds()
+
+    def count(self, printer: str, sender: str, rate: tuple[int, float] | None, site_limit: int | None) -> None:
+        now = self.clock.seconds()
+        if site_limit is not None:
+            self.site.append(now)
+            del self.site[:-site_limit]
+        if rate is not None:
+            key = self.key(printer, sender)
+            times = self.senders.pop(key, [])
+            times.append(now)
+            self.senders[key] = times[-rate[0]:]
+            while len(self.senders) > MAX_TRACKED_SENDERS:
+                self.senders.popitem(last=False)
+        self._save()
+
+    # -- persistence -------------------------------------------------------------------
+
+    def _state(self) -> bytes:
+        return json.dumps({"version": STATE_VERSION, "site": self.site,
+                           "senders": dict(self.senders)}).encode()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        if self._writing:
+            self._dirty = True
+            return
+        data, path = self._state(), self.path
+        if self.durable is None:
+            _write(path, data)
+            return
+        self._writing = True
+
+        def done(result):
+            self._writing = False
+            if self._dirty:
+                self._dirty = False
+                self._save()
+            return None
+
+        d = self.durable(_write, path, data)
+        d.addErrback(lambda f: log.failure("quotas: cannot save {path}", f, path=path))
+        d.addBoth(done)
+
+
+def _write(path: Path, data: bytes) -> None:
+    os.makedirs(path.parent, exist_ok=True)
+    write_atomic(path, data)

@@ -1,0 +1,164 @@
+"""Who may print, on the running appliance (twistd, the real reactor and
+thread pools) against a real DNS server (dnsmasq), docs/trust.md.
+
+What a user sees: a DKIM-signed job prints byte for byte; a forged one is
+refused with the reason; while DNS does not answer, the sender gets a 451
+and other sessions are served meanwhile (the look-ups run in the lookup
+pool, never in the reactor thread); after DNS is back the retry prints.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import threading
+import time
+
+import dkim
+import pytest
+
+from support.dnsmasq import DnsServer, dkim_key
+
+POSTSCRIPT = b"%!PS-Adobe-3.0\n%%Title: signed\n72 720 moveto (signed job) show showpage\n%%EOF\n"
+
+
+def job(author: str, subject: str) -> bytes:
+    return (f"From: Alice <{author}>\r\nTo: lp@phaserlink.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@good.test>\r\nMIME-Version: 1.0\r\nContent-Type: application/postscript\r\n"
+            "\r\n").encode() + POSTSCRIPT.replace(b"\n", b"\r\n")
+
+
+@pytest.fixture
+def signer(tmp_path):
+    key, txt = dkim_key(tmp_path, "good")
+    dns = DnsServer(tmp_path)
+    dns.add_txt("sel._domainkey.good.test", txt)
+    dns.add_txt("good.test", "v=spf1 -all")  # SPF never passes here: DKIM must carry it
+    dns.add_txt("_dmarc.good.test", "v=DMARC1; p=reject; adkim=s; aspf=s")
+    dns.start()
+
+    def sign(msg: bytes) -> bytes:
+        return dkim.sign(msg, b"sel", b"good.test", key.read_bytes(), include_headers=[b"from", b"subject", b"to"],
+                         canonicalize=(b"relaxed", b"relaxed")) + msg
+
+    yield dns, sign
+    dns.stop()
+
+
+@pytest.fixture
+def site(appliance, signer, tmp_path):
+    dns, _ = signer
+    out = tmp_path / "printed"
+    appliance.appliance_extra = f"dns_servers = {dns.address}\n"
+    appliance.sections = f"""\
+        [printer:lp]
+        addresses = lp@phaserlink.test
+        output = file:{out}
+        allowed_senders = *@good.test
+        sender_auth = dmarc
+        formats = postscript
+        notify = none
+        """
+    appliance.start()
+    appliance.printed = out
+    return appliance
+
+
+def printed(app, count=1):
+    return app.wait_for(lambda: sorted(app.printed.glob("*")) if len(list(app.printed.glob("*"))) >= count else None,
+                        timeout=20, what=f"{count} printed file(s)")
+
+
+def test_signed_job_prints_and_forged_is_refused(site, signer):
+    _, sign = signer
+    with smtplib.SMTP("127.0.0.1", site.smtp_port, timeout=20) as client:
+        assert client.sendmail("bounce@elsewhere.test", ["lp@phaserlink.test"], sign(job("alice@good.test", "j1"))) == {}
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("mallory@evil.test", ["lp@phaserlink.test"], job("alice@good.test", "j2"))
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error.startswith(b"5.7.26 <alice@good.test> is not authenticated for printer lp: DMARC")
+    (path,) = printed(site)
+    assert path.read_bytes() == POSTSCRIPT
+    time.sleep(0.5)
+    assert len(list(site.printed.glob("*"))) == 1
+
+
+def test_dns_down_is_451_the_reactor_serves_others_and_the_retry_prints(site, signer):
+    dns, sign = signer
+    msg = sign(job("alice@good.test", "retry"))
+    dns.stop()
+    result: dict = {}
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", site.smtp_port, timeout=30) as client:
+            try:
+                client.sendmail("bounce@elsewhere.test", ["lp@phaserlink.test"], msg)
+                result["reply"] = (250, b"")
+            except smtplib.SMTPDataError as e:
+                result["reply"] = (e.smtp_code, e.smtp_error)
+
+    sender = threading.Thread(target=send)
+    started = time.monotonic()
+    sender.start()
+    time.sleep(0.5)  # the first session now waits for DNS (seconds: QUERY_TIMEOUT per look-up)
+    greetings = []
+    while sender.is_alive() and len(greetings) < 5:
+        t = time.monotonic()
+        with socket.create_connection(("127.0.0.1", site.smtp_port), timeout=5) as s:
+            assert s.recv(100).startswith(b"220 ")
+        greetings.append(time.monotonic() - t)
+        time.sleep(0.2)
+    sender.join(30)
+    took = time.monotonic() - started
+    code, text = result["reply"]
+    assert (code, text[:9]) == (451, b"4.7.0 <al"), text
+    assert b"cannot be verified for printer lp now, try again later" in text
+    assert took > 2 and greetings and max(greetings) < 0.5, (took, greetings)  # others were served meanwhile
+    dns.start()
+    with smtplib.SMTP("127.0.0.1", site.smtp_port, timeout=20) as client:
+        assert client.sendmail("bounce@elsewhere.test", ["lp@phaserlink.test"], msg) == {}
+    (path,) = printed(site)
+    assert path.read_bytes() == POSTSCRIPT
+
+
+def test_hold_the_release_mail_and_a_reply_print_exactly_once(appliance, signer, tmp_path):
+    """unauthenticated = hold on the running appliance: the forged-looking
+    job is held (nothing printed), the release mail waits in the outbound
+    queue for the From: address (no smarthost here), and a mail to the
+    release address it names prints the job once."""
+    import re
+
+    dns, _ = signer
+    out = tmp_path / "printed"
+    appliance.appliance_extra = f"dns_servers = {dns.address}\n"
+    appliance.sections = f"""\
+        [printer:lp]
+        addresses = lp@phaserlink.test
+        output = file:{out}
+        allowed_senders = *@good.test
+        sender_auth = dmarc
+        unauthenticated = hold
+        formats = postscript
+        notify = none
+        """
+    appliance.start()
+    appliance.printed = out
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:
+        assert client.sendmail("someone@elsewhere.test", ["lp@phaserlink.test"], job("alice@good.test", "h1")) == {}
+    queued = appliance.wait_for(lambda: [p for p in (appliance.spool / "queue" / "data").glob("*")
+                                         if b"Release your print job?" in p.read_bytes()], timeout=10,
+                                what="the release mail in the outbound queue")
+    text = queued[0].read_bytes().decode()
+    assert "To: <alice@good.test>" in text and "Auto-Submitted: auto-replied" in text
+    address = re.search(r"Reply-To: <(release\+[A-Za-z0-9_-]+@phaserlink\.test)>", text).group(1)
+    time.sleep(1)
+    assert list(out.glob("*")) == []
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:
+        assert client.sendmail("alice@good.test", [address], b"Subject: Re: release\r\n\r\nyes, mine\r\n") == {}
+    (path,) = printed(appliance)
+    assert path.read_bytes() == POSTSCRIPT
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            client.sendmail("alice@good.test", [address], b"Subject: again\r\n\r\nyes\r\n")
+    time.sleep(0.5)
+    assert len(list(out.glob("*"))) == 1

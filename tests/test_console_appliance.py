@@ -223,6 +223,18 @@ def test_roles_basic_auth_and_csrf(appliance, tmp_path):
     assert metric(port, "phaserlink_sessions_open", protocol="smtp") == 0
     assert metric(port, "phaserlink_jobs_waiting", printer="demo") == 1
     assert metric(port, "phaserlink_printer_paused", printer="demo") == 1
+    # Messages accepted and refused, by stage and status: the one job above,
+    # and a recipient nobody prints for.
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=10) as client:
+        client.ehlo("metrics.test")
+        client.mail(SENDER)
+        code, text = client.rcpt("nobody@phaserlink.test")
+    status = text.decode().split()[0]
+    assert code == 550 and status.startswith("5.")
+    assert metric(port, "phaserlink_smtp_messages_total", stage="data", outcome="accepted", status="2.0.0") == 1
+    assert metric(port, "phaserlink_smtp_messages_total", stage="rcpt", outcome="refused", status=status) == 1
 
     browser = Browserless(port)
     csrf = browser.login(*OPERATOR)

@@ -61,6 +61,15 @@ class _LiveGauges:
             for protocol, factory in self.sessions.items():
                 open_.add_metric([protocol], getattr(factory, "sessions", 0))
             yield open_
+            smtp = self.sessions.get("smtp")
+            if smtp is not None and hasattr(smtp, "outcomes"):
+                messages = CounterMetricFamily(
+                    "phaserlink_smtp_messages",
+                    "SMTP answers: messages accepted at the end of DATA, recipients and messages "
+                    "deferred or refused, by stage and RFC 3463 status", labels=["stage", "outcome", "status"])
+                for (stage, outcome, status), n in sorted(smtp.outcomes.items()):
+                    messages.add_metric([stage, outcome, status], n)
+                yield messages
         if self.guard is not None:
             logins = CounterMetricFamily("phaserlink_login_attempts",
                                          "SMTP AUTH, POP3 and console logins by outcome (trust/logins.py)",

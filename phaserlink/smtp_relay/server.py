@@ -421,6 +421,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         if not verdict.accepted:
             log.info("smtp {ip}: refused <{rcpt}> from <{sender}>: {code} {text}", ip=self.client_ip,
                      rcpt=address, sender=txn.mail_from, code=verdict.code, text=verdict.text)
+            self.factory.count("rcpt", verdict.code, verdict.status)
             self._error(verdict.code, verdict.status, verdict.text)
             return
         printers = tuple(self.site.printers[n] for n in verdict.printers if n in self.site.printers)
@@ -447,6 +448,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             v = result.verdict
             log.info("smtp {ip}: refused <{rcpt}> from <{sender}>: {code} {status} {text}", ip=self.client_ip,
                      rcpt=address, sender=txn.mail_from, code=v.code, status=v.status, text=v.text)
+            self.factory.count("rcpt", v.code, v.status)
             if v.temporary:
                 self.reply(v.code, v.status, f"<{address}>: {v.text}")
             else:
@@ -551,6 +553,7 @@ class SMTPServer(Protocol, TimeoutMixin):
                 log.error("smtp {id}: store failed: {e}", id=mid, e=reader.error)
             log.info("smtp {id}: refused from <{sender}>: {code} {text}", id=mid, sender=txn.mail_from,
                      code=refusal.code, text=refusal.text)
+            self.factory.count("data", refusal.code, refusal.status)
             self.reply(refusal.code, refusal.status, refusal.text)
             return
 
@@ -583,6 +586,7 @@ class SMTPServer(Protocol, TimeoutMixin):
                 sink.restrict([n for n in txn.printers if n not in self.site.printers])
                 if not sink.targets:
                     sink.abort()
+                    self.factory.count("data", v.code, v.status)
                     self.reply(v.code, v.status, v.text)
                     return
             else:
@@ -609,6 +613,7 @@ class SMTPServer(Protocol, TimeoutMixin):
                 relay=",".join(txn.relay), qid=sink.queue_id,
             )
             where = f" ({result.summary()})" if result is not None and (result.refused or result.held) else ""
+            self.factory.count("data", 250, "2.0.0")
             self.reply(250, "2.0.0", f"Ok: queued as {mid}{where}")
 
         def failed(f) -> None:
@@ -618,6 +623,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             else:
                 log.failure("smtp {id}: commit failed", f, id=mid)
             refusal = store_failed(f.value if isinstance(f.value, OSError) else None)
+            self.factory.count("data", refusal.code, refusal.status)
             self.reply(refusal.code, refusal.status, refusal.text)
 
         # The fsyncs may take milliseconds: they run in a thread while this
@@ -838,6 +844,10 @@ class SMTPFactory(ServerFactory):
         self.timeout = site.appliance.smtp_timeout
         self.max_sessions = site.appliance.max_sessions
         self.sessions = 0
+        #: (stage, outcome, status) -> count: messages accepted at the end
+        #: of DATA, and recipients or messages refused, by their RFC 3463
+        #: status (read by /metrics, docs/console.md).
+        self.outcomes: dict[tuple[str, str, str], int] = {}
         self.policy = RelayPolicy(site)
         if self.policy.postmaster is None:
             store.add_mailbox(POSTMASTER_BOX)  # postmaster mail stays here (docs/smtp.md)
@@ -865,6 +875,13 @@ class SMTPFactory(ServerFactory):
         the ``durable`` one the commits use (docs/threads.md); inline on
         reactors without threads (tests)."""
         return pools_for(self.reactor).cpu(self.policy.check_login, username, password)
+
+    def count(self, stage: str, code: int, status: str | None) -> None:
+        """One answer at *stage* (``rcpt`` or ``data``): accepted (2xx),
+        deferred (4xx) or refused (5xx), with its enhanced status."""
+        outcome = "accepted" if code < 400 else ("deferred" if code < 500 else "refused")
+        key = (stage, outcome, status or f"{code // 100}.0.0")
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
     def commit(self, sink: MessageSink) -> defer.Deferred:
         """Make a message durable without stalling other sessions.

@@ -209,3 +209,156 @@ CONCURRENT_CHECKS = 1
 #: Password checks waiting for their turn before attempts are answered busy
 #: (32 x 0.05-0.1 s at 200,000 rounds: a wait of the order of FAILURE_DELAY).
 WAITING_CHECKS = 32
+
+# -- smtp_relay.queue ------------------------------------------------------
+
+MAX_CONCURRENT_DELIVERIES = 4  # connections to the smarthost at once
+#: On shutdown, how long a delivery attempt in flight may take to finish
+#: before it is cancelled (its recipients are then tried after the restart).
+QUEUE_STOP_TIMEOUT = 10.0
+
+# -- smtp_relay.mx ---------------------------------------------------------
+
+MX_MAX_SESSIONS_PER_DOMAIN = 2  # transactions to one domain at once (Postfix: 20; we are small)
+MX_MAX_SESSIONS_TOTAL = 10  # transactions to all domains at once
+IDLE_SESSION_TIME = 2.0  # seconds a used session waits for the next message (Postfix: 2 s)
+MAX_MESSAGES_PER_SESSION = 100  # then a fresh connection
+MAX_HOSTS = 10  # addresses tried per attempt, at most
+DNS_TIMEOUTS = (1, 3, 5)  # seconds per try of twisted.names' client
+
+# -- smtp_relay.dkim_sign --------------------------------------------------
+
+MAX_SIGNED_SIZE = 1 << 20  # bytes; larger messages are queued unsigned (and logged)
+DKIM_SIGN_MIN_KEY_BITS = 1024  # RFC 8301 3.2: verifiers must not accept less
+
+# -- printer.output.ipp ----------------------------------------------------
+
+#: Seconds between two Get-Job-Attributes while a job is at the printer.
+IPP_POLL_INTERVAL = 2.0
+#: Longest a job may stay unfinished at the printer before the spool is told
+#: "unavailable" (it is then asked about again, never sent twice).
+JOB_WAIT_LIMIT = 24 * 3600.0
+#: job-name is a name(MAX) (RFC 8011: 255 octets).
+MAX_JOB_NAME = 255
+
+# -- net.ipp_client --------------------------------------------------------
+
+#: Largest IPP response read (a printer's full attribute set is ~10-60 KB).
+MAX_RESPONSE = 4 * 1024 * 1024
+#: Bytes of a document read from disk per chunk.
+IPP_CLIENT_CHUNK_SIZE = 256 * 1024
+#: Time-out of a request without a document, and the watchdog of one with:
+#: seconds without the printer taking a byte (or answering) after which it is hung.
+IPP_CLIENT_REQUEST_TIMEOUT = 60.0
+IPP_CLIENT_CONNECT_TIMEOUT = 30.0
+
+# -- net.ipp_codec ---------------------------------------------------------
+
+#: Deepest nesting of collections accepted (media-col has 2 levels; a
+#: hostile peer could send thousands).
+MAX_COLLECTION_DEPTH = 16
+
+# -- printer.operations ----------------------------------------------------
+
+#: How often finished jobs older than history_days are pruned.
+OPERATIONS_PRUNE_INTERVAL = 3600.0
+#: Longest an operation waits for the dispatcher to let go of a job being
+#: sent (the output's abort is immediate; a conversion runs to its end).
+CUT_TIMEOUT = 120.0
+
+# -- printer.history -------------------------------------------------------
+
+#: How long a reader waits for the writer's lock before giving up.
+HISTORY_BUSY_TIMEOUT = 5.0
+#: Longest title and detail kept (a status line, not a document).
+HISTORY_MAX_TEXT = 500
+#: Rows pruned per statement, so pruning never holds the lock long.
+HISTORY_PRUNE_BATCH = 2000
+
+# -- admin.auth ------------------------------------------------------------
+
+#: How long a checked Basic credential is believed without PBKDF2 again.
+CREDENTIAL_CACHE_SECONDS = 300.0
+#: Credentials remembered at once (least recently used forgotten first).
+CREDENTIAL_CACHE_SIZE = 256
+#: A web session ends after this long without a request.
+SESSION_IDLE_SECONDS = 8 * 3600.0
+#: Sessions held at once (the oldest is dropped first): bounded memory.
+AUTH_MAX_SESSIONS = 1000
+
+# -- admin.cli -------------------------------------------------------------
+
+#: Seconds to wait for the console (an operation waits for its fsync).
+CLI_TIMEOUT = 30.0
+
+# -- admin.pages -----------------------------------------------------------
+
+#: Seconds between reloads while a job on the page is moving.
+REFRESH_SECONDS = 5
+#: Jobs on the console's front page.
+PAGE_JOBS = 50
+
+# -- admin.web -------------------------------------------------------------
+
+#: Largest request body the console reads (forms and API calls are tiny).
+MAX_BODY = 64 * 1024
+
+# -- trust.dns -------------------------------------------------------------
+
+#: Seconds one DNS query may take before it counts as a temperror.
+QUERY_TIMEOUT = 3.0
+#: Answers kept at most this long whatever their TTL (a record an admin
+#: just fixed is seen again within this time).
+MAX_CACHE_TTL = 3600
+
+# -- trust.headers ---------------------------------------------------------
+
+#: The header block is searched for its end within this many bytes; a
+#: message whose header is longer has its first this-many bytes treated as
+#: the header (RFC 5322 sets no limit; Postfix's header_size_limit is 100 KiB).
+HEADERS_MAX_HEADER_BLOCK = 1024 * 1024
+
+# -- trust.hold ------------------------------------------------------------
+
+#: Release mails per From: address per hour; beyond, jobs are still held
+#: (and time out) but no mail is sent.
+RELEASE_MAILS_PER_HOUR = 5
+#: Addresses whose release mails are counted (bounded memory).
+HOLD_MAX_TRACKED = 10_000
+#: Bytes of a stored message searched for the hold field (it is near the top).
+HEAD_SCAN = 64 * 1024
+
+# -- trust.quota -----------------------------------------------------------
+
+#: Sender/printer pairs remembered; beyond that the least recent is dropped.
+QUOTA_MAX_TRACKED_SENDERS = 10_000
+SITE_WINDOW = 3600.0
+
+# -- trust.verify ----------------------------------------------------------
+
+#: Whole seconds an SPF evaluation may spend in DNS (RFC 7208 4.6.4 suggests 20).
+SPF_TIME_LIMIT = 20.0
+#: Signatures looked at per message (each costs a DNS look-up and an RSA check).
+MAX_SIGNATURES = 8
+
+# -- smtp_relay.server -----------------------------------------------------
+
+#: Bytes without a LF after which the client is not speaking SMTP: a
+#: multiple of the line limit, so an honest long line still gets its 500.
+MAX_BUFFERED_LINE_FACTOR = 4
+#: Bytes of a message to a release address kept to read its Auto-Submitted.
+RELEASE_HEAD = 64 * 1024
+#: Bad commands in one session before we hang up (the Postfix way).
+MAX_ERRORS = 20
+#: Limit of an AUTH response line (RFC 4954 4: 12288 octets).
+MAX_AUTH_LINE = 12288
+#: Input held while a commit or password check runs (the transport is paused,
+#: so this is one read plus pipelined commands); beyond it: 421 and close.
+MAX_HELD_INPUT = 256 * 1024
+PAUSE_HELD_INPUT = 64 * 1024
+
+# -- printer.pages ---------------------------------------------------------
+
+#: Seconds one count may take; a document that takes longer is not refused
+#: for its page count (its conversion or printing has its own limits).
+COUNT_TIMEOUT = 120

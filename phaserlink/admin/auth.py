@@ -35,14 +35,14 @@ VIEWER = "viewer"
 OPERATOR = "operator"
 ROLES = (VIEWER, OPERATOR)
 
-#: How long a checked Basic credential is believed without PBKDF2 again.
-CREDENTIAL_CACHE_SECONDS = 300.0
-#: Credentials remembered at once (least recently used forgotten first).
-CREDENTIAL_CACHE_SIZE = 256
-#: A web session ends after this long without a request.
-SESSION_IDLE_SECONDS = 8 * 3600.0
-#: Sessions held at once (the oldest is dropped first): bounded memory.
-MAX_SESSIONS = 1000
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    CREDENTIAL_CACHE_SECONDS,
+    CREDENTIAL_CACHE_SIZE,
+    SESSION_IDLE_SECONDS,
+    AUTH_MAX_SESSIONS as MAX_SESSIONS,
+)
+
 SESSION_COOKIE = b"phaserlink_console"
 
 

@@ -30,8 +30,10 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 75
 
 DEFAULT_URL = "http://127.0.0.1:8631"
-#: Seconds to wait for the console (an operation waits for its fsync).
-TIMEOUT = 30.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    CLI_TIMEOUT as TIMEOUT,
+)
 
 
 class Unreachable(Exception):

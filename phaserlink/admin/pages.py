@@ -31,10 +31,12 @@ from phaserlink.printer.jobs import STATES, TERMINAL_STATES
 log = Logger()
 
 LOGIN_COOKIE = b"phaserlink_login"
-#: Seconds between reloads while a job on the page is moving.
-REFRESH_SECONDS = 5
-#: Jobs on the console's front page.
-PAGE_JOBS = 50
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    REFRESH_SECONDS,
+    PAGE_JOBS,
+)
+
 OP_LABELS = {"cancel": "Cancel", "hold": "Hold", "release": "Release", "retry": "Retry",
              "pause": "Pause", "resume": "Resume", "delete": "Delete"}
 

@@ -13,8 +13,10 @@ from twisted.web import server
 log = Logger()
 
 JSON_TYPE = b"application/json; charset=utf-8"
-#: Largest request body the console reads (forms and API calls are tiny).
-MAX_BODY = 64 * 1024
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_BODY,
+)
 
 
 class HTTPError(Exception):

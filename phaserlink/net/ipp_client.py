@@ -37,14 +37,13 @@ from . import ipp_codec as codec
 from .ipp_codec import Attribute, Delimiter, Group, Message, Tag, attr
 
 IPP_PORT = 631
-#: Largest IPP response read (a printer's full attribute set is ~10-60 KB).
-MAX_RESPONSE = 4 * 1024 * 1024
-#: Bytes of a document read from disk per chunk.
-CHUNK_SIZE = 256 * 1024
-#: Time-out of a request without a document, and the watchdog of one with:
-#: seconds without the printer taking a byte (or answering) after which it is hung.
-REQUEST_TIMEOUT = 60.0
-CONNECT_TIMEOUT = 30.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_RESPONSE,
+    IPP_CLIENT_CHUNK_SIZE as CHUNK_SIZE,
+    IPP_CLIENT_REQUEST_TIMEOUT as REQUEST_TIMEOUT,
+    IPP_CLIENT_CONNECT_TIMEOUT as CONNECT_TIMEOUT,
+)
 
 # Operations (RFC 8011 5.4.15)
 PRINT_JOB = 0x0002

@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterable, Iterator, Union
 
-#: Deepest nesting of collections accepted (media-col has 2 levels; a
-#: hostile peer could send thousands).
-MAX_COLLECTION_DEPTH = 16
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_COLLECTION_DEPTH,
+)
+
 #: Largest value the 2-octet length fields can carry.
 MAX_FIELD = 0xFFFF
 

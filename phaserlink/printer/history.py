@@ -36,12 +36,13 @@ log = Logger()
 HISTORY_FILE = "history.sqlite"
 #: Who made a change no operator made.
 SYSTEM = "system"
-#: How long a reader waits for the writer's lock before giving up.
-BUSY_TIMEOUT = 5.0
-#: Longest title and detail kept (a status line, not a document).
-MAX_TEXT = 500
-#: Rows pruned per statement, so pruning never holds the lock long.
-PRUNE_BATCH = 2000
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    HISTORY_BUSY_TIMEOUT as BUSY_TIMEOUT,
+    HISTORY_MAX_TEXT as MAX_TEXT,
+    HISTORY_PRUNE_BATCH as PRUNE_BATCH,
+)
+
 TERMINAL = ("completed", "aborted", "canceled")
 
 _SCHEMA = """

@@ -51,11 +51,11 @@ from phaserlink.threads import pools_for
 log = Logger()
 
 PAUSED_FILE = "paused"
-#: How often finished jobs older than history_days are pruned.
-PRUNE_INTERVAL = 3600.0
-#: Longest an operation waits for the dispatcher to let go of a job being
-#: sent (the output's abort is immediate; a conversion runs to its end).
-CUT_TIMEOUT = 120.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    OPERATIONS_PRUNE_INTERVAL as PRUNE_INTERVAL,
+    CUT_TIMEOUT,
+)
 
 
 def public_uri(uri: str) -> str:

@@ -23,9 +23,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-#: Seconds one count may take; a document that takes longer is not refused
-#: for its page count (its conversion or printing has its own limits).
-COUNT_TIMEOUT = 120
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    COUNT_TIMEOUT,
+)
+
 GS = "gs"
 
 

@@ -22,8 +22,12 @@ from pathlib import Path
 import dkim
 from dkim.crypto import parse_pem_private_key
 
-MAX_SIGNED_SIZE = 1 << 20  # bytes; larger messages are queued unsigned (and logged)
-MIN_KEY_BITS = 1024  # RFC 8301 3.2: verifiers must not accept less
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_SIGNED_SIZE,
+    DKIM_SIGN_MIN_KEY_BITS as MIN_KEY_BITS,
+)
+
 CANONICALIZATION = (b"relaxed", b"relaxed")
 
 

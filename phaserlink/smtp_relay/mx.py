@@ -56,12 +56,16 @@ from phaserlink.net.smtp_client import (
 log = Logger()
 
 DEFAULT_MX_PORT = 25
-MAX_SESSIONS_PER_DOMAIN = 2  # transactions to one domain at once (Postfix: 20; we are small)
-MAX_SESSIONS_TOTAL = 10  # transactions to all domains at once
-IDLE_SESSION_TIME = 2.0  # seconds a used session waits for the next message (Postfix: 2 s)
-MAX_MESSAGES_PER_SESSION = 100  # then a fresh connection
-MAX_HOSTS = 10  # addresses tried per attempt, at most
-DNS_TIMEOUTS = (1, 3, 5)  # seconds per try of twisted.names' client
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MX_MAX_SESSIONS_PER_DOMAIN as MAX_SESSIONS_PER_DOMAIN,
+    MX_MAX_SESSIONS_TOTAL as MAX_SESSIONS_TOTAL,
+    IDLE_SESSION_TIME,
+    MAX_MESSAGES_PER_SESSION,
+    MAX_HOSTS,
+    DNS_TIMEOUTS,
+)
+
 OUTBOUND_TLS = ("may", "verify", "none")
 
 _FINAL_STAGES = (STAGE_MAIL, STAGE_RCPT, STAGE_DATA, STAGE_MESSAGE)

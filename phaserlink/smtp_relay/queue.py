@@ -73,13 +73,15 @@ from phaserlink.smtp_relay.interfaces import IOutboundQueue, IQueuedMessage
 
 log = Logger()
 
-MAX_CONCURRENT_DELIVERIES = 4  # connections to the smarthost at once
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_CONCURRENT_DELIVERIES,
+    QUEUE_STOP_TIMEOUT as STOP_TIMEOUT,
+)
+
 DELIVERY_TIMEOUT = smtp_client.DEFAULT_TIMEOUT  # per reply / per stalled write
 ENVELOPE_VERSION = 2  # 2 adds body and size; version 1 envelopes are still read
 READABLE_VERSIONS = (1, 2)
-#: On shutdown, how long a delivery attempt in flight may take to finish
-#: before it is cancelled (its recipients are then tried after the restart).
-STOP_TIMEOUT = 10.0
 BODY_8BITMIME = "8BITMIME"
 BODY_7BIT = "7BIT"
 _counter = itertools.count()

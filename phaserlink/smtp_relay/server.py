@@ -87,19 +87,16 @@ from phaserlink.trust.logins import LoginGuard, LoginSession, LoginVerdict, Outc
 
 log = Logger()
 
-#: Bytes without a LF after which the client is not speaking SMTP: a
-#: multiple of the line limit, so an honest long line still gets its 500.
-MAX_BUFFERED_LINE_FACTOR = 4
-#: Bytes of a message to a release address kept to read its Auto-Submitted.
-RELEASE_HEAD = 64 * 1024
-#: Bad commands in one session before we hang up (the Postfix way).
-MAX_ERRORS = 20
-#: Limit of an AUTH response line (RFC 4954 4: 12288 octets).
-MAX_AUTH_LINE = 12288
-#: Input held while a commit or password check runs (the transport is paused,
-#: so this is one read plus pipelined commands); beyond it: 421 and close.
-MAX_HELD_INPUT = 256 * 1024
-PAUSE_HELD_INPUT = 64 * 1024
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_BUFFERED_LINE_FACTOR,
+    RELEASE_HEAD,
+    MAX_ERRORS,
+    MAX_AUTH_LINE,
+    MAX_HELD_INPUT,
+    PAUSE_HELD_INPUT,
+)
+
 """Input held while a commit or password check runs: reading pauses past
 PAUSE_HELD_INPUT (one more read may still land), so MAX_HELD_INPUT is only
 reached by a peer that ignores TCP back-pressure."""

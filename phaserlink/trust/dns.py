@@ -32,12 +32,11 @@ import dns.rdatatype
 import dns.resolver
 import spf
 
-#: Seconds one DNS query may take before it counts as a temperror.
-QUERY_TIMEOUT = 3.0
-#: Answers kept at most this long whatever their TTL (a record an admin
-#: just fixed is seen again within this time).
-MAX_CACHE_TTL = 3600
-
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    QUERY_TIMEOUT,
+    MAX_CACHE_TTL,
+)
 
 class DNSTempError(Exception):
     """DNS did not answer (time-out, SERVFAIL, refused): try again later."""

@@ -24,10 +24,10 @@ from email.utils import getaddresses
 
 import authres
 
-#: The header block is searched for its end within this many bytes; a
-#: message whose header is longer has its first this-many bytes treated as
-#: the header (RFC 5322 sets no limit; Postfix's header_size_limit is 100 KiB).
-MAX_HEADER_BLOCK = 1024 * 1024
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    HEADERS_MAX_HEADER_BLOCK as MAX_HEADER_BLOCK,
+)
 
 AUTH_RESULTS = "authentication-results"
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")

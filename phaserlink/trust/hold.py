@@ -35,15 +35,15 @@ log = Logger()
 
 HOLD_FIELD = "x-phaserlink-hold"
 RELEASE_LOCAL = "release"
-#: Release mails per From: address per hour; beyond, jobs are still held
-#: (and time out) but no mail is sent.
-RELEASE_MAILS_PER_HOUR = 5
-#: Addresses whose release mails are counted (bounded memory).
-MAX_TRACKED = 10_000
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    RELEASE_MAILS_PER_HOUR,
+    HOLD_MAX_TRACKED as MAX_TRACKED,
+    HEAD_SCAN,
+)
+
 TOKEN_BYTES = 16  # 128 bits
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
-#: Bytes of a stored message searched for the hold field (it is near the top).
-HEAD_SCAN = 64 * 1024
 
 
 def new_token() -> str:

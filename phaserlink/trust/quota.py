@@ -28,9 +28,12 @@ from phaserlink.durable import write_atomic
 
 log = Logger()
 
-#: Sender/printer pairs remembered; beyond that the least recent is dropped.
-MAX_TRACKED_SENDERS = 10_000
-SITE_WINDOW = 3600.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    QUOTA_MAX_TRACKED_SENDERS as MAX_TRACKED_SENDERS,
+    SITE_WINDOW,
+)
+
 STATE_VERSION = 1
 
 

@@ -34,12 +34,14 @@ import spf
 from phaserlink.trust import headers as H
 from phaserlink.trust.dns import DNSTempError, Resolver, using
 
-#: Whole seconds an SPF evaluation may spend in DNS (RFC 7208 4.6.4 suggests 20).
-SPF_TIME_LIMIT = 20.0
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    SPF_TIME_LIMIT,
+    MAX_SIGNATURES,
+)
+
 #: RSA keys shorter than this do not verify (RFC 8301: 1024 at least).
 MIN_KEY_BITS = 1024
-#: Signatures looked at per message (each costs a DNS look-up and an RSA check).
-MAX_SIGNATURES = 8
 
 PASS, FAIL, NONE, TEMPERROR, PERMERROR, NEUTRAL, SOFTFAIL = (
     "pass", "fail", "none", "temperror", "permerror", "neutral", "softfail")

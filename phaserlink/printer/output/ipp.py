@@ -55,13 +55,13 @@ from .interfaces import (
     PrinterUnavailable,
 )
 
-#: Seconds between two Get-Job-Attributes while a job is at the printer.
-POLL_INTERVAL = 2.0
-#: Longest a job may stay unfinished at the printer before the spool is told
-#: "unavailable" (it is then asked about again, never sent twice).
-JOB_WAIT_LIMIT = 24 * 3600.0
-#: job-name is a name(MAX) (RFC 8011: 255 octets).
-MAX_JOB_NAME = 255
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    IPP_POLL_INTERVAL as POLL_INTERVAL,
+    JOB_WAIT_LIMIT,
+    MAX_JOB_NAME,
+)
+
 #: IPP status codes that mean "the printer is not taking jobs now" (every
 #: other server-error is a temporary fault too, but not a stopped printer).
 STOPPED_STATUSES = frozenset({ipp.SERVER_ERROR_BUSY, ipp.SERVER_ERROR_NOT_ACCEPTING_JOBS,

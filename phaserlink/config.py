@@ -58,7 +58,7 @@ class ConfigError(Exception):
 
 TLS_POLICIES = ("none", "opportunistic", "required")
 NOTIFY_EVENTS = events.EVENTS  # the words of a printer's notify: phaserlink.message.events
-FORMATS = formats.FORMATS  # named once, in phaserlink.message.formats
+FORMATS = formats.PRINTER_FORMATS  # named once, in phaserlink.message.formats
 MAX_LOCAL_PART = 64
 
 

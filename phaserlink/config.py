@@ -117,6 +117,7 @@ class ApplianceConfig:
     queue_retry_max: float
     postmaster: str | None = None  # postmaster@ mail is relayed here; None: kept in the local box
     postmaster_pop3_password: PasswordHash | None = None  # POP3 login "postmaster" to that box
+    max_conversions: int = 1  # LibreOffice/Chromium conversions at once (docs/convert.md)
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ APPLIANCE_KEYS = {
     "smarthost_ca", "smarthost_user", "smarthost_password_file", "status_sender",
     "queue_max_age", "queue_retry_min", "queue_retry_max",
     "postmaster", "postmaster_pop3_password",
+    "max_conversions",
 }
 PRINTER_KEYS = {
     "addresses", "output", "allowed_senders", "pop3_user", "pop3_password",
@@ -463,6 +465,7 @@ class _Loader:
             queue_retry_max=s.typed("queue_retry_max", "1h", parse_duration),
             postmaster=s.addresses("postmaster")[0] if s.get("postmaster") else None,
             postmaster_pop3_password=self.password(s, "postmaster_pop3_password"),
+            max_conversions=s.typed("max_conversions", "1", _positive_int),
         )
 
     def check_spool(self, s: _Section, spool: Path) -> None:

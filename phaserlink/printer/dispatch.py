@@ -37,6 +37,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
+from phaserlink.message import formats as _formats
 from phaserlink.printer import jobs as J
 from phaserlink.printer import journal
 from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
@@ -56,9 +57,8 @@ RETRY_MAX = 600.0
 #: How long stopping the service waits for a job being sent before cutting it.
 STOP_GRACE = 10.0
 
-MIME_TYPES = {"postscript": "application/postscript", "pdf": "application/pdf",
-              "pcl": "application/vnd.hp-pcl", "text": "text/plain"}
-EXTENSIONS = {"postscript": "ps", "pdf": "pdf", "pcl": "pcl", "text": "txt"}
+MIME_TYPES = dict(_formats.CONTENT_TYPES)
+EXTENSIONS = dict(_formats.EXTENSIONS)
 
 
 def backoff(attempts: int) -> float:
@@ -246,8 +246,8 @@ class Dispatcher:
             finally:
                 self.sending = None
             job.printed_documents = index + 1
-            if result.pages is not None:
-                job.pages = (job.pages or 0) + result.pages
+            if result.pages is not None:  # the printer's own count replaces ours
+                job.pages = (job.pages or 0) - (document.pages or 0) + result.pages
             job.acknowledged = result.acknowledged
             job.attempts = 0
             log.info("printer {printer} job {job}: document {n}/{total} delivered: {ack}",
@@ -284,8 +284,11 @@ class Dispatcher:
         if not extracted:
             raise DocumentFault("there is nothing printable in the message", J.UNSUPPORTED_DOCUMENT_FORMAT)
         documents = []
-        for i, doc in enumerate(extracted):
+        for i, group in enumerate(_picture_runs(extracted)):
+            doc = group[0]
             name = doc.filename or doc.content_type
+            if len(group) > 1:
+                name = f"{len(group)} pictures ({name}, ...)"
             try:
                 target = self.tools.needs_conversion(doc.format, self.printer.formats)
             except self.tools.unprintable as e:
@@ -295,8 +298,9 @@ class Dispatcher:
                 dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(target, 'bin')}"
                 log.info("printer {printer} job {job}: converting {name} from {f} to {t}",
                          printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=target)
+                sources = [Path(d.path) for d in group] if len(group) > 1 else path
                 try:
-                    await self.tools.convert(self.reactor, path, dst, fmt, target)
+                    await self.tools.convert(self.reactor, sources, dst, fmt, target)
                 except Exception as e:
                     fault = classify(e, self.tools.unprintable)
                     if isinstance(fault, DocumentFault):
@@ -304,9 +308,14 @@ class Dispatcher:
                                             getattr(fault, "details", "")) from None
                     raise
                 path, fmt = dst, target
+            pages = None
+            if self.tools.count_pages is not None:
+                pages = await self.tools.count_pages(self.reactor, path, fmt)
             documents.append(Document(file=str(path.relative_to(self.spool.job_dir(job.job_id))), format=fmt,
                                       content_type=doc.content_type, filename=doc.filename,
-                                      size=path.stat().st_size))
+                                      size=path.stat().st_size, pages=pages))
+        counts = [d.pages for d in documents]
+        job.pages = sum(counts) if counts and None not in counts else None  # type: ignore[arg-type]
         # Not fsync'd: derived data, extracted again after a crash (see
         # Intake.recover), so the state never points at a lost document.
         return documents
@@ -495,6 +504,18 @@ class Dispatcher:
             if job_id not in self.queue:
                 self.queue.append(job_id)
         self._next()
+
+
+def _picture_runs(extracted: list) -> list[list]:
+    """The documents, with pictures next to each other in one group: several
+    photos in one mail are one job of several pages (docs/convert.md)."""
+    runs: list[list] = []
+    for doc in extracted:
+        if runs and doc.format in _formats.IMAGES and runs[-1][-1].format in _formats.IMAGES:
+            runs[-1].append(doc)
+        else:
+            runs.append([doc])
+    return runs
 
 
 def _quoted(title: str) -> str:

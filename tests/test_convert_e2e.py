@@ -279,3 +279,22 @@ async def test_an_office_document_prints_with_its_text(gs, soffice, tmp_path, ki
         assert "(1 page)" in live.queue.messages[-1].text
     finally:
         await live.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_an_html_only_mail_prints_as_the_page_it_shows(tmp_path):
+    require_program("chromium", "chromium")
+    pdftotext = require_program("pdftotext", "poppler-utils")
+    msg = EmailMessage()
+    msg["From"] = "alice@example.com"
+    msg["To"] = "lp@phaserlink.test"
+    msg["Subject"] = "Your order"
+    msg.set_content(f"<html><body><h1>Order {MARKER}html</h1><p>Thank you.</p></body></html>", subtype="html")
+    live = Live(tmp_path, formats=("pdf",)).start()
+    try:
+        [printed] = await live.print_mail(msg.as_bytes())
+        text = subprocess.run([pdftotext, str(printed), "-"], check=True, capture_output=True).stdout.decode()
+        assert f"Order {MARKER}html" in text and "<h1>" not in text
+    finally:
+        await live.stop()

@@ -1,17 +1,23 @@
-"""Document conversion with Ghostscript, for printers that cannot take a format.
+"""Document conversion: a small graph of converters, each a sandboxed child.
 
-PostScript goes to the printer untouched.  A PDF for a PostScript-only printer
-goes through Ghostscript's ``ps2write``; PostScript for a PDF-only printer
-through ``pdfwrite``; plain text through Ghostscript's own ``gslp.ps`` (it
-sets the text in Courier; bytes outside Latin-1 print as they come).  Nothing
-converts to or from PCL: a PCL job for a printer without PCL is refused.
+Every document takes the shortest path (:func:`conversion_path`) from its
+format to one its printer takes (the ``formats`` key, or what an IPP printer
+says it supports: the accepted formats are an argument).  The edges
+(:data:`EDGES`): Ghostscript between PDF and PostScript, from text (its own
+``gslp.ps``), and to PWG raster / URF for raster-only printers; pictures to
+PDF (:mod:`phaserlink.printer.convert_image`: img2pdf, Pillow); Office files
+to PDF (LibreOffice headless, a throw-away profile each); HTML to PDF
+(headless Chromium).  PostScript to a PostScript printer, PDF to a PDF
+printer, a JPEG to a printer that takes JPEG go as they are.  Nothing
+converts to or from PCL.  docs/convert.md.
 
-Why a child process and not a library: Ghostscript is the one interpreter
-that reads real-world PDF, and running it as a child with ``-dSAFER`` keeps
-a hostile document away from our process; ``reactor.spawnProcess`` keeps the
-reactor serving everyone while it runs, and a timeout kills a document that
-would loop for ever.  Ghostscript exits 0 on many broken PDFs ("Output may be
-incorrect"): ``-dPDFSTOPONERROR`` makes those an error we can report, and
+Why children and not libraries: a hostile document can crash or loop a
+converter, never the appliance; ``reactor.spawnProcess`` keeps the reactor
+serving everyone meanwhile.  Each runs under ``setsid`` (a time-out kills
+its whole process group), ``unshare -n`` (no network, not even loopback)
+and ``prlimit`` (output size, memory, CPU); Ghostscript with ``-dSAFER``.
+Ghostscript exits 0 on many broken PDFs ("Output may be incorrect"):
+``-dPDFSTOPONERROR`` makes those an error we can report, and
 ``-sstdout=%stderr`` puts all its messages in one captured stream.
 
 How a conversion failed decides the job's fate (docs/faults.md): only

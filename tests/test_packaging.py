@@ -40,7 +40,8 @@ def wheelhouse(tmp_path_factory) -> Path:
     house = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(house),
-         "twisted[tls]", "service-identity", "pyopenssl", "zope.interface", "setuptools", "wheel"],
+         "twisted[tls]", "service-identity", "pyopenssl", "zope.interface", "setuptools", "wheel",
+         "img2pdf", "pillow", "pillow-heif"],
         check=True,
     )
     return house

@@ -194,3 +194,17 @@ echo end >> {log}
     await defer.gatherResults(docs, consumeErrors=True)
     assert log.read_text().split()[:2] == ["start", "start"]
     C.set_max_conversions(1)
+
+
+def test_max_conversions_is_read_from_the_appliance_section(tmp_path):
+    from phaserlink import config
+
+    base = "[appliance]\nhostname = p.test\nspool = {spool}\nsmtp_listen = tcp:0\npop3_listen = tcp:0\n"
+    path = tmp_path / "site.ini"
+    path.write_text(base.format(spool=tmp_path / "var"))
+    assert config.load(path).appliance.max_conversions == 1
+    path.write_text(base.format(spool=tmp_path / "var") + "max_conversions = 3\n")
+    assert config.load(path).appliance.max_conversions == 3
+    path.write_text(base.format(spool=tmp_path / "var") + "max_conversions = 0\n")
+    with pytest.raises(config.ConfigError, match="max_conversions"):
+        config.load(path)

@@ -290,11 +290,14 @@ async def test_an_html_only_mail_prints_as_the_page_it_shows(tmp_path):
     msg["From"] = "alice@example.com"
     msg["To"] = "lp@phaserlink.test"
     msg["Subject"] = "Your order"
-    msg.set_content(f"<html><body><h1>Order {MARKER}html</h1><p>Thank you.</p></body></html>", subtype="html")
+    html = f"<html><body><h1>Order {MARKER}html</h1><p>Vielen Dank, Grüße aus Köln.</p></body></html>"
+    msg.set_content(html.encode("iso-8859-1"), maintype="text", subtype="html", cte="quoted-printable",
+                    params={"charset": "iso-8859-1"})
     live = Live(tmp_path, formats=("pdf",)).start()
     try:
         [printed] = await live.print_mail(msg.as_bytes())
         text = subprocess.run([pdftotext, str(printed), "-"], check=True, capture_output=True).stdout.decode()
         assert f"Order {MARKER}html" in text and "<h1>" not in text
+        assert "Grüße aus Köln" in text  # the mail's charset, not a browser's guess
     finally:
         await live.stop()

@@ -112,7 +112,9 @@ def test_an_html_only_body_is_printed_as_html(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     [doc] = extract_documents(message(tmp_path, msg), out)
-    assert doc.format == "html" and doc.path.read_bytes().startswith(b"<html>")
+    assert doc.format == "html"
+    # The mail's charset goes with the file (a browser would guess otherwise).
+    assert doc.path.read_bytes().startswith(b'<meta charset="utf-8">\n<html>')
 
 
 def test_a_file_labelled_a_picture_that_is_none_is_not_printed(tmp_path):

@@ -232,6 +232,8 @@ def _decode(message_path: str | os.PathLike[str], choice: _Choice, out_path: Pat
                 return None  # a blank body
             size = 0
             with open(out_path, "wb") as out:
+                if fmt == HTML:
+                    out.write(_html_charset(part))
                 for piece in _chain(head, pieces):
                     out.write(piece)
                     size += len(piece)
@@ -243,6 +245,17 @@ def _decode(message_path: str | os.PathLike[str], choice: _Choice, out_path: Pat
         raise ExtractError(f"{label} cannot be written to the spool: {e}", "document-access-error") from None
     charset = part.params.get("charset") if fmt == TEXT else None
     return Document(out_path, fmt, part.content_type, part.filename, size, charset)
+
+
+_CHARSET = re.compile(r"[A-Za-z0-9._:-]{1,40}")
+
+
+def _html_charset(part: Part) -> bytes:
+    """A ``<meta charset>`` saying the mail's charset, put first: the HTML
+    file alone no longer has the Content-Type that said it, and a browser
+    would guess (an HTML5 parser takes it from the first 1024 bytes)."""
+    charset = part.params.get("charset", "")
+    return f'<meta charset="{charset}">\n'.encode() if _CHARSET.fullmatch(charset) else b""
 
 
 def _head(pieces: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:

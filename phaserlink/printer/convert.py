@@ -458,13 +458,13 @@ async def _step(reactor, sources: list[Path], dst: Path, from_format: str, to_fo
     partial = dst.with_name(dst.name + ".part")
     if tool == GS:
         argv = ghostscript_argv(ghostscript_path(), sources[0], partial, from_format, to_format)
-        messages = await _run(reactor, "Ghostscript", _sandbox_prefix() + argv, dst.parent, timeout,
+        messages = await _run(reactor, "Ghostscript", argv, dst.parent, timeout,
                               f"converting {from_format} to {to_format}", partial)
         return await pools_for(reactor).durable(_finish_output, partial, dst, to_format, messages)
     if tool == IMAGE:
         argv = [sys.executable, "-m", "phaserlink.printer.convert_image", "--media", media,
                 str(partial), *map(str, sources)]
-        messages = await _run(reactor, "the picture converter", _sandbox_prefix() + argv, dst.parent,
+        messages = await _run(reactor, "the picture converter", argv, dst.parent,
                               timeout, f"converting {from_format} to PDF", partial,
                               rejects=IMAGE_REJECTED)
         return await pools_for(reactor).durable(_finish_output, partial, dst, to_format, messages,
@@ -537,8 +537,8 @@ async def _libreoffice(reactor, src: Path, dst: Path, from_format: str, timeout:
                 "--nolockcheck", "--nodefault", "--convert-to", "pdf", "--outdir", str(work / "out"),
                 str(named)]
         out = work / "out" / "document.pdf"
-        messages = await _run(reactor, "LibreOffice", _sandbox_prefix(memory=False) + argv, work, timeout,
-                              f"converting {from_format} to PDF", out, env={"HOME": str(work)})
+        messages = await _run(reactor, "LibreOffice", argv, work, timeout,
+                              f"converting {from_format} to PDF", out, env={"HOME": str(work)}, memory=False)
         if not out.exists():
             text = messages.decode("utf-8", "replace")
             raise ConversionError(
@@ -568,24 +568,27 @@ async def _chromium(reactor, src: Path, dst: Path, timeout: float) -> Path:
                 "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
                 "--blink-settings=imagesEnabled=true", f"--user-data-dir={work / 'profile'}",
                 "--no-pdf-header-footer", f"--print-to-pdf={partial}", page.as_uri()]
-        messages = await _run(reactor, "Chromium", _sandbox_prefix(memory=False) + argv, work, timeout,
-                              "converting HTML to PDF", partial, env={"HOME": str(work)})
+        messages = await _run(reactor, "Chromium", argv, work, timeout,
+                              "converting HTML to PDF", partial, env={"HOME": str(work)}, memory=False)
         return await pools_for(reactor).durable(_finish_output, partial, dst, "pdf", b"", "Chromium")
     finally:
         await pools_for(reactor).durable(shutil.rmtree, work, True)
 
 
 async def _run(reactor, tool: str, argv: list[str], cwd: Path, timeout: float, what: str,
-               partial: Path, *, env: dict[str, str] | None = None, rejects: int | None = None) -> bytes:
-    """Run one converter; its messages when it exited 0.  A non-zero exit is
-    classified by how it ended (module docstring)."""
+               partial: Path, *, env: dict[str, str] | None = None, rejects: int | None = None,
+               memory: bool = True) -> bytes:
+    """Run one converter (*argv*) in the sandbox; its messages when it
+    exited 0.  A non-zero exit is classified by how it ended (module
+    docstring)."""
+    command = _sandbox_prefix(memory) + argv
     done: defer.Deferred = defer.Deferred()
     proto = _GhostscriptProcess(done)
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
                "PYTHONPATH": _package_root(), **(env or {})}
     try:
         transport = reactor.spawnProcess(
-            proto, argv[0], argv, env=environ, path=str(cwd),
+            proto, command[0], command, env=environ, path=str(cwd),
             childFDs={0: "w", 1: "r", 2: "r"},
         )
     except OSError as e:
@@ -643,7 +646,7 @@ async def _run(reactor, tool: str, argv: list[str], cwd: Path, timeout: float, w
             last = [line for line in messages.splitlines() if line.strip()][-1:]
             summary = last[0].strip() if last else summary
         raise ConverterUnavailable(
-            f"{tool} ({argv[0] if tool != 'Ghostscript' else ghostscript_path()}) cannot run on the "
+            f"{tool} ({argv[0]}) cannot run on the "
             f"print server (exit {code}" + (f": {summary}" if summary else "") + ")", details=messages)
     if disk_full or SYSTEM_TROUBLE.search(messages):
         raise ConverterUnavailable(
@@ -711,7 +714,7 @@ async def _count_pages(reactor, path: Path, fmt: str) -> int | None:
             else:
                 argv = [gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=nullpage",
                         "-c", _COUNT_PS_PAGES, "-f", str(path), "-c", "(PLPAGES=) print globaldict /PLpages get = flush"]
-            raw = await _run(reactor, "Ghostscript", _sandbox_prefix() + argv, path.parent,
+            raw = await _run(reactor, "Ghostscript", argv, path.parent,
                              PAGE_COUNT_TIMEOUT, f"counting the pages of {fmt}", path.with_name(".none"))
             text = raw.decode("utf-8", "replace")
             if fmt == "pdf":

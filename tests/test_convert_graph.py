@@ -208,3 +208,38 @@ def test_max_conversions_is_read_from_the_appliance_section(tmp_path):
     path.write_text(base.format(spool=tmp_path / "var") + "max_conversions = 0\n")
     with pytest.raises(config.ConfigError, match="max_conversions"):
         config.load(path)
+
+
+def _pictures(tmp_path: Path) -> dict[str, Path]:
+    from PIL import Image
+
+    made = {}
+    small = tmp_path / "small.png"
+    Image.new("RGB", (100, 100), "red").save(small, dpi=(300, 300))
+    made["small"] = small
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (6000, 4000), "green").save(big, quality=50)
+    made["big"] = big
+    webp = tmp_path / "a.webp"
+    Image.new("RGB", (200, 100), "blue").save(webp, "WEBP")
+    made["webp"] = webp
+    gif = tmp_path / "anim.gif"
+    frames = [Image.new("P", (50, 50), i) for i in range(3)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    made["gif"] = gif
+    return made
+
+
+@pytest_twisted.ensureDeferred
+async def test_pictures_are_fitted_never_enlarged_and_webp_and_animated_gif_print(tmp_path):
+    pdfimages = require_program("pdfimages", "poppler-utils")
+    pics = _pictures(tmp_path)
+    out = await convert(reactor(), [pics["small"], pics["big"], pics["webp"], pics["gif"]], tmp_path / "p.pdf",
+                        "png", "pdf", timeout=60)
+    listing = subprocess.run([pdfimages, "-list", str(out)], check=True, capture_output=True).stdout.decode()
+    rows = [line.split() for line in listing.splitlines()[2:]]
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4]  # one page each, an animated GIF too
+    ppi = [int(r[12]) for r in rows]
+    assert ppi[0] == 300  # small: printed at its own resolution, not blown up to the page
+    # big: 6000 px shrunk into A4 minus margins (~10.7 in): about 560 ppi.
+    assert 500 < ppi[1] < 620, ppi

@@ -301,3 +301,16 @@ async def test_an_html_only_mail_prints_as_the_page_it_shows(tmp_path):
         assert "Grüße aus Köln" in text  # the mail's charset, not a browser's guess
     finally:
         await live.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_printer_that_takes_jpeg_gets_each_photo_as_it_is(tmp_path):
+    photos = [jpeg_rotated_6(300 + i, 200) for i in range(2)]
+    live = Live(tmp_path, formats=("jpeg", "pdf")).start()
+    try:
+        printed = await live.print_mail(mail((photos[0], "image", "jpeg", "a.jpg"),
+                                             (photos[1], "image", "jpeg", "b.jpg")))
+        assert [p.read_bytes() for p in printed] == photos  # both, byte for byte
+        assert "(2 pages)" in live.queue.messages[-1].text
+    finally:
+        await live.stop()

@@ -284,7 +284,7 @@ class Dispatcher:
         if not extracted:
             raise DocumentFault("there is nothing printable in the message", J.UNSUPPORTED_DOCUMENT_FORMAT)
         documents = []
-        for i, group in enumerate(_picture_runs(extracted)):
+        for i, group in enumerate(_picture_runs(extracted, self.printer.formats)):
             doc = group[0]
             name = doc.filename or doc.content_type
             if len(group) > 1:
@@ -506,12 +506,16 @@ class Dispatcher:
         self._next()
 
 
-def _picture_runs(extracted: list) -> list[list]:
+def _picture_runs(extracted: list, accepted: tuple[str, ...]) -> list[list]:
     """The documents, with pictures next to each other in one group: several
-    photos in one mail are one job of several pages (docs/convert.md)."""
+    photos in one mail become one PDF of several pages (docs/convert.md).
+    A picture the printer takes as it is goes alone, as it is."""
+    def joins(doc) -> bool:
+        return doc.format in _formats.IMAGES and doc.format not in accepted
+
     runs: list[list] = []
     for doc in extracted:
-        if runs and doc.format in _formats.IMAGES and runs[-1][-1].format in _formats.IMAGES:
+        if runs and joins(doc) and joins(runs[-1][-1]):
             runs[-1].append(doc)
         else:
             runs.append([doc])

@@ -58,7 +58,7 @@ class ConfigError(Exception):
 
 TLS_POLICIES = ("none", "opportunistic", "required")
 NOTIFY_EVENTS = events.EVENTS  # the words of a printer's notify: phaserlink.message.events
-FORMATS = formats.FORMATS  # named once, in phaserlink.message.formats
+FORMATS = formats.PRINTER_FORMATS  # named once, in phaserlink.message.formats
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
 from phaserlink.limits import (  # noqa: E402
     MAX_LOCAL_PART,
@@ -131,6 +131,7 @@ class ApplianceConfig:
     # Sender verification (docs/trust.md)
     trusted_authserv_ids: tuple[str, ...] = ()  # upstream verifiers whose results we believe
     max_jobs_per_hour: int | None = None  # print jobs the whole site takes per hour
+    max_conversions: int = 1  # LibreOffice/Chromium conversions at once (docs/convert.md)
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,7 @@ APPLIANCE_KEYS = {
     "smarthost_ca", "smarthost_user", "smarthost_password_file", "status_sender",
     "queue_max_age", "queue_retry_min", "queue_retry_max",
     "postmaster", "postmaster_pop3_password",
+    "max_conversions",
 }
 # Outbound mail by MX, DKIM signing (docs/outbound.md); parsed by _Loader.outbound.
 APPLIANCE_KEYS |= {"dns_servers", "mx_port", "outbound_tls", "outbound_tls_ca", "dkim_key", "dkim_selector",
@@ -539,6 +541,7 @@ class _Loader:
             queue_retry_max=s.typed("queue_retry_max", "1h", parse_duration),
             postmaster=s.addresses("postmaster")[0] if s.get("postmaster") else None,
             postmaster_pop3_password=self.password(s, "postmaster_pop3_password"),
+            max_conversions=s.typed("max_conversions", "1", _positive_int),
         )
 
     def outbound(self, s: _Section, appliance: ApplianceConfig) -> ApplianceConfig:

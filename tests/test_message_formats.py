@@ -27,7 +27,7 @@ UEL = b"\x1b%-12345X"
         (b"Dear printer,\nplease print this.\n\fPage two\n", "text"),
         ("Grüße aus Köln\n".encode("utf-8"), "text"),
         ("Grüße".encode("utf-8")[:-1], "text"),  # a UTF-8 character cut at the head's end
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), None),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "png"),
         (b"PK\x03\x04\x14\x00\x06\x00" + bytes(200), None),  # a .docx/.zip
         (b"", None),
     ],
@@ -41,7 +41,7 @@ def test_pdf_magic_after_1024_bytes_is_not_pdf() -> None:
 
 
 def test_content_types_both_ways() -> None:
-    assert CONTENT_TYPES == {
+    assert {f: CONTENT_TYPES[f] for f in ("postscript", "pdf", "pcl", "text")} == {
         "postscript": "application/postscript",
         "pdf": "application/pdf",
         "pcl": "application/vnd.hp-pcl",

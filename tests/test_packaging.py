@@ -41,7 +41,7 @@ def wheelhouse(tmp_path_factory) -> Path:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(house),
          "twisted[tls]", "service-identity", "pyopenssl", "zope.interface", "prometheus_client", "setuptools", "wheel",
-         "dkimpy", "pyspf", "authres", "authheaders", "dnspython"],
+         "dkimpy", "pyspf", "authres", "authheaders", "dnspython", "img2pdf", "pillow", "pillow-heif"],
         check=True,
     )
     return house

@@ -50,8 +50,11 @@ from .formats import (
     PCL,
     PDF,
     POSTSCRIPT,
+    DOCUMENT_FORMATS,
+    HTML,
     TEXT,
     detect_format,
+    detect_document,
 )
 from .mime import DecodeError, Headers, MimeError, Part, iter_decoded, iter_parts, read_headers
 
@@ -59,6 +62,10 @@ MAX_TITLE = 255
 """A title is cut to this many characters (IPP job-name is name(255))."""
 
 PAGE_LANGUAGES = (POSTSCRIPT, PDF, PCL)
+
+#: Formats recognised from the bytes (pictures, Office files, raster
+#: streams): what the content says wins over the label, as for PDF.
+SNIFFED = tuple(f for f in DOCUMENT_FORMATS if f not in (TEXT, HTML))
 
 _IGNORED_TYPES = (
     "text/html",
@@ -73,7 +80,7 @@ _IGNORED_TYPES = (
     "message/delivery-status",
     "message/disposition-notification",
 )
-_IGNORED_MAJOR = ("image/", "audio/", "video/", "multipart/", "message/", "model/", "font/")
+_IGNORED_MAJOR = ("audio/", "video/", "multipart/", "message/", "model/", "font/")
 _JOB_ID = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -188,6 +195,8 @@ def _is_body_text(part: Part) -> bool:
 
 def _is_ignored(part: Part) -> bool:
     ct = part.content_type
+    if ct.startswith("image/") and "multipart/related" in part.ancestors and part.disposition != "attachment":
+        return True  # a logo or picture shown inside an HTML body, not a photo to print
     return ct in _IGNORED_TYPES or ct.startswith(_IGNORED_MAJOR) or (
         ct.startswith("text/") and ct != "text/plain"
     )
@@ -198,7 +207,15 @@ def _choose(message_path: str | os.PathLike[str]) -> list[_Choice]:
     attachments = [p for p in parts if not _is_body_text(p) and not _is_ignored(p)]
     if attachments:
         return [_Choice(p, FORMAT_OF_TYPE.get(p.content_type)) for p in attachments]
-    return [_Choice(p, TEXT) for p in parts if _is_body_text(p)][:1]
+    bodies = [_Choice(p, TEXT) for p in parts if _is_body_text(p)][:1]
+    if bodies:
+        return bodies
+    # An HTML-only body (an order confirmation, a forwarded newsletter).
+    return [_Choice(p, HTML) for p in parts if _is_html_body(p)][:1]
+
+
+def _is_html_body(part: Part) -> bool:
+    return part.content_type == "text/html" and part.disposition != "attachment" and not part.filename
 
 
 def _decode(message_path: str | os.PathLike[str], choice: _Choice, out_path: Path) -> Document | None:
@@ -216,6 +233,8 @@ def _decode(message_path: str | os.PathLike[str], choice: _Choice, out_path: Pat
                 return None  # a blank body
             size = 0
             with open(out_path, "wb") as out:
+                if fmt == HTML:
+                    out.write(_html_charset(part))
                 for piece in _chain(head, pieces):
                     out.write(piece)
                     size += len(piece)
@@ -227,6 +246,17 @@ def _decode(message_path: str | os.PathLike[str], choice: _Choice, out_path: Pat
         raise ExtractError(f"{label} cannot be written to the spool: {e}", "document-access-error") from None
     charset = part.params.get("charset") if fmt == TEXT else None
     return Document(out_path, fmt, part.content_type, part.filename, size, charset)
+
+
+_CHARSET = re.compile(r"[A-Za-z0-9._:-]{1,40}")
+
+
+def _html_charset(part: Part) -> bytes:
+    """A ``<meta charset>`` saying the mail's charset, put first: the HTML
+    file alone no longer has the Content-Type that said it, and a browser
+    would guess (an HTML5 parser takes it from the first 1024 bytes)."""
+    charset = part.params.get("charset", "")
+    return f'<meta charset="{charset}">\n'.encode() if _CHARSET.fullmatch(charset) else b""
 
 
 def _head(pieces: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
@@ -249,7 +279,13 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 
 def _decide(choice: _Choice, head: bytes) -> str | None:
     declared = choice.format
-    detected = detect_format(head)
+    detected = detect_document(head, declared, choice.part.filename)
+    if declared == HTML:
+        return HTML
+    if detected in SNIFFED and detected not in PAGE_LANGUAGES:
+        return detected  # a photo, an Office file: whatever it was labelled
+    if declared in SNIFFED and detected is None:
+        return None  # says it is a picture or an Office file, and is not
     if declared in PAGE_LANGUAGES:
         # a PDF labelled PostScript (and so on) goes where its bytes belong
         return detected if detected in PAGE_LANGUAGES else declared
@@ -268,8 +304,8 @@ def _nothing_printable(message_path: str | os.PathLike[str]) -> str:
         name = f"{p.content_type}" + (f" ({p.filename})" if p.filename else "")
         found.append(name)
     listed = ", ".join(found[:10]) or "no parts"
-    kinds = "/".join(CONTENT_TYPES[f] for f in (POSTSCRIPT, PDF, PCL, TEXT))
-    return f"nothing printable in the message (found: {listed}); this printer takes {kinds}"
+    return (f"nothing printable in the message (found: {listed}); PhaserLink prints PostScript, PDF, PCL, "
+            "plain text, pictures (JPEG, PNG, GIF, TIFF, HEIC, WebP) and Office documents")
 
 
 # ---------------------------------------------------------------------------

@@ -28,6 +28,29 @@ PCL = "pcl"
 TEXT = "text"
 
 FORMATS = (POSTSCRIPT, PDF, PCL, TEXT)
+"""What our own client labels a job as (``phaserlink send --format``)."""
+
+JPEG = "jpeg"
+PNG = "png"
+GIF = "gif"
+TIFF = "tiff"
+HEIF = "heif"
+WEBP = "webp"
+PWG_RASTER = "pwg-raster"
+URF = "urf"
+HTML = "html"
+
+IMAGES = (JPEG, PNG, GIF, TIFF, HEIF, WEBP)
+"""Photos and pictures: each becomes one page (a TIFF one per frame)."""
+
+OFFICE = ("docx", "xlsx", "pptx", "odt", "ods", "odp", "rtf", "doc", "xls", "ppt")
+"""Office documents, made into PDF by LibreOffice (docs/convert.md)."""
+
+PRINTER_FORMATS = (POSTSCRIPT, PDF, PCL, TEXT, JPEG, PNG, PWG_RASTER, URF)
+"""What a printer's ``formats`` key may name: what it takes as it is."""
+
+DOCUMENT_FORMATS = tuple(dict.fromkeys(PRINTER_FORMATS + IMAGES + OFFICE + (HTML,)))
+"""Every format a document in a mail may be printed from."""
 
 CONTENT_TYPES: Mapping[str, str] = MappingProxyType(
     {
@@ -35,6 +58,25 @@ CONTENT_TYPES: Mapping[str, str] = MappingProxyType(
         PDF: "application/pdf",
         PCL: "application/vnd.hp-pcl",
         TEXT: "text/plain",
+        JPEG: "image/jpeg",
+        PNG: "image/png",
+        GIF: "image/gif",
+        TIFF: "image/tiff",
+        HEIF: "image/heic",
+        WEBP: "image/webp",
+        PWG_RASTER: "image/pwg-raster",
+        URF: "image/urf",
+        HTML: "text/html",
+        "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "odt": "application/vnd.oasis.opendocument.text",
+        "ods": "application/vnd.oasis.opendocument.spreadsheet",
+        "odp": "application/vnd.oasis.opendocument.presentation",
+        "rtf": "application/rtf",
+        "doc": "application/msword",
+        "xls": "application/vnd.ms-excel",
+        "ppt": "application/vnd.ms-powerpoint",
     }
 )
 """format -> the MIME type we send; see ``FORMAT_OF_TYPE`` for the reverse."""
@@ -51,12 +93,23 @@ FORMAT_OF_TYPE: Mapping[str, str] = MappingProxyType(
         "application/pcl": PCL,
         "application/vnd.hp-pclxl": PCL,
         "text/plain": TEXT,
+        **{t: f for f, t in CONTENT_TYPES.items() if f not in (POSTSCRIPT, PDF, PCL, TEXT)},
+        "image/jpg": JPEG,
+        "image/pjpeg": JPEG,
+        "image/heif": HEIF,
+        "image/heic-sequence": HEIF,
+        "image/heif-sequence": HEIF,
+        "image/tif": TIFF,
+        "text/rtf": "rtf",
+        "application/x-rtf": "rtf",
     }
 )
 """MIME type (lower case, no parameters) -> format, including common aliases."""
 
 EXTENSIONS: Mapping[str, str] = MappingProxyType(
-    {POSTSCRIPT: "ps", PDF: "pdf", PCL: "pcl", TEXT: "txt"}
+    {POSTSCRIPT: "ps", PDF: "pdf", PCL: "pcl", TEXT: "txt", JPEG: "jpg", PNG: "png", GIF: "gif",
+     TIFF: "tif", HEIF: "heic", WEBP: "webp", PWG_RASTER: "pwg", URF: "urf", HTML: "html",
+     **{f: f for f in OFFICE}}
 )
 """format -> file name extension for spool files and attachment names."""
 
@@ -87,8 +140,80 @@ def detect_format(head: bytes) -> str | None:
         return POSTSCRIPT
     if data.startswith(_ESC_E):
         return PCL
+    binary = _binary_format(data)
+    if binary is not None:
+        return None if binary in (ZIP, OLE) else binary
     if _looks_like_text(data):
         return TEXT
+    return None
+
+
+#: ISO BMFF brands (the ``ftyp`` box) of HEIF/HEIC pictures.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+#: The ``mimetype`` an OpenDocument file stores first, uncompressed.
+_ODF_TYPES = {
+    b"application/vnd.oasis.opendocument.text": "odt",
+    b"application/vnd.oasis.opendocument.spreadsheet": "ods",
+    b"application/vnd.oasis.opendocument.presentation": "odp",
+}
+#: Part names inside an Office Open XML zip that say which kind it is.
+_OOXML_PARTS = ((b"word/", "docx"), (b"xl/", "xlsx"), (b"ppt/", "pptx"))
+ZIP = "zip"
+"""A zip whose kind the head does not tell: :func:`refine` decides by name."""
+OLE = "ole"
+"""An OLE2 compound file (.doc, .xls, .ppt): :func:`refine` decides by name."""
+
+
+def _binary_format(data: bytes) -> str | None:
+    """Pictures, raster streams and Office files, by their magic bytes."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return GIF
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return TIFF
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return HEIF
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return WEBP
+    if data.startswith(b"RaS2"):
+        return PWG_RASTER
+    if data.startswith(b"UNIRAST\x00"):
+        return URF
+    if data.startswith(b"{\\rtf"):
+        return "rtf"
+    if data.startswith(b"PK\x03\x04"):
+        if data[30:38] == b"mimetype":
+            for mime, fmt in _ODF_TYPES.items():
+                if data[38:38 + len(mime)] == mime:
+                    return fmt
+            return None  # another OpenDocument kind (a drawing, a formula)
+        for part, fmt in _OOXML_PARTS:
+            if part in data:
+                return fmt
+        return ZIP
+    if data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return OLE
+    return None
+
+
+def detect_document(head: bytes, declared: str | None, filename: str | None) -> str | None:
+    """:func:`detect_format`, and a zip or OLE2 file is the Office document
+    its label or name says (the head alone does not always tell which)."""
+    detected = _binary_format(head[:HEAD_SIZE]) if head.startswith((b"PK", b"\xd0\xcf")) else None
+    if detected not in (ZIP, OLE):
+        return detect_format(head)
+        return detected
+    kinds = ("docx", "xlsx", "pptx") if detected == ZIP else ("doc", "xls", "ppt")
+    if declared in kinds:
+        return declared
+    ext = (filename or "").rpartition(".")[2].lower()
+    if ext in kinds:
+        return ext
+    if detected == OLE and ext in ("dot", "xlt", "pps", "pot"):
+        return {"dot": "doc", "xlt": "xls"}.get(ext, "ppt")
     return None
 
 

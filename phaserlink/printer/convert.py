@@ -1,17 +1,23 @@
-"""Document conversion with Ghostscript, for printers that cannot take a format.
+"""Document conversion: a small graph of converters, each a sandboxed child.
 
-PostScript goes to the printer untouched.  A PDF for a PostScript-only printer
-goes through Ghostscript's ``ps2write``; PostScript for a PDF-only printer
-through ``pdfwrite``; plain text through Ghostscript's own ``gslp.ps`` (it
-sets the text in Courier; bytes outside Latin-1 print as they come).  Nothing
-converts to or from PCL: a PCL job for a printer without PCL is refused.
+Every document takes the shortest path (:func:`conversion_path`) from its
+format to one its printer takes (the ``formats`` key, or what an IPP printer
+says it supports: the accepted formats are an argument).  The edges
+(:data:`EDGES`): Ghostscript between PDF and PostScript, from text (its own
+``gslp.ps``), and to PWG raster / URF for raster-only printers; pictures to
+PDF (:mod:`phaserlink.printer.convert_image`: img2pdf, Pillow); Office files
+to PDF (LibreOffice headless, a throw-away profile each); HTML to PDF
+(headless Chromium).  PostScript to a PostScript printer, PDF to a PDF
+printer, a JPEG to a printer that takes JPEG go as they are.  Nothing
+converts to or from PCL.  docs/convert.md.
 
-Why a child process and not a library: Ghostscript is the one interpreter
-that reads real-world PDF, and running it as a child with ``-dSAFER`` keeps
-a hostile document away from our process; ``reactor.spawnProcess`` keeps the
-reactor serving everyone while it runs, and a timeout kills a document that
-would loop for ever.  Ghostscript exits 0 on many broken PDFs ("Output may be
-incorrect"): ``-dPDFSTOPONERROR`` makes those an error we can report, and
+Why children and not libraries: a hostile document can crash or loop a
+converter, never the appliance; ``reactor.spawnProcess`` keeps the reactor
+serving everyone meanwhile.  Each runs under ``setsid`` (a time-out kills
+its whole process group), ``unshare -n`` (no network, not even loopback)
+and ``prlimit`` (output size, memory, CPU); Ghostscript with ``-dSAFER``.
+Ghostscript exits 0 on many broken PDFs ("Output may be incorrect"):
+``-dPDFSTOPONERROR`` makes those an error we can report, and
 ``-sstdout=%stderr`` puts all its messages in one captured stream.
 
 How a conversion failed decides the job's fate (docs/faults.md): only
@@ -31,6 +37,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from twisted.internet import defer, error
@@ -38,6 +45,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from phaserlink.message import formats as _formats
 from phaserlink.printer.faults import SCOPE_JOB, SCOPE_SERVER, DocumentFault, TemporaryFault
 from phaserlink.threads import pools_for
 
@@ -89,17 +97,43 @@ SYSTEM_TROUBLE = re.compile(
 #: Out of memory: maybe this document, maybe the moment; tried again, alone.
 OUT_OF_MEMORY = re.compile(r"\bVMerror\b|out of memory", re.IGNORECASE)
 
-#: Formats the appliance knows (phaserlink.config.FORMATS).
-KNOWN_FORMATS = ("postscript", "pdf", "pcl", "text")
+#: Formats the appliance knows (phaserlink.message.formats.DOCUMENT_FORMATS).
+KNOWN_FORMATS = _formats.DOCUMENT_FORMATS
 
-#: (from, to) -> Ghostscript device.  Order of preference per source format:
-#: the first target the printer accepts wins.
-_ROUTES: dict[str, tuple[tuple[str, str], ...]] = {
-    "pdf": (("postscript", "ps2write"),),
-    "postscript": (("pdf", "pdfwrite"),),
-    "text": (("postscript", "ps2write"), ("pdf", "pdfwrite")),
-    "pcl": (),
-}
+#: The tools, by name in :data:`EDGES`.
+GS, IMAGE, OFFICE, HTML = "ghostscript", "image", "libreoffice", "html"
+
+#: The conversion graph: (from, to, tool, Ghostscript device).  A document
+#: takes the shortest path from its format to one its printer takes; among
+#: paths as short, the earlier edge wins (ps2write before pdfwrite for text).
+EDGES: tuple[tuple[str, str, str, str], ...] = (
+    ("pdf", "postscript", GS, "ps2write"),
+    ("postscript", "pdf", GS, "pdfwrite"),
+    ("text", "postscript", GS, "ps2write"),
+    ("text", "pdf", GS, "pdfwrite"),
+    ("pdf", "pwg-raster", GS, "pwgraster"),
+    ("pdf", "urf", GS, "urf"),
+    ("postscript", "pwg-raster", GS, "pwgraster"),
+    ("postscript", "urf", GS, "urf"),
+    *((image, "pdf", IMAGE, "") for image in _formats.IMAGES),
+    *((office, "pdf", OFFICE, "") for office in _formats.OFFICE),
+    ("html", "pdf", HTML, ""),
+)
+
+#: Resolution of the raster Ghostscript makes for pwg-raster / urf printers.
+RASTER_DPI = 300
+#: The media pictures are fitted to, when the printer says nothing else.
+DEFAULT_MEDIA = "a4"
+#: Most bytes one converter may write (RLIMIT_FSIZE: a file bomb is killed).
+MAX_OUTPUT_BYTES = 1024 * 1024 * 1024
+#: Address space of Ghostscript and the picture converter (RLIMIT_AS).
+MAX_MEMORY_BYTES = 2 * 1024 * 1024 * 1024
+#: The signal a process gets when it writes past RLIMIT_FSIZE.
+SIGXFSZ = 25
+#: Where LibreOffice is looked for (Debian's libreoffice-*-nogui).
+SOFFICE = "soffice"
+#: Headless Chromium for HTML bodies (Debian's chromium).
+CHROMIUM = "chromium"
 
 log = Logger()
 
@@ -143,20 +177,43 @@ class GhostscriptMissing(ConverterUnavailable):
             "it is needed to convert this document (apt-get install ghostscript)")
 
 
+def conversion_path(fmt: str, accepted: tuple[str, ...] | list[str]) -> list[str]:
+    """The formats a *fmt* document passes through to reach one of
+    *accepted* (the printer's ``formats``, or what an IPP printer said it
+    supports): ``[fmt]`` when it prints as is, ``[fmt, ..., target]``
+    otherwise.  Breadth first over :data:`EDGES`, so the path is shortest.
+    Raises :class:`ConversionError` when none leads there."""
+    if fmt not in KNOWN_FORMATS:
+        raise ConversionError(f"unknown document format {fmt!r}")
+    if fmt in accepted:
+        return [fmt]
+    came_from: dict[str, str] = {fmt: fmt}
+    frontier = [fmt]
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for src, dst, _tool, _device in EDGES:
+                if src != node or dst in came_from:
+                    continue
+                came_from[dst] = node
+                if dst in accepted:
+                    path = [dst]
+                    while path[-1] != fmt:
+                        path.append(came_from[path[-1]])
+                    return path[::-1]
+                nxt.append(dst)
+        frontier = nxt
+    takes = ", ".join(accepted) or "nothing"
+    raise ConversionError(f"this printer takes {takes}; a {fmt} document cannot be converted to that")
+
+
 def needs_conversion(fmt: str, accepted: tuple[str, ...]) -> str | None:
     """The format to convert *fmt* to for a printer taking *accepted*.
 
     None: print as is.  Raises :class:`ConversionError` when no conversion
     leads to a format the printer takes."""
-    if fmt not in KNOWN_FORMATS:
-        raise ConversionError(f"unknown document format {fmt!r}")
-    if fmt in accepted:
-        return None
-    for target, _device in _ROUTES[fmt]:
-        if target in accepted:
-            return target
-    takes = ", ".join(accepted) or "nothing"
-    raise ConversionError(f"this printer takes {takes}; a {fmt} document cannot be converted to that")
+    path = conversion_path(fmt, accepted)
+    return None if len(path) == 1 else path[-1]
 
 
 def ghostscript_path() -> str:
@@ -168,20 +225,30 @@ def ghostscript_path() -> str:
     return path
 
 
-def _device(from_format: str, to_format: str) -> str:
-    for target, device in _ROUTES.get(from_format, ()):
-        if target == to_format:
-            return device
+def _edge(from_format: str, to_format: str) -> tuple[str, str]:
+    for src, dst, tool, device in EDGES:
+        if (src, dst) == (from_format, to_format):
+            return tool, device
     raise ConversionError(f"no conversion from {from_format} to {to_format}")
+
+
+def _device(from_format: str, to_format: str) -> str:
+    tool, device = _edge(from_format, to_format)
+    if tool != GS:
+        raise ConversionError(f"no Ghostscript conversion from {from_format} to {to_format}")
+    return device
 
 
 def ghostscript_argv(gs: str, src: Path, dst: Path, from_format: str, to_format: str) -> list[str]:
     """The command line: -dSAFER always; errors in a PDF stop it (exit 1)."""
+    device = _device(from_format, to_format)
     argv = [
         gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-dPDFSTOPONERROR",
-        "-sstdout=%stderr", f"-sDEVICE={_device(from_format, to_format)}",
+        "-sstdout=%stderr", f"-sDEVICE={device}",
         f"-sOutputFile={dst}",
     ]
+    if device in ("pwgraster", "urf"):
+        argv += [f"-r{RASTER_DPI}"]
     if from_format == "text":
         # gslp.ps (in Ghostscript's library) typesets the file named after
         # "--"; under -dSAFER it may only read the file we permit.
@@ -189,6 +256,48 @@ def ghostscript_argv(gs: str, src: Path, dst: Path, from_format: str, to_format:
     else:
         argv += ["--", str(src)]
     return argv
+
+
+def _sandbox_prefix(memory: bool = True) -> list[str]:
+    """What every converter runs under (docs/convert.md): its own session
+    (``setsid``: a time-out kills the whole process group, LibreOffice's
+    oosplash and soffice.bin too), no network (``unshare -n``: a document
+    cannot fetch anything, not even from localhost), and resource limits
+    (``prlimit``: output file size, address space, CPU seconds)."""
+    prefix: list[str] = []
+    setsid = shutil.which("setsid")
+    if setsid:
+        prefix += [setsid]
+    if _can_unshare_network():
+        prefix += [shutil.which("unshare") or "unshare", "-n", "--"]
+    prlimit = shutil.which("prlimit")
+    if prlimit:
+        prefix += [prlimit, f"--fsize={MAX_OUTPUT_BYTES}", f"--cpu={int(CONVERSION_TIMEOUT) + 60}"]
+        if memory:
+            prefix += [f"--as={MAX_MEMORY_BYTES}"]
+        prefix += ["--"]
+    return prefix
+
+
+_UNSHARE_OK: bool | None = None
+
+
+def _can_unshare_network() -> bool:
+    """``unshare -n`` needs root (or user namespaces): tried once."""
+    global _UNSHARE_OK
+    if _UNSHARE_OK is None:
+        import subprocess
+
+        tool = shutil.which("unshare")
+        try:
+            _UNSHARE_OK = tool is not None and subprocess.run(
+                [tool, "-n", "--", "true"], capture_output=True, timeout=10).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            _UNSHARE_OK = False
+        if not _UNSHARE_OK:
+            log.warn("converters run WITH network access: `unshare -n` does not work here "
+                     "(run the appliance as root or allow user namespaces)")
+    return _UNSHARE_OK
 
 
 class _GhostscriptProcess(ProcessProtocol):
@@ -237,7 +346,11 @@ def _disk_is_full(directory: Path) -> bool:
     return free is not None and free < LOW_DISK_SPACE
 
 
-def check_output(path: Path, to_format: str, messages: bytes | str = b"") -> int:
+#: The first bytes of a complete raster stream.
+START_MARKERS: dict[str, bytes] = {"pwg-raster": b"RaS2", "urf": b"UNIRAST"}
+
+
+def check_output(path: Path, to_format: str, messages: bytes | str = b"", tool: str = "Ghostscript") -> int:
     """Is the converter's output at *path* whole?  Returns its size, or
     raises :class:`ConverterFailed` (or :class:`ConverterUnavailable` when
     the disk is full) when it is missing, empty, lacks the format's end
@@ -253,19 +366,24 @@ def check_output(path: Path, to_format: str, messages: bytes | str = b"") -> int
         size = -1
     problem = None
     if bad is not None:
-        problem = f"Ghostscript reported {bad.group(0).decode('utf-8', 'replace').strip()!r}"
+        problem = f"{tool} reported {bad.group(0).decode('utf-8', 'replace').strip()!r}"
     elif size < 0:
-        problem = f"Ghostscript wrote no {to_format} output"
+        problem = f"{tool} wrote no {to_format} output"
     elif size == 0:
-        problem = f"Ghostscript's {to_format} output is empty"
+        problem = f"{tool}'s {to_format} output is empty"
     else:
+        start = START_MARKERS.get(to_format)
+        if start is not None:
+            with open(path, "rb") as f:
+                if not f.read(1024).lstrip(b"\x00").startswith(start):
+                    problem = f"{tool}'s {to_format} output does not start with {start.decode()}"
         marker = END_MARKERS.get(to_format)
         if marker is not None:
             with open(path, "rb") as f:
                 f.seek(max(size - END_MARKER_WINDOW, 0))
                 tail = f.read()
             if marker not in tail:
-                problem = (f"Ghostscript's {to_format} output ({size} bytes) is incomplete: "
+                problem = (f"{tool}'s {to_format} output ({size} bytes) is incomplete: "
                            f"no {marker.decode()} at its end")
     if problem is None:
         return size
@@ -276,10 +394,11 @@ def check_output(path: Path, to_format: str, messages: bytes | str = b"") -> int
     raise ConverterFailed(f"{problem}; the document was not sent and will be converted again", details=text)
 
 
-def _finish_output(partial: Path, dst: Path, to_format: str, messages: bytes) -> Path:
+def _finish_output(partial: Path, dst: Path, to_format: str, messages: bytes,
+                   tool: str = "Ghostscript") -> Path:
     """Check the output, then give it its final name (worker thread)."""
     try:
-        check_output(partial, to_format, messages)
+        check_output(partial, to_format, messages, tool)
         os.replace(partial, dst)
     except BaseException:
         _unlink(partial)
@@ -289,43 +408,201 @@ def _finish_output(partial: Path, dst: Path, to_format: str, messages: bytes) ->
 
 def convert(
     reactor,
-    src: Path,
+    src: Path | list[Path],
     dst: Path,
     from_format: str,
     to_format: str,
     *,
     timeout: float | None = None,
+    media: str = DEFAULT_MEDIA,
 ) -> defer.Deferred:
-    """Convert *src* (of *from_format*) into *dst* (of *to_format*).
+    """Convert *src* (of *from_format*) into *dst* (of *to_format*), along
+    the shortest path of :data:`EDGES` (e.g. docx -> pdf -> pwg-raster).
+    *src* may be several pictures: they become one PDF of several pages.
 
     Fires with *dst* once it is complete and checked (written under a
     temporary name, checked by :func:`check_output`, renamed: *dst* never
-    holds half a document).  Fails with :class:`ConversionError` when
-    Ghostscript rejected the document (its words in ``reason``), with
+    holds half a document).  Fails with :class:`ConversionError` when a
+    converter rejected the document (its words in ``reason``), with
     :class:`ConverterUnavailable` or :class:`ConverterFailed` (temporary
     faults) when it could not do its work."""
+    return defer.ensureDeferred(_convert(reactor, src, dst, from_format, to_format, timeout, media))
+
+
+async def _convert(reactor, src, dst, from_format, to_format, timeout, media) -> Path:
     if timeout is None:
         timeout = CONVERSION_TIMEOUT  # read at each call: a site or a test may change it
-    src, dst = Path(src).absolute(), Path(dst).absolute()
-    partial = dst.with_name(dst.name + ".part")
+    sources = [Path(p).absolute() for p in (src if isinstance(src, (list, tuple)) else [src])]
+    dst = Path(dst).absolute()
+    path = conversion_path(from_format, (to_format,))
+    steps = list(zip(path, path[1:]))
+    made: list[Path] = []
     try:
-        argv = ghostscript_argv(ghostscript_path(), src, partial, from_format, to_format)
-    except (ConversionError, ConverterUnavailable) as e:
-        return defer.fail(e)
+        for i, (a, b) in enumerate(steps):
+            last = i == len(steps) - 1
+            out = dst if last else dst.with_name(f"{dst.stem}.step{i + 1}.{_formats.EXTENSIONS.get(b, 'bin')}")
+            await _step(reactor, sources, out, a, b, timeout, media)
+            if not last:
+                made.append(out)
+            sources = [out]
+    finally:
+        for p in made:
+            _unlink(p)
+    return dst
+
+
+async def _step(reactor, sources: list[Path], dst: Path, from_format: str, to_format: str,
+                timeout: float, media: str) -> Path:
+    """One edge of the graph: run its tool in the sandbox, check the output."""
+    tool, _device = _edge(from_format, to_format)
+    partial = dst.with_name(dst.name + ".part")
+    if tool == GS:
+        argv = ghostscript_argv(ghostscript_path(), sources[0], partial, from_format, to_format)
+        messages = await _run(reactor, "Ghostscript", argv, dst.parent, timeout,
+                              f"converting {from_format} to {to_format}", partial)
+        return await pools_for(reactor).durable(_finish_output, partial, dst, to_format, messages)
+    if tool == IMAGE:
+        argv = [sys.executable, "-m", "phaserlink.printer.convert_image", "--media", media,
+                str(partial), *map(str, sources)]
+        messages = await _run(reactor, "the picture converter", argv, dst.parent,
+                              timeout, f"converting {from_format} to PDF", partial,
+                              rejects=IMAGE_REJECTED)
+        return await pools_for(reactor).durable(_finish_output, partial, dst, to_format, messages,
+                                                "the picture converter")
+    if tool == OFFICE:
+        async with _slots(reactor):
+            return await _libreoffice(reactor, sources[0], dst, from_format, timeout)
+    if tool == HTML:
+        async with _slots(reactor):
+            return await _chromium(reactor, sources[0], dst, timeout)
+    raise ConversionError(f"no conversion from {from_format} to {to_format}")
+
+
+#: Exit status of convert_image for a picture it cannot read (the document's
+#: fault); any other failure is the machine's.
+IMAGE_REJECTED = 65  # EX_DATAERR
+
+
+class _Slots:
+    """At most ``max_conversions`` heavy converters (LibreOffice, Chromium)
+    at once: each takes ~200 MB and a core; the rest wait their turn."""
+
+    def __init__(self) -> None:
+        self.limit = 1
+        self.semaphore = defer.DeferredSemaphore(1)
+
+    def __call__(self, reactor):
+        return self
+
+    async def __aenter__(self):
+        await self.semaphore.acquire()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.semaphore.release()
+
+
+_slots = _Slots()
+
+
+def set_max_conversions(n: int) -> None:
+    """Set the ``[appliance] max_conversions`` limit (at start-up)."""
+    if n != _slots.limit:
+        _slots.limit = n
+        _slots.semaphore = defer.DeferredSemaphore(max(1, n))
+
+
+def _soffice_path() -> str:
+    path = shutil.which(SOFFICE) or shutil.which("libreoffice")
+    if path is None:
+        raise ConversionError(
+            "LibreOffice is not installed on the print server, so Office documents cannot be printed "
+            "(apt-get install libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui)")
+    return path
+
+
+async def _libreoffice(reactor, src: Path, dst: Path, from_format: str, timeout: float) -> Path:
+    """``soffice --headless --convert-to pdf`` with a throw-away profile:
+    two LibreOffices on one profile fail, and a document cannot leave
+    anything behind for the next one."""
+    import tempfile
+
+    soffice = _soffice_path()
+    work = Path(await pools_for(reactor).durable(tempfile.mkdtemp, "", ".lo", str(dst.parent)))
+    try:
+        # LibreOffice picks its import filter by the name too: give it one.
+        named = work / f"document.{_formats.EXTENSIONS.get(from_format, from_format)}"
+        os.symlink(src, named)
+        argv = [soffice, f"-env:UserInstallation=file://{work}/profile", "--headless", "--norestore",
+                "--nolockcheck", "--nodefault", "--convert-to", "pdf", "--outdir", str(work / "out"),
+                str(named)]
+        out = work / "out" / "document.pdf"
+        messages = await _run(reactor, "LibreOffice", argv, work, timeout,
+                              f"converting {from_format} to PDF", out, env={"HOME": str(work)}, memory=False)
+        if not out.exists():
+            text = messages.decode("utf-8", "replace")
+            raise ConversionError(
+                f"LibreOffice cannot convert this {from_format} document: "
+                + (_summary(text) or "it wrote no PDF"), details=text)
+        return await pools_for(reactor).durable(_finish_output, out, dst, "pdf", messages, "LibreOffice")
+    finally:
+        await pools_for(reactor).durable(shutil.rmtree, work, True)
+
+
+async def _chromium(reactor, src: Path, dst: Path, timeout: float) -> Path:
+    """An HTML body printed as the page it shows, with no network at all
+    (``unshare -n`` and Chromium's own proxy/resolver rules pointing nowhere)."""
+    import tempfile
+
+    chromium = shutil.which(CHROMIUM)
+    if chromium is None:
+        raise ConversionError("Chromium is not installed on the print server, so an HTML-only mail "
+                              "cannot be printed (apt-get install chromium)")
+    work = Path(await pools_for(reactor).durable(tempfile.mkdtemp, "", ".html", str(dst.parent)))
+    try:
+        page = work / "page.html"
+        os.symlink(src, page)
+        partial = work / "page.pdf"
+        argv = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-extensions", "--disable-background-networking",
+                "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
+                "--blink-settings=imagesEnabled=true", f"--user-data-dir={work / 'profile'}",
+                "--no-pdf-header-footer", f"--print-to-pdf={partial}", page.as_uri()]
+        messages = await _run(reactor, "Chromium", argv, work, timeout,
+                              "converting HTML to PDF", partial, env={"HOME": str(work)}, memory=False)
+        return await pools_for(reactor).durable(_finish_output, partial, dst, "pdf", b"", "Chromium")
+    finally:
+        await pools_for(reactor).durable(shutil.rmtree, work, True)
+
+
+async def _run(reactor, tool: str, argv: list[str], cwd: Path, timeout: float, what: str,
+               partial: Path, *, env: dict[str, str] | None = None, rejects: int | None = None,
+               memory: bool = True) -> bytes:
+    """Run one converter (*argv*) in the sandbox; its messages when it
+    exited 0.  A non-zero exit is classified by how it ended (module
+    docstring)."""
+    command = _sandbox_prefix(memory) + argv
     done: defer.Deferred = defer.Deferred()
     proto = _GhostscriptProcess(done)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
+               "PYTHONPATH": _package_root(), **(env or {})}
     try:
         transport = reactor.spawnProcess(
-            proto, argv[0], argv, env=env, path=str(dst.parent),
+            proto, command[0], command, env=environ, path=str(cwd),
             childFDs={0: "w", 1: "r", 2: "r"},
         )
     except OSError as e:
-        return defer.fail(ConverterUnavailable(f"Ghostscript ({argv[0]}) cannot be started: {e}"))
+        raise ConverterUnavailable(f"{tool} ({argv[0]}) cannot be started: {e}") from None
     transport.closeStdin()
 
     def on_timeout() -> None:
         proto.killed_for_timeout = True
+        pid = transport.pid
+        try:
+            if pid:
+                os.killpg(pid, 9)  # its own session (setsid): all of its children too
+        except OSError:
+            pass
         try:
             transport.signalProcess("KILL")
         except error.ProcessExitedAlready:
@@ -336,52 +613,62 @@ def convert(
         transport.loseConnection()
 
     timer = reactor.callLater(timeout, on_timeout)
-
-    def ended(_) -> defer.Deferred | Path:
-        reason = proto.reason
+    try:
+        await done
+    finally:
         if timer.active():
             timer.cancel()
-        raw = bytes(proto.messages)
-        messages = raw.decode("utf-8", "replace")
-        what = f"converting {from_format} to {to_format}"
-        if proto.killed_for_timeout:
-            _unlink(partial)
-            raise ConverterFailed(
-                f"{what} took longer than {timeout:g} s; Ghostscript was stopped and it will be tried again",
-                details=messages)
-        if not reason.check(error.ProcessDone):
-            code = getattr(reason.value, "exitCode", None)
-            signal = getattr(reason.value, "signal", None)
-            disk_full = _disk_is_full(dst.parent)
-            _unlink(partial)
-            summary = _summary(messages)
-            if signal is not None and code is None:
-                raise ConverterFailed(f"Ghostscript was killed by signal {signal} while {what}", details=messages)
-            if code in CANNOT_RUN_EXIT_CODES or EXEC_FAILED in messages:
-                if EXEC_FAILED in messages:
-                    last = [line for line in messages.splitlines() if line.strip()][-1:]
-                    summary = last[0].strip() if last else summary
-                raise ConverterUnavailable(
-                    f"Ghostscript ({argv[0]}) cannot run on the print server (exit {code}"
-                    + (f": {summary}" if summary else "") + ")", details=messages)
-            if disk_full or SYSTEM_TROUBLE.search(messages):
-                raise ConverterUnavailable(
-                    f"Ghostscript failed {what} because of the print server ("
-                    + (summary or f"exit {code}") + (f"; disk full in {dst.parent}" if disk_full else "") + ")",
-                    details=messages)
-            if OUT_OF_MEMORY.search(messages):
-                raise ConverterFailed(f"Ghostscript ran out of memory while {what} ({summary})",
-                                      details=messages)
-            raise ConversionError(
-                f"cannot convert this {from_format} document to {to_format}: "
-                + (summary or f"Ghostscript exited with {code}"),
-                details=messages,
-            )
+    reason = proto.reason
+    raw = bytes(proto.messages)
+    messages = raw.decode("utf-8", "replace")
+    name = tool[:1].upper() + tool[1:]
+    if proto.killed_for_timeout:
+        _unlink(partial)
+        raise ConverterFailed(
+            f"{what} took longer than {timeout:g} s; {tool} was stopped and it will be tried again",
+            details=messages)
+    if reason.check(error.ProcessDone):
         if messages.strip():
-            log.info("Ghostscript said while converting {src}: {messages}", src=str(src), messages=messages)
-        return pools_for(reactor).durable(_finish_output, partial, dst, to_format, raw)
+            log.info("{tool} said while {what}: {messages}", tool=tool, what=what, messages=messages)
+        return raw
+    code = getattr(reason.value, "exitCode", None)
+    signal = getattr(reason.value, "signal", None)
+    disk_full = _disk_is_full(partial.parent)
+    _unlink(partial)
+    summary = _summary(messages)
+    if signal == SIGXFSZ:
+        raise ConversionError(f"{what} made more than {MAX_OUTPUT_BYTES // 2**20} MB; "
+                              "the document is too large to print", details=messages)
+    if signal is not None and code is None:
+        raise ConverterFailed(f"{tool} was killed by signal {signal} while {what}", details=messages)
+    if code in CANNOT_RUN_EXIT_CODES or EXEC_FAILED in messages:
+        if EXEC_FAILED in messages:
+            last = [line for line in messages.splitlines() if line.strip()][-1:]
+            summary = last[0].strip() if last else summary
+        raise ConverterUnavailable(
+            f"{tool} ({argv[0]}) cannot run on the "
+            f"print server (exit {code}" + (f": {summary}" if summary else "") + ")", details=messages)
+    if disk_full or SYSTEM_TROUBLE.search(messages):
+        raise ConverterUnavailable(
+            f"{name} failed {what} because of the print server ("
+            + (summary or f"exit {code}") + (f"; disk full in {partial.parent}" if disk_full else "") + ")",
+            details=messages)
+    if OUT_OF_MEMORY.search(messages):
+        raise ConverterFailed(f"{name} ran out of memory while {what} ({summary})", details=messages)
+    if rejects is not None and code != rejects:
+        raise ConverterFailed(f"{tool} failed while {what} (exit {code}: {summary})", details=messages)
+    raise ConversionError(
+        f"cannot convert this {what.removeprefix('converting ').replace(' to ', ' document to ', 1)}: "
+        + (summary or f"{tool} exited with {code}"),
+        details=messages,
+    )
 
-    return done.addCallback(ended)
+
+def _package_root() -> str:
+    """The directory phaserlink is imported from, for ``python3 -m``."""
+    import phaserlink
+
+    return str(Path(phaserlink.__file__).resolve().parent.parent)
 
 
 def _unlink(path: Path) -> None:
@@ -389,3 +676,123 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+#: Formats whose pages Ghostscript counts.
+COUNTED_BY_GHOSTSCRIPT = ("pdf", "postscript")
+#: Lines on a page of plain text as gslp.ps sets it (and as a printer's
+#: text mode does, near enough): a form feed starts a new page too.
+TEXT_LINES_PER_PAGE = 66
+#: Seconds a page count may take.
+PAGE_COUNT_TIMEOUT = 60.0
+
+
+def count_pages(reactor, path: Path, fmt: str, *, interpret: bool = True) -> defer.Deferred:
+    """How many pages *path* (of *fmt*) prints, or None when unknown (PCL).
+
+    PDF and PostScript are counted by Ghostscript in the sandbox (a PDF by
+    its page tree, PostScript by running it on the ``nullpage`` device
+    with an EndPage procedure that counts); a picture is one page; text by lines and
+    form feeds; URF says it in its header, PWG raster has one page header
+    ("PwgRaster") per page.  Never fails: a count is worth having, not
+    worth holding a job for.  With *interpret* false, PostScript that does
+    not say its count in a ``%%Pages:`` comment stays unknown instead of
+    being run (a Ghostscript start per job: the page cap needs it, a plain
+    print does not)."""
+    return defer.ensureDeferred(_count_pages(reactor, Path(path).absolute(), fmt, interpret))
+
+
+async def _count_pages(reactor, path: Path, fmt: str, interpret: bool = True) -> int | None:
+    try:
+        if fmt == "postscript":
+            said = await pools_for(reactor).cpu(_dsc_pages, path)
+            if said is not None or not interpret:
+                return said
+        if fmt in COUNTED_BY_GHOSTSCRIPT:
+            gs = ghostscript_path()
+            if fmt == "pdf":
+                argv = [gs, "-q", "-dNODISPLAY", "-dSAFER",
+                        f"--permit-file-read={path}", "-c",
+                        f"({_ps_string(str(path))}) (r) file runpdfbegin pdfpagecount = quit"]
+            else:
+                argv = [gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=nullpage",
+                        "-c", _COUNT_PS_PAGES, "-f", str(path), "-c", "(PLPAGES=) print globaldict /PLpages get = flush"]
+            raw = await _run(reactor, "Ghostscript", argv, path.parent,
+                             PAGE_COUNT_TIMEOUT, f"counting the pages of {fmt}", path.with_name(".none"))
+            text = raw.decode("utf-8", "replace")
+            if fmt == "pdf":
+                numbers = re.findall(r"^\s*(\d+)\s*$", text, re.MULTILINE)
+                return int(numbers[-1]) if numbers and int(numbers[-1]) > 0 else None
+            found = re.findall(r"PLPAGES=(\d+)", text)
+            return int(found[-1]) if found and int(found[-1]) > 0 else None
+        if fmt in _formats.IMAGES or fmt in ("jpeg", "png"):
+            return 1
+        if fmt in ("text", "urf", "pwg-raster"):
+            return await pools_for(reactor).cpu(_count_file_pages, path, fmt)
+    except Exception as e:
+        log.info("cannot count the pages of {path}: {e}", path=str(path), e=str(e))
+    return None
+
+
+#: Counts the pages a PostScript file ends (EndPage, reason 0 or 1) in a
+#: global counter, which the file's own save/restore cannot undo; the
+#: nullpage device renders nothing, so 4000 pages take a fraction of a second.
+_COUNT_PS_PAGES = ("true setglobal globaldict /PLpages 0 put false setglobal "
+                   "<< /EndPage { exch pop 2 ne dup { globaldict /PLpages 2 copy get 1 add put } if } >> "
+                   "setpagedevice")
+
+
+#: How much of a PostScript file's head and tail is read for ``%%Pages:``.
+DSC_WINDOW = 64 * 1024
+
+
+def _dsc_pages(path: Path) -> int | None:
+    """The page count a DSC-conforming PostScript file states (``%%Pages: N``
+    in its header, or in its trailer after ``(atend)``): what drivers and
+    ps2write write, and no Ghostscript start (~50 ms) for each small job."""
+    with open(path, "rb") as f:
+        head = f.read(DSC_WINDOW)
+        if not head.startswith(b"%!PS-Adobe-"):
+            return None
+        m = re.search(rb"^%%Pages:\s*(\d+|\(atend\))", head, re.MULTILINE)
+        if m is None:
+            return None
+        if m.group(1) == b"(atend)":
+            f.seek(max(path.stat().st_size - DSC_WINDOW, 0))
+            found = re.findall(rb"^%%Pages:\s*(\d+)", f.read(), re.MULTILINE)
+            return int(found[-1]) if found and int(found[-1]) > 0 else None
+        n = int(m.group(1))
+        return n if n > 0 else None
+
+
+def _ps_string(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def _count_file_pages(path: Path, fmt: str) -> int | None:
+    """Pages of text, URF or PWG raster, reading the file once (worker thread)."""
+    with open(path, "rb") as f:
+        if fmt == "urf":
+            head = f.read(12)
+            # Ghostscript streams URF and writes 0 here: then unknown.
+            return (int.from_bytes(head[8:12], "big") or None) if head.startswith(b"UNIRAST\0") else None
+        pages, lines, carry = 0, 0, b""
+        marker = b"PwgRaster\0"
+        while True:
+            chunk = f.read(1024 * 1024)
+            if not chunk:
+                break
+            if fmt == "pwg-raster":
+                data = carry + chunk
+                pages += data.count(marker)
+                carry = data[-(len(marker) - 1):]
+                continue
+            *full, last = chunk.split(b"\f")
+            for segment in full:  # a form feed ends a page
+                lines += segment.count(b"\n")
+                pages += 1 + max(lines - 1, 0) // TEXT_LINES_PER_PAGE
+                lines = 0
+            lines += last.count(b"\n")
+        if fmt == "text" and (lines or pages == 0):
+            pages += 1 + max(lines - 1, 0) // TEXT_LINES_PER_PAGE
+        return pages or None

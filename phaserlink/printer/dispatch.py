@@ -37,6 +37,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
+from phaserlink.message import formats as _formats
 from phaserlink.printer import jobs as J
 from phaserlink.printer import journal
 from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
@@ -57,9 +58,8 @@ from phaserlink.limits import (  # noqa: E402
     DISPATCH_STOP_GRACE as STOP_GRACE,
 )
 
-MIME_TYPES = {"postscript": "application/postscript", "pdf": "application/pdf",
-              "pcl": "application/vnd.hp-pcl", "text": "text/plain"}
-EXTENSIONS = {"postscript": "ps", "pdf": "pdf", "pcl": "pcl", "text": "txt"}
+MIME_TYPES = dict(_formats.CONTENT_TYPES)
+EXTENSIONS = dict(_formats.EXTENSIONS)
 
 
 def backoff(attempts: int) -> float:
@@ -268,8 +268,8 @@ class Dispatcher:
                 self.sending = None
             job.printed_documents = index + 1
             job.printer_job = None
-            if result.pages is not None:
-                job.pages = (job.pages or 0) + result.pages
+            if result.pages is not None:  # the printer's own count replaces ours
+                job.pages = (job.pages or 0) - (document.pages or 0) + result.pages
             job.acknowledged = result.acknowledged
             job.attempts = 0
             log.info("printer {printer} job {job}: document {n}/{total} delivered: {ack}",
@@ -312,8 +312,11 @@ class Dispatcher:
         if not extracted:
             raise DocumentFault("there is nothing printable in the message", J.UNSUPPORTED_DOCUMENT_FORMAT)
         documents = []
-        for i, doc in enumerate(extracted):
+        for i, group in enumerate(_picture_runs(extracted, self.printer.formats)):
+            doc = group[0]
             name = doc.filename or doc.content_type
+            if len(group) > 1:
+                name = f"{len(group)} pictures ({name}, ...)"
             try:
                 target = self.tools.needs_conversion(doc.format, self.printer.formats)
             except self.tools.unprintable as e:
@@ -323,8 +326,9 @@ class Dispatcher:
                 dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(target, 'bin')}"
                 log.info("printer {printer} job {job}: converting {name} from {f} to {t}",
                          printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=target)
+                sources = [Path(d.path) for d in group] if len(group) > 1 else path
                 try:
-                    await self.tools.convert(self.reactor, path, dst, fmt, target)
+                    await self.tools.convert(self.reactor, sources, dst, fmt, target)
                 except Exception as e:
                     fault = classify(e, self.tools.unprintable)
                     if isinstance(fault, DocumentFault):
@@ -332,9 +336,18 @@ class Dispatcher:
                                             getattr(fault, "details", "")) from None
                     raise
                 path, fmt = dst, target
+            pages = None
+            if self.tools.count_pages is not None:
+                # PostScript without a %%Pages: comment is counted by running
+                # it only where a page cap needs the count: that costs a
+                # Ghostscript start per job (docs/convert.md).
+                pages = await self.tools.count_pages(self.reactor, path, fmt,
+                                                     interpret=self.printer.max_pages_per_job is not None)
             documents.append(Document(file=str(path.relative_to(self.spool.job_dir(job.job_id))), format=fmt,
                                       content_type=doc.content_type, filename=doc.filename,
-                                      size=path.stat().st_size))
+                                      size=path.stat().st_size, pages=pages))
+        counts = [d.pages for d in documents]
+        job.pages = sum(counts) if counts and None not in counts else None  # type: ignore[arg-type]
         await self._check_pages(job, documents)
         # Not fsync'd: derived data, extracted again after a crash (see
         # Intake.recover), so the state never points at a lost document.
@@ -352,7 +365,9 @@ class Dispatcher:
         root = self.spool.job_dir(job.job_id)
         total = 0
         for document in documents:
-            pages = await self.blocking(count_pages, root / document.file, document.format)
+            pages = document.pages
+            if pages is None:  # not counted while preparing (a fake toolkit, an odd format)
+                pages = await self.blocking(count_pages, root / document.file, document.format)
             total += (pages or 0) * max(1, job.copies)
         if total > cap:
             copies = f" ({job.copies} copies)" if job.copies > 1 else ""
@@ -579,6 +594,22 @@ def operator_held(job: Job) -> bool:
     from phaserlink.printer.control import JOB_HOLD_UNTIL_SPECIFIED, SENDER_RELEASE
 
     return job.state == J.PENDING_HELD and bool({JOB_HOLD_UNTIL_SPECIFIED, SENDER_RELEASE} & set(job.reasons))
+
+
+def _picture_runs(extracted: list, accepted: tuple[str, ...]) -> list[list]:
+    """The documents, with pictures next to each other in one group: several
+    photos in one mail become one PDF of several pages (docs/convert.md).
+    A picture the printer takes as it is goes alone, as it is."""
+    def joins(doc) -> bool:
+        return doc.format in _formats.IMAGES and doc.format not in accepted
+
+    runs: list[list] = []
+    for doc in extracted:
+        if runs and joins(doc) and joins(runs[-1][-1]):
+            runs[-1].append(doc)
+        else:
+            runs.append([doc])
+    return runs
 
 
 def _quoted(title: str) -> str:

@@ -67,6 +67,7 @@ class Document:
     content_type: str = "application/octet-stream"
     filename: str | None = None
     size: int = 0
+    pages: int | None = None  # counted before it is sent (None: unknown)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from phaserlink.printer.local_source import LocalMailSource
 from phaserlink.printer.retriever import Retriever
 from phaserlink.printer.spool import JobSpool
 from phaserlink.printer.status import StatusMailer
+from phaserlink.printer.convert import set_max_conversions
 from phaserlink.printer.toolkit import Toolkit, default_toolkit
 from phaserlink.threads import pools_for
 
@@ -62,6 +63,7 @@ class PrinterRunner(service.Service):
         pools = pools_for(reactor)
         self.blocking = blocking or pools.runner("cpu")
         self.tools = tools or default_toolkit()
+        set_max_conversions(site.appliance.max_conversions)
         if source is None:
             if printer.mailbox is None:
                 source = LocalMailSource(store, printer.name, self.blocking, blocking or pools.durable)

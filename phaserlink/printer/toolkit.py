@@ -73,6 +73,7 @@ class Toolkit:
     convert: Callable[..., Any]  # (reactor, src, dst, from, to) -> Deferred
     unprintable: tuple[type[BaseException], ...]  # errors with .reason and .ipp_reason
     write_report: Callable[..., None]  # phaserlink.message.report.write_status_report
+    count_pages: Callable[..., Any] | None = None  # (reactor, path, format) -> Deferred[int | None]
 
 
 def notify_words(value: str | None) -> list[str] | None:
@@ -132,7 +133,7 @@ def _partial_of(headers) -> tuple[str, int, int | None] | None:
 
 def default_toolkit() -> Toolkit:
     from phaserlink.message.extract import ExtractError, extract_documents
-    from phaserlink.printer.convert import ConversionError, convert, needs_conversion
+    from phaserlink.printer.convert import ConversionError, convert, count_pages, needs_conversion
 
     def reassemble(paths: list[Path], out: Path) -> Any:
         from phaserlink.message.partial import reassemble as _reassemble
@@ -152,4 +153,5 @@ def default_toolkit() -> Toolkit:
         convert=convert,
         unprintable=(ExtractError, ConversionError),
         write_report=write_report,
+        count_pages=count_pages,
     )

@@ -362,3 +362,38 @@ PAUSE_HELD_INPUT = 64 * 1024
 #: Seconds one count may take; a document that takes longer is not refused
 #: for its page count (its conversion or printing has its own limits).
 COUNT_TIMEOUT = 120
+
+# -- printer.convert -------------------------------------------------------
+
+#: Seconds one conversion may take before the child is killed.
+CONVERSION_TIMEOUT = 300.0
+#: Bytes of Ghostscript's messages kept for the error report (it can print a lot).
+MAX_DIAGNOSTICS = 64 * 1024
+#: Below this many free bytes where the output goes, a failed conversion is
+#: taken to be the disk's fault, whatever Ghostscript said.
+LOW_DISK_SPACE = 1024 * 1024
+#: How far from the end an output format's end marker may be (trailing
+#: newlines, a PDF's startxref is before it).
+END_MARKER_WINDOW = 1024
+#: Most bytes one converter may write (RLIMIT_FSIZE: a file bomb is killed).
+MAX_OUTPUT_BYTES = 1024 * 1024 * 1024
+#: Address space of Ghostscript and the picture converter (RLIMIT_AS).
+MAX_MEMORY_BYTES = 2 * 1024 * 1024 * 1024
+#: Seconds a page count may take.
+PAGE_COUNT_TIMEOUT = 60.0
+#: How much of a PostScript file's head and tail is read for ``%%Pages:``.
+DSC_WINDOW = 64 * 1024
+
+# -- printer.convert_image -------------------------------------------------
+
+#: More pixels than this in one picture is taken for a decompression bomb.
+MAX_PIXELS = 200_000_000
+
+# -- message.formats -------------------------------------------------------
+
+HEAD_SIZE = 4096
+PDF_SEARCH = 1024
+
+# -- message.extract -------------------------------------------------------
+
+MAX_TITLE = 255

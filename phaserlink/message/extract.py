@@ -58,7 +58,11 @@ from .formats import (
 )
 from .mime import DecodeError, Headers, MimeError, Part, iter_decoded, iter_parts, read_headers
 
-MAX_TITLE = 255
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_TITLE,
+)
+
 """A title is cut to this many characters (IPP job-name is name(255))."""
 
 PAGE_LANGUAGES = (POSTSCRIPT, PDF, PCL)

@@ -16,10 +16,14 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-HEAD_SIZE = 4096
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    HEAD_SIZE,
+    PDF_SEARCH,
+)
+
 """How many leading bytes ``detect_format`` looks at (callers read this many)."""
 
-PDF_SEARCH = 1024
 """Acrobat accepts ``%PDF-`` anywhere in the first 1024 bytes; so do we."""
 
 POSTSCRIPT = "postscript"

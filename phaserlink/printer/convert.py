@@ -64,10 +64,18 @@ __all__ = [
 
 #: The program looked up on PATH (``shutil.which``) when a conversion runs.
 GHOSTSCRIPT = "gs"
-#: Seconds one conversion may take before the child is killed.
-CONVERSION_TIMEOUT = 300.0
-#: Bytes of Ghostscript's messages kept for the error report (it can print a lot).
-MAX_DIAGNOSTICS = 64 * 1024
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    CONVERSION_TIMEOUT,
+    MAX_DIAGNOSTICS,
+    LOW_DISK_SPACE,
+    END_MARKER_WINDOW,
+    MAX_OUTPUT_BYTES,
+    MAX_MEMORY_BYTES,
+    PAGE_COUNT_TIMEOUT,
+    DSC_WINDOW,
+)
+
 #: The IPP job-state-reason (RFC 8011 5.3.8) for a document we cannot print.
 FORMAT_ERROR = "document-format-error"
 #: Exit codes of a child the system could not run: 126 (not executable),
@@ -76,12 +84,6 @@ CANNOT_RUN_EXIT_CODES = (126, 127)
 #: What Twisted's forked child writes to stderr (then exit 1) when the exec
 #: itself fails (a bad ``#!`` interpreter, a file that is no program).
 EXEC_FAILED = "Upon execvpe"
-#: Below this many free bytes where the output goes, a failed conversion is
-#: taken to be the disk's fault, whatever Ghostscript said.
-LOW_DISK_SPACE = 1024 * 1024
-#: How far from the end an output format's end marker may be (trailing
-#: newlines, a PDF's startxref is before it).
-END_MARKER_WINDOW = 1024
 #: The end marker a complete file of each format carries (the DSC trailer
 #: of ps2write's output, the end of a PDF's trailer).
 END_MARKERS: dict[str, bytes] = {"postscript": b"%%EOF", "pdf": b"%%EOF"}
@@ -124,10 +126,6 @@ EDGES: tuple[tuple[str, str, str, str], ...] = (
 RASTER_DPI = 300
 #: The media pictures are fitted to, when the printer says nothing else.
 DEFAULT_MEDIA = "a4"
-#: Most bytes one converter may write (RLIMIT_FSIZE: a file bomb is killed).
-MAX_OUTPUT_BYTES = 1024 * 1024 * 1024
-#: Address space of Ghostscript and the picture converter (RLIMIT_AS).
-MAX_MEMORY_BYTES = 2 * 1024 * 1024 * 1024
 #: The signal a process gets when it writes past RLIMIT_FSIZE.
 SIGXFSZ = 25
 #: Where LibreOffice is looked for (Debian's libreoffice-*-nogui).
@@ -683,8 +681,6 @@ COUNTED_BY_GHOSTSCRIPT = ("pdf", "postscript")
 #: Lines on a page of plain text as gslp.ps sets it (and as a printer's
 #: text mode does, near enough): a form feed starts a new page too.
 TEXT_LINES_PER_PAGE = 66
-#: Seconds a page count may take.
-PAGE_COUNT_TIMEOUT = 60.0
 
 
 def count_pages(reactor, path: Path, fmt: str, *, interpret: bool = True) -> defer.Deferred:
@@ -741,9 +737,6 @@ _COUNT_PS_PAGES = ("true setglobal globaldict /PLpages 0 put false setglobal "
                    "<< /EndPage { exch pop 2 ne dup { globaldict /PLpages 2 copy get 1 add put } if } >> "
                    "setpagedevice")
 
-
-#: How much of a PostScript file's head and tail is read for ``%%Pages:``.
-DSC_WINDOW = 64 * 1024
 
 
 def _dsc_pages(path: Path) -> int | None:

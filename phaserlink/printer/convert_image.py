@@ -29,8 +29,11 @@ MEDIA = {"a4": (595.28, 841.89), "letter": (612.0, 792.0), "legal": (612.0, 1008
 #: White margin around each picture, in points (about 10 mm): inside what
 #: most printers can print.
 MARGIN = 28.35
-#: More pixels than this in one picture is taken for a decompression bomb.
-MAX_PIXELS = 200_000_000
+# Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
+from phaserlink.limits import (  # noqa: E402
+    MAX_PIXELS,
+)
+
 #: The exit status for a picture that cannot be read (sysexits EX_DATAERR).
 EX_DATAERR = 65
 

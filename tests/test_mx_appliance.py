@@ -41,7 +41,7 @@ def test_status_mail_goes_by_mx_and_arrives_dkim_valid(appliance, tmp_path, caps
             f"status_sender = printers@big.test\ndns_servers = 127.0.0.1:{server.port}\nmx_port = {port}\n"
             f"dkim_key = {key}\ndkim_selector = pl1\ndkim_domain = big.test\n")
         appliance.sections = ("[printer:demo]\naddresses = demo@phaserlink.test\n"
-                              f"output = file:{out}\nallowed_senders = *@big.test\nformats = postscript\n"
+                              f"output = file:{out}\nallowed_senders = *@big.test\nsender_auth = none\nformats = postscript\n"
                               "notify = printed, errors\n")
         appliance.start()
         send(appliance, job_mail(sender="alice@big.test"))

@@ -107,6 +107,7 @@ def test_two_appliances_behind_postfix(tmp_path, capsys):
                 addresses = {p}@printers.test
                 output = file:{out / p}
                 allowed_senders = *@big.test
+                sender_auth = none
                 formats = postscript
                 notify = printed
                 """) for p in names)
@@ -190,6 +191,7 @@ def test_two_appliances_never_both_retrieve_one_dovecot_mailbox(tmp_path):
                 addresses = remote@printers.test
                 output = file:{out / str(n)}
                 allowed_senders = *@big.test
+                sender_auth = none
                 formats = postscript
                 notify = none
                 mailbox = pop3://printer1@127.0.0.1:{dovecot.port}

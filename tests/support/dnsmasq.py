@@ -47,24 +47,39 @@ class DnsServer:
     def __init__(self, directory: Path):
         self.binary = require_program("dnsmasq", "dnsmasq-base")
         self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.txt: dict[str, list[str]] = {}
+        self.records: dict[str, list[str]] = {}  # TXT records by name
         self.extra_args: list[str] = []  # e.g. --local-ttl=300 (answers are TTL 0 otherwise)
         self.proc: subprocess.Popen | None = None
 
     def add_txt(self, name: str, text: str) -> "DnsServer":
-        self.txt.setdefault(name, []).append(text)
+        self.records.setdefault(name, []).append(text)
+        return self
+
+    txt = add_txt
+
+    def mx(self, domain: str, host: str, preference: int) -> "DnsServer":
+        self.extra_args.append(f"--mx-host={domain},{host},{preference}")
+        return self
+
+    def host(self, name: str, address: str) -> "DnsServer":
+        self.extra_args.append(f"--host-record={name},{address}")
         return self
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def server(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
     def start(self) -> "DnsServer":
         args = [self.binary, "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                 f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
                 "--local=/test/", "--user=root", "--pid-file=", "--log-facility=-", *self.extra_args]
-        for name, texts in self.txt.items():
+        for name, texts in self.records.items():
             for text in texts:
                 args.append(f"--txt-record={name}," + ",".join(f'"{t}"' if "," in t else t for t in _split(text)))
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=(self.directory / "dnsmasq.log").open("ab"))

@@ -551,14 +551,14 @@ class _Loader:
 
         from phaserlink.values import parse_port
 
-        servers = []
+        from phaserlink.trust.dns import parse_server
+
+        servers = []  # one parser for MX delivery and sender verification
         for item in split_list(s.get("dns_servers") or ""):
             try:
-                host, port = parse_host_port(item, 53)
-                ipaddress.ip_address(host)
+                servers.append(parse_server(item))
             except ValueError as e:
-                s.error("dns_servers", f"{item!r}: {e}; use IP[:PORT] ...")
-            servers.append((host, port))
+                s.error("dns_servers", f"{e}; use IP[:PORT] ...")
         selector, domain = s.get("dkim_selector"), s.get("dkim_domain")
         key = s.readable_file("dkim_key")
         given = [k for k, v in (("dkim_key", key), ("dkim_selector", selector), ("dkim_domain", domain)) if v]

@@ -22,7 +22,7 @@ pools, so the same code runs synchronously there.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 from weakref import WeakKeyDictionary
 
 from twisted.internet import defer, threads
@@ -126,20 +126,30 @@ class WorkPools:
             pool.stop()
 
 
-_by_reactor: "WeakKeyDictionary[Any, WorkPools]" = WeakKeyDictionary()
-_by_id: dict[int, WorkPools] = {}
+class PerReactor(Generic[T]):
+    """One object per reactor, made on first use: the worker pools, the
+    login rules' table.  Weak keys, so a test's reactor and what hangs on it
+    go away together; reactors that cannot be weakly referenced are kept by
+    id."""
 
+    def __init__(self, make: Callable[[Any], T]):
+        self.make = make
+        self._weak: "WeakKeyDictionary[Any, T]" = WeakKeyDictionary()
+        self._by_id: dict[int, T] = {}
 
-def pools_for(reactor) -> WorkPools:
-    """The :class:`WorkPools` of *reactor* (one set per reactor)."""
-    try:
-        pools = _by_reactor.get(reactor)
-    except TypeError:  # not weak-referenceable
-        pools = _by_id.get(id(reactor))
-    if pools is None:
-        pools = WorkPools(reactor)
+    def __call__(self, reactor) -> T:
         try:
-            _by_reactor[reactor] = pools
-        except TypeError:
-            _by_id[id(reactor)] = pools
-    return pools
+            found = self._weak.get(reactor)
+        except TypeError:  # not weak-referenceable
+            found = self._by_id.get(id(reactor))
+        if found is None:
+            found = self.make(reactor)
+            try:
+                self._weak[reactor] = found
+            except TypeError:
+                self._by_id[id(reactor)] = found
+        return found
+
+
+#: The :class:`WorkPools` of a reactor (one set per reactor).
+pools_for: PerReactor[WorkPools] = PerReactor(WorkPools)

@@ -44,13 +44,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Mapping
-from weakref import WeakKeyDictionary
 
 from twisted.cred import error as cred_error
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from phaserlink.passwords import DEFAULT_ITERATIONS, SALT_BYTES, PasswordHash
+from phaserlink.threads import PerReactor
 
 log = Logger()
 
@@ -233,24 +233,9 @@ class LoginSession:
         return verdict
 
 
-_guards: "WeakKeyDictionary[Any, LoginGuard]" = WeakKeyDictionary()
-_guards_by_id: dict[int, LoginGuard] = {}
-
-
-def guard_for(reactor) -> LoginGuard:
-    """The :class:`LoginGuard` of *reactor*: the SMTP and POP3 servers of
-    one appliance count failures in one table."""
-    try:
-        guard = _guards.get(reactor)
-    except TypeError:  # not weak-referenceable
-        guard = _guards_by_id.get(id(reactor))
-    if guard is None:
-        guard = LoginGuard(reactor)
-        try:
-            _guards[reactor] = guard
-        except TypeError:
-            _guards_by_id[id(reactor)] = guard
-    return guard
+#: The :class:`LoginGuard` of a reactor: the SMTP and POP3 servers (and the
+#: console) of one appliance count failures in one table.
+guard_for: PerReactor[LoginGuard] = PerReactor(LoginGuard)
 
 
 class PasswordBook:

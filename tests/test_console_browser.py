@@ -39,6 +39,21 @@ def browser():
     driver.quit()
 
 
+def canceled_row(browser, job_id: str):
+    """The job's row once it says canceled, else None (the page may be
+    reloading under us: a stale row is no row yet)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        for row in browser.find_elements(By.ID, f"job-{job_id}"):
+            if "canceled" in row.text:
+                return row
+    except StaleElementReferenceException:
+        pass
+    return None
+
+
 def test_log_in_cancel_in_the_browser_prints_nothing(appliance, tmp_path, browser):
     from selenium.webdriver.common.by import By
 
@@ -65,8 +80,9 @@ def test_log_in_cancel_in_the_browser_prints_nothing(appliance, tmp_path, browse
         browser.save_screenshot(os.environ[SCREENSHOT_ENV])
 
     row.find_element(By.CSS_SELECTOR, "button.cancel").click()
-    row = wait_until(lambda: browser.find_elements(By.ID, f"job-{waiting['id']}"), 15, "the page after cancel")[0]
-    assert "canceled" in row.text
+    # The click posts a form; until the next page has loaded the old row is
+    # still there (saying pending), so wait for the row that says canceled.
+    row = wait_until(lambda: canceled_row(browser, waiting["id"]), 15, "the page after cancel")
     assert row.find_elements(By.CSS_SELECTOR, "button") == []  # nothing more to do with it
     assert job(port, waiting["id"])["state"] == "canceled"
 

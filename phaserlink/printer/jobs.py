@@ -99,6 +99,7 @@ class Job:
     detail: str = ""  # human text: the last error, or what the printer said
     acknowledged: str = ""
     hold_token: str | None = None  # held until released by this token (docs/trust.md)
+    option_notes: list[str] = field(default_factory=list)  # options not applied as asked, for the status mail
 
     @property
     def terminal(self) -> bool:

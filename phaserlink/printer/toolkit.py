@@ -26,6 +26,8 @@ class MessageFacts:
     partial: tuple[str, int, int | None] | None  # message/partial (id, number, total)
     client_job_id: str | None = None  # X-PhaserLink-Job-Id: the id `phaserlink send` printed
     options: str | None = None  # X-PhaserLink-Options (sides, media, color, pages)
+    subject: str | None = None  # the Subject on one line: options in it when the printer has subject_options
+    copies_given: bool = False  # X-PhaserLink-Copies was in the header (it wins over the Subject)
 
 
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
@@ -100,6 +102,8 @@ def inspect_message(path: Path) -> MessageFacts:
         partial=_partial_of(headers),
         client_job_id=request.job_id,
         options=request.options,
+        subject=request.subject,
+        copies_given=request.copies_given,
     )
 
 

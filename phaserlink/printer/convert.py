@@ -60,6 +60,7 @@ __all__ = [
     "convert",
     "ghostscript_path",
     "needs_conversion",
+    "select_pages",
 ]
 
 #: The program looked up on PATH (``shutil.which``) when a conversion runs.
@@ -789,3 +790,35 @@ def _count_file_pages(path: Path, fmt: str) -> int | None:
         if fmt == "text" and (lines or pages == 0):
             pages += 1 + max(lines - 1, 0) // TEXT_LINES_PER_PAGE
         return pages or None
+
+
+# ---------------------------------------------------------------------------
+# Page selection (job option pages=, docs/options.md).  Kept apart from the
+# graph above: the same format in and out, for printers that cannot select
+# pages themselves (every output but an IPP printer with page-ranges).
+
+#: Formats whose pages Ghostscript can select, and the device that writes each again.
+PAGE_SELECT_DEVICES = {"pdf": "pdfwrite", "postscript": "ps2write"}
+
+
+def select_pages(reactor, src: Path, dst: Path, fmt: str, pages: str, *,
+                 timeout: float | None = None) -> defer.Deferred:
+    """Write only *pages* (``"1-3,7"``, Ghostscript's ``-sPageList``) of
+    *src*, a PDF or PostScript document, to *dst* in the same format.
+    Sandboxed and checked like every conversion (:func:`convert`: the
+    same faults, *dst* never half written)."""
+    return defer.ensureDeferred(_select_pages(reactor, Path(src).absolute(), Path(dst).absolute(), fmt, pages,
+                                              CONVERSION_TIMEOUT if timeout is None else timeout))
+
+
+async def _select_pages(reactor, src: Path, dst: Path, fmt: str, pages: str, timeout: float) -> Path:
+    device = PAGE_SELECT_DEVICES.get(fmt)
+    if device is None or not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", pages):
+        raise ConversionError(f"cannot select pages {pages!r} of {fmt}")
+    partial = dst.with_name(dst.name + ".part")
+    argv = [ghostscript_path(), "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-dPDFSTOPONERROR",
+            "-sstdout=%stderr", f"-sDEVICE={device}", f"-sPageList={pages}", f"-sOutputFile={partial}",
+            "--", str(src)]
+    messages = await _run(reactor, "Ghostscript", argv, dst.parent, timeout,
+                          f"selecting pages {pages} of {fmt}", partial)
+    return await pools_for(reactor).durable(_finish_output, partial, dst, fmt, messages)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,11 +39,13 @@ from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
 from phaserlink.message import formats as _formats
+from phaserlink.message.job_options import JobOptions, apply_policy, format_pages
 from phaserlink.printer import jobs as J
 from phaserlink.printer import journal
 from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
 from phaserlink.printer.jobs import Document, Job
 from phaserlink.printer.local_source import run_inline
+from phaserlink.printer.output.interfaces import IPageSelecting
 from phaserlink.printer.output.ipp import IExactlyOnceOutput
 from phaserlink.printer.spool import JobSpool
 from phaserlink.printer.status import DELAYED, ERRORS, PRINTED, StatusMailer
@@ -268,6 +271,7 @@ class Dispatcher:
                 self.sending = None
             job.printed_documents = index + 1
             job.printer_job = None
+            _note(job, *result.notes)
             if result.pages is not None:  # the printer's own count replaces ours
                 job.pages = (job.pages or 0) - (document.pages or 0) + result.pages
             job.acknowledged = result.acknowledged
@@ -311,6 +315,9 @@ class Dispatcher:
         extracted = await self.blocking(self.tools.extract, self.spool.message_path(job.job_id), docs_dir)
         if not extracted:
             raise DocumentFault("there is nothing printable in the message", J.UNSUPPORTED_DOCUMENT_FORMAT)
+        options, notes = self.options(job)
+        _note(job, *notes)
+        printer_selects = bool(options.pages) and await self._printer_selects_pages()
         documents = []
         for i, group in enumerate(_picture_runs(extracted, self.printer.formats)):
             doc = group[0]
@@ -337,21 +344,81 @@ class Dispatcher:
                     raise
                 path, fmt = dst, target
             pages = None
+            select = bool(options.pages) and not printer_selects
             if self.tools.count_pages is not None:
                 # PostScript without a %%Pages: comment is counted by running
                 # it only where a page cap needs the count: that costs a
                 # Ghostscript start per job (docs/convert.md).
                 pages = await self.tools.count_pages(self.reactor, path, fmt,
-                                                     interpret=self.printer.max_pages_per_job is not None)
+                                                     interpret=self.printer.max_pages_per_job is not None or select)
+            pages_by = None
+            if options.pages:
+                pages_by = "printer" if printer_selects else "none"
+                if select:
+                    path, pages, pages_by = await self._select_pages(job, name, path, fmt, pages, options, i)
             documents.append(Document(file=str(path.relative_to(self.spool.job_dir(job.job_id))), format=fmt,
                                       content_type=doc.content_type, filename=doc.filename,
-                                      size=path.stat().st_size, pages=pages))
+                                      size=path.stat().st_size, pages=pages, pages_by=pages_by))
         counts = [d.pages for d in documents]
         job.pages = sum(counts) if counts and None not in counts else None  # type: ignore[arg-type]
         await self._check_pages(job, documents)
         # Not fsync'd: derived data, extracted again after a crash (see
         # Intake.recover), so the state never points at a lost document.
         return documents
+
+    # -- job options (docs/options.md) ------------------------------------------------
+
+    def options(self, job: Job) -> tuple[JobOptions, list[str]]:
+        """The options this printer applies to *job*: the sender's (header,
+        or Subject, read at intake), less what ``options_allowed`` forbids,
+        with ``options_default`` where the sender said nothing; and the
+        sentences for the status mail about what was not applied."""
+        asked = JobOptions.parse(job.options)
+        notes = [f"option {item!r} not understood; ignored" for item in asked.ignored]
+        asked = replace(asked, ignored=(), copies=job.copies if job.copies > 1 else None)
+        options, refused = apply_policy(asked, self.printer.options_allowed, self.printer.options_default)
+        if options.copies and options.copies > self.printer.copies_max:
+            options = replace(options, copies=self.printer.copies_max)
+        return options, notes + refused
+
+    async def _printer_selects_pages(self) -> bool:
+        if not IPageSelecting.providedBy(self.output):
+            return False
+        return bool(await defer.maybeDeferred(self.output.selects_pages))
+
+    async def _select_pages(self, job: Job, name: str, path: Path, fmt: str, pages: int | None,
+                            options: JobOptions, index: int) -> tuple[Path, int | None, str]:
+        """pages= for a printer that cannot select pages: Ghostscript keeps
+        only those pages of a PDF or PostScript document (ranges past its
+        end are cut to it: a range that selects nothing is the sender's
+        mistake, said in the status mail); other formats are printed whole
+        and the status mail says so.  -> (path, pages, how)."""
+        from phaserlink.printer.convert import PAGE_SELECT_DEVICES
+
+        wanted = options.describe("pages")
+        if fmt not in PAGE_SELECT_DEVICES or self.tools.select_pages is None:
+            _note(job, f"{wanted} not applied to {name}: pages of {fmt} cannot be selected; all pages printed")
+            return path, pages, "none"
+        ranges = options.pages
+        if pages is not None:
+            ranges = tuple((a, min(b, pages)) for a, b in ranges if a <= pages)
+            if not ranges:
+                raise DocumentFault(f"{name} has {pages} page{'s' if pages != 1 else ''}; {wanted} selects none of them",
+                                    J.ABORTED_BY_SYSTEM)
+        dst = path.with_name(f"pages-{index:02d}.{EXTENSIONS.get(fmt, 'bin')}")
+        log.info("printer {printer} job {job}: keeping pages {pages} of {name}", printer=self.printer.name,
+                 job=job.job_id, pages=format_pages(ranges), name=name)
+        try:
+            await self.tools.select_pages(self.reactor, path, dst, fmt, format_pages(ranges))
+        except Exception as e:
+            fault = classify(e, self.tools.unprintable)
+            if isinstance(fault, DocumentFault):
+                raise DocumentFault(f"{name}: {fault.reason}", fault.ipp_reason,
+                                    getattr(fault, "details", "")) from None
+            raise
+        if pages is not None:
+            pages = sum(b - a + 1 for a, b in ranges)  # ranges may overlap: what Ghostscript prints
+        return dst, pages, "ghostscript"
 
     async def _check_pages(self, job: Job, documents: list[Document]) -> None:
         """``max_pages_per_job`` (docs/trust.md): PDF and PostScript pages
@@ -368,9 +435,10 @@ class Dispatcher:
             pages = document.pages
             if pages is None:  # not counted while preparing (a fake toolkit, an odd format)
                 pages = await self.blocking(count_pages, root / document.file, document.format)
-            total += (pages or 0) * max(1, job.copies)
+            total += (pages or 0) * (self.options(job)[0].copies or 1)
         if total > cap:
-            copies = f" ({job.copies} copies)" if job.copies > 1 else ""
+            n = self.options(job)[0].copies or 1
+            copies = f" ({n} copies)" if n > 1 else ""
             raise DocumentFault(f"the job has {total} pages{copies}; printer {self.printer.name} prints at most "
                                 f"{cap} pages per job", J.ABORTED_BY_SYSTEM)
 
@@ -378,15 +446,18 @@ class Dispatcher:
         from phaserlink.printer.output import OutputJob
 
         suffix = f"-{index + 1}" if job.documents and len(job.documents) > 1 else ""
+        options, _notes = self.options(job)
+        if document.pages_by in ("ghostscript", "none"):
+            options = options.without("pages")  # chosen already, or cannot be (said in the mail)
         return OutputJob(
             path=self.spool.job_dir(job.job_id) / document.file,
             job_id=f"{job.job_id}{suffix}",
             title=job.title or document.filename or "mail print job",
             user=_lpd_user(job.sender),
             host=self.hostname,
-            copies=max(1, min(job.copies, self.printer.copies_max)),
+            copies=max(1, min(options.copies or 1, self.printer.copies_max)),
             format=MIME_TYPES.get(document.format, "application/octet-stream"),
-            options=job.options,
+            options=options.without("copies").header_value(),
         )
 
     # -- state changes ------------------------------------------------------------------
@@ -426,6 +497,8 @@ class Dispatcher:
             pages = f" ({job.pages} page{'s' if job.pages != 1 else ''})" if job.pages is not None else ""
             text = (f"Your print job {_quoted(job.title)} was delivered to printer {self.printer.name}{pages}.\n"
                     f"The printer side reported: {job.acknowledged or 'done'}.")
+            if job.option_notes:
+                text += "\n\nNot printed as asked:\n" + "".join(f"- {note}\n" for note in job.option_notes)
             self.status.notify(job, PRINTED, text)
         elif not (J.SENDER_NOT_ALLOWED in job.reasons and job.state == J.ABORTED) and not (
                 job.state == J.CANCELED and J.JOB_HOLD_UNTIL_SPECIFIED in job.reasons):  # canceled by an operator: told
@@ -610,6 +683,14 @@ def _picture_runs(extracted: list, accepted: tuple[str, ...]) -> list[list]:
         else:
             runs.append([doc])
     return runs
+
+
+def _note(job: Job, *notes: str) -> None:
+    """Add to what the status mail says was not applied as asked (once each:
+    a job prepared again after a crash notes the same things again)."""
+    for note in notes:
+        if note and note not in job.option_notes:
+            job.option_notes.append(note)
 
 
 def _quoted(title: str) -> str:

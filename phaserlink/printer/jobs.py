@@ -68,6 +68,7 @@ class Document:
     filename: str | None = None
     size: int = 0
     pages: int | None = None  # counted before it is sent (None: unknown)
+    pages_by: str | None = None  # pages= applied by: "ghostscript" (before), "printer" (IPP), "none" (cannot)
 
 
 @dataclass

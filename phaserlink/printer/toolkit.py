@@ -76,6 +76,7 @@ class Toolkit:
     unprintable: tuple[type[BaseException], ...]  # errors with .reason and .ipp_reason
     write_report: Callable[..., None]  # phaserlink.message.report.write_status_report
     count_pages: Callable[..., Any] | None = None  # (reactor, path, format) -> Deferred[int | None]
+    select_pages: Callable[..., Any] | None = None  # (reactor, src, dst, format, "1-3,7") -> Deferred (pages=)
 
 
 def notify_words(value: str | None) -> list[str] | None:
@@ -137,7 +138,7 @@ def _partial_of(headers) -> tuple[str, int, int | None] | None:
 
 def default_toolkit() -> Toolkit:
     from phaserlink.message.extract import ExtractError, extract_documents
-    from phaserlink.printer.convert import ConversionError, convert, count_pages, needs_conversion
+    from phaserlink.printer.convert import ConversionError, convert, count_pages, needs_conversion, select_pages
 
     def reassemble(paths: list[Path], out: Path) -> Any:
         from phaserlink.message.partial import reassemble as _reassemble
@@ -158,4 +159,5 @@ def default_toolkit() -> Toolkit:
         unprintable=(ExtractError, ConversionError),
         write_report=write_report,
         count_pages=count_pages,
+        select_pages=select_pages,
     )

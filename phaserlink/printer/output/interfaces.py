@@ -73,6 +73,9 @@ class OutputResult:
     acknowledged: str
     pages: int | None = None
     detail: str = ""
+    #: Job options this output could not apply as asked, each a sentence
+    #: for the sender's status mail (docs/options.md): never silently ignored.
+    notes: tuple[str, ...] = ()
 
 
 class PrinterOutputError(Exception):
@@ -96,6 +99,15 @@ class PrinterUnavailable(PrinterOutputError):
 class PrinterRejected(PrinterOutputError):
     """Permanent: the printer answered and refused this job (no such LPD
     queue, job refused, data rejected).  Retrying will not help."""
+
+
+class IPageSelecting(Interface):
+    """An output whose printer may print only some pages of a document
+    itself (IPP page-ranges).  Every other output gets the pages chosen by
+    Ghostscript before it is sent (docs/options.md)."""
+
+    def selects_pages() -> "Deferred[bool]":  # noqa: F821
+        """Whether this printer selects pages (it may ask the printer)."""
 
 
 class IPrinterOutput(Interface):

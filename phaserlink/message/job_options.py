@@ -236,7 +236,7 @@ def _subject_value(option: str, text: str) -> object:
     if option == "pages":
         return parse_pages(text)
     if option == "media":
-        return media_name(word)
+        return media_name(text)  # PWG names have underscores of their own
     if option == "sides":
         if word in SIDES:
             return word

@@ -12,7 +12,9 @@ Printers of the one appliance of this module:
 - ``subj`` / ``plain``: the same ippeveprinter, with and without
   ``subject_options``;
 - ``forced``: that ippeveprinter again, duplex forced by ``options_default``
-  with ``sides`` not in ``options_allowed``.
+  with ``sides`` not in ``options_allowed``;
+- ``rast``: a raster-only ippeveprinter (no page-ranges): the pages of a
+  PDF are chosen before it becomes PWG raster.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Site:
         self.raw = P910ndPrinter()
         self.lpd = LPRngServer(queues=("raw",))
         self.ippeve = IppEvePrinter(base / "ippeve", duplex=True, formats="application/pdf")
+        self.raster = IppEvePrinter(base / "ippeve-raster", formats="image/pwg-raster")
         self.disk = base / "disk"
         self.disk.mkdir()
         self.sink = SmtpSink(base / "sink")
@@ -83,6 +86,7 @@ class Site:
         self.raw.start()
         self.lpd.start()
         self.ippeve.start()
+        self.raster.start()
         self.sink.start()
         app = self.appliance
         app.appliance_extra = f"""\
@@ -100,12 +104,14 @@ class Site:
             + printer_section("subj", ipp, formats="pdf", subject_options="yes")
             + printer_section("plain", ipp, formats="pdf")
             + printer_section("forced", ipp, formats="pdf", options_allowed="copies, pages",
-                              options_default="sides=two-sided-long-edge"))
+                              options_default="sides=two-sided-long-edge")
+            + printer_section("rast", self.raster.uri, formats="pwg-raster"))
         app.start()
         return self
 
     def stop(self) -> None:
-        for stop in (self.appliance.stop, self.sink.stop, self.lpd.cleanup, self.raw.cleanup, self.ippeve.close):
+        for stop in (self.appliance.stop, self.sink.stop, self.lpd.cleanup, self.raw.cleanup, self.ippeve.close,
+                     self.raster.close):
             try:
                 stop()
             except Exception:
@@ -145,17 +151,18 @@ class Site:
         self.send(to, msg.as_bytes())
         return message_id
 
-    def printed_text(self, message_id: str) -> str:
-        """The human text of the "printed" status mail about *message_id*."""
+    def printed_text(self, message_id: str, words: str = "delivered") -> str:
+        """The human text of the "printed" status mail about *message_id*
+        (or of the one with other *words*)."""
         def find():
             for saved in self.sink.messages():
                 if not saved.raw.rstrip().endswith(b"--") or message_id.encode() not in saved.raw:
                     continue
                 for part in saved.message.walk():
-                    if part.get_content_type() == "text/plain" and "delivered" in part.get_content():
+                    if part.get_content_type() == "text/plain" and words in part.get_content():
                         return part.get_content()
             return None
-        return wait_until(find, 60, "the printed status mail", self.log)
+        return wait_until(find, 60, f"the status mail that says {words!r}", self.log)
 
     def settle(self, printer: str) -> None:
         wait_until(lambda: printer_idle(self.appliance, printer), 60, f"printer {printer} idle", self.log)
@@ -182,6 +189,27 @@ def test_pages_2_of_a_3_page_postscript_job_prints_one_page_on_a_raw_printer(sit
     assert "(1 page)" in text
     # A raw socket without PJL cannot be told duplex: the mail says so.
     assert "sides=two-sided-long-edge not applied: a raw socket printer without PJL" in text, text
+
+
+def test_pages_past_the_end_of_the_document_are_said_and_nothing_is_printed(site):
+    site.raw.clear_jobs()
+    message_id = site.send_job("raw", THREE_PAGES, "postscript", options=flags("--pages", "5-6"))
+    text = site.printed_text(message_id, "was not printed")
+    assert "doc.ps has 3 pages; pages=5-6 selects none of them" in text, text
+    site.settle("raw")
+    assert site.raw.jobs() == []
+
+
+def test_pages_of_a_pdf_for_a_raster_printer_are_chosen_before_it_becomes_raster(site):
+    before = len(site.raster.documents())
+    message_id = site.send_job("rast", pdf_bytes(3, "raster"), "pdf", options=flags("--pages", "2"))
+    text = site.printed_text(message_id)
+    [doc] = site.raster.wait_documents(before + 1)[before:]
+    raster = doc.read_bytes()
+    assert raster.startswith(b"RaS2")
+    assert raster.count(b"PwgRaster\0") == 1  # one page header: one page
+    assert "IPP_PAGE_RANGES" not in site.raster.environment(doc)
+    assert "(1 page)" in text
 
 
 def test_pages_of_a_pdf_to_a_file_printer_and_the_copies_it_cannot_make(site):

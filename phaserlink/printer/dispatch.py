@@ -329,6 +329,14 @@ class Dispatcher:
             except self.tools.unprintable as e:
                 raise DocumentFault(f"{name}: {e.reason}", e.ipp_reason) from None
             path, fmt = Path(doc.path), doc.format
+            select = bool(options.pages) and not printer_selects
+            pages_by = ("printer" if printer_selects else "none") if options.pages else None
+            if select and target is not None and _selectable(fmt) and not _selectable(target):
+                # A PDF or PostScript document for a raster printer: its pages
+                # are chosen before it becomes raster (Ghostscript cannot after).
+                counted = await self._count_pages(path, fmt, interpret=True)
+                path, _counted, pages_by = await self._select_pages(job, name, path, fmt, counted, options, i)
+                select = False
             if target is not None:
                 dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(target, 'bin')}"
                 log.info("printer {printer} job {job}: converting {name} from {f} to {t}",
@@ -343,19 +351,12 @@ class Dispatcher:
                                             getattr(fault, "details", "")) from None
                     raise
                 path, fmt = dst, target
-            pages = None
-            select = bool(options.pages) and not printer_selects
-            if self.tools.count_pages is not None:
-                # PostScript without a %%Pages: comment is counted by running
-                # it only where a page cap needs the count: that costs a
-                # Ghostscript start per job (docs/convert.md).
-                pages = await self.tools.count_pages(self.reactor, path, fmt,
-                                                     interpret=self.printer.max_pages_per_job is not None or select)
-            pages_by = None
-            if options.pages:
-                pages_by = "printer" if printer_selects else "none"
-                if select:
-                    path, pages, pages_by = await self._select_pages(job, name, path, fmt, pages, options, i)
+            # PostScript without a %%Pages: comment is counted by running it
+            # only where a page cap (or choosing pages) needs the count: that
+            # costs a Ghostscript start per job (docs/convert.md).
+            pages = await self._count_pages(path, fmt, interpret=self.printer.max_pages_per_job is not None or select)
+            if select:
+                path, pages, pages_by = await self._select_pages(job, name, path, fmt, pages, options, i)
             documents.append(Document(file=str(path.relative_to(self.spool.job_dir(job.job_id))), format=fmt,
                                       content_type=doc.content_type, filename=doc.filename,
                                       size=path.stat().st_size, pages=pages, pages_by=pages_by))
@@ -381,6 +382,11 @@ class Dispatcher:
             options = replace(options, copies=self.printer.copies_max)
         return options, notes + refused
 
+    async def _count_pages(self, path: Path, fmt: str, *, interpret: bool) -> int | None:
+        if self.tools.count_pages is None:
+            return None
+        return await self.tools.count_pages(self.reactor, path, fmt, interpret=interpret)
+
     async def _printer_selects_pages(self) -> bool:
         if not IPageSelecting.providedBy(self.output):
             return False
@@ -393,10 +399,8 @@ class Dispatcher:
         end are cut to it: a range that selects nothing is the sender's
         mistake, said in the status mail); other formats are printed whole
         and the status mail says so.  -> (path, pages, how)."""
-        from phaserlink.printer.convert import PAGE_SELECT_DEVICES
-
         wanted = options.describe("pages")
-        if fmt not in PAGE_SELECT_DEVICES or self.tools.select_pages is None:
+        if not _selectable(fmt) or self.tools.select_pages is None:
             _note(job, f"{wanted} not applied to {name}: pages of {fmt} cannot be selected; all pages printed")
             return path, pages, "none"
         ranges = options.pages
@@ -683,6 +687,13 @@ def _picture_runs(extracted: list, accepted: tuple[str, ...]) -> list[list]:
         else:
             runs.append([doc])
     return runs
+
+
+def _selectable(fmt: str) -> bool:
+    """Ghostscript can choose pages of *fmt* (PDF, PostScript)."""
+    from phaserlink.printer.convert import PAGE_SELECT_DEVICES
+
+    return fmt in PAGE_SELECT_DEVICES
 
 
 def _note(job: Job, *notes: str) -> None:

@@ -94,7 +94,7 @@ class FileOutput:
                  path=str(final), size=size)
         copies = max(1, job.copies)
         detail = f"{size} bytes" + (f"; {copies} copies asked, file written once" if copies > 1 else "")
-        notes = not_said(job, ("sides", "media", "color"), "a file: printer writes the document as it is")
+        notes = not_said(job, ("sides", "media", "color", "pages"), "a file: printer writes the document as it is")
         if copies > 1:
             notes += (f"copies={copies} not applied: a file: printer writes the document once",)
         return OutputResult(acknowledged=f"written to {final}", pages=None, detail=detail, notes=notes)

@@ -318,7 +318,7 @@ class LPDOutput:
             pages=None,
             detail=(f"{size} bytes as {data_name.decode()}, {max(1, job.copies)} copies, "
                     f"from local port {local_port}"),
-            notes=not_said(job, ("sides", "media", "color"),
+            notes=not_said(job, ("sides", "media", "color", "pages"),
                            "LPD (RFC 1179) has no way to ask for it; printed as the queue is set up"),
         )
 

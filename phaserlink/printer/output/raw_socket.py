@@ -46,6 +46,7 @@ from zope.interface import implementer
 from phaserlink.message.job_options import JobOptions
 
 from . import pjl
+from .option_notes import not_said
 from .interfaces import (
     REASON_CONNECTING,
     IPrinterOutput,
@@ -299,8 +300,10 @@ class SocketOutput:
         if self.pjl:
             settings, unsaid = pjl.job_settings(options)
         else:
-            unsaid = [f"{options.describe(n)} not applied: a raw socket printer without PJL (pjl = no) "
-                      "cannot be told it" for n in ("sides", "media", "color") if options.value(n)]
+            unsaid = list(not_said(job, ("sides", "media", "color"),
+                                   "a raw socket printer without PJL (pjl = no) cannot be told it"))
+        # Pages are chosen before (Ghostscript); any left here cannot be said.
+        unsaid += not_said(job, ("pages",), "a raw socket printer cannot select pages")
         if copies > 1 and repeat == 1 and not self.pjl:
             unsaid.append(f"copies={copies} not applied: {job.format} cannot be repeated on a raw socket "
                           "without PJL; printed once")

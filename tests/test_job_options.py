@@ -148,3 +148,88 @@ def test_pjl_set_lines_for_sides_media_and_colour():
                                      "printer's default paper"]
     assert pjl.header("n", 2, [b"@PJL SET DUPLEX=ON"]) == (
         b'\x1b%-12345X@PJL JOB NAME="n"\r\n@PJL USTATUS JOB=ON\r\n@PJL SET QTY=2\r\n@PJL SET DUPLEX=ON\r\n')
+
+
+# -- the dispatcher: what an output is given ---------------------------------------------
+
+
+class _Spool:
+    def job_dir(self, job_id):
+        from pathlib import Path
+
+        return Path("/spool") / job_id
+
+
+def _dispatcher(tmp_path, extra: str = ""):
+    from phaserlink.printer.dispatch import Dispatcher
+
+    printer = config.load(_site(tmp_path, extra)).printers["p"]
+    return Dispatcher(printer, _Spool(), output=None, status=None, tools=None, reactor=None)
+
+
+def _job(**kw):
+    from phaserlink.printer.jobs import Job
+
+    return Job(job_id="j1", printer="p", state="pending", reasons=[], created=0, changed=0, **kw)
+
+
+def test_pages_chosen_before_are_not_asked_of_the_printer_again(tmp_path):
+    """A job resumed after a crash: its document's pages were chosen by
+    Ghostscript (Document.pages_by), so the output is not asked for them."""
+    from phaserlink.printer.jobs import Document
+
+    d = _dispatcher(tmp_path)
+    job = _job(options="sides=two-sided-long-edge; pages=2", copies=3)
+    chosen = d._output_job(job, Document(file="docs/pages-00.ps", format="postscript", pages_by="ghostscript"), 0)
+    assert (chosen.options, chosen.copies) == ("sides=two-sided-long-edge", 3)
+    by_printer = d._output_job(job, Document(file="docs/01.pdf", format="pdf", pages_by="printer"), 0)
+    assert by_printer.options == "sides=two-sided-long-edge; pages=2"
+
+
+def test_the_policy_is_applied_before_any_output_sees_the_options(tmp_path):
+    from phaserlink.printer.jobs import Document
+
+    d = _dispatcher(tmp_path, "options_allowed = pages\noptions_default = sides=two-sided-long-edge, copies=2\n")
+    job = _job(options="sides=one-sided; color=color; staple=yes", copies=5)
+    out = d._output_job(job, Document(file="docs/01.ps", format="postscript"), 0)
+    assert (out.options, out.copies) == ("sides=two-sided-long-edge", 2)
+    _options, notes = d.options(job)
+    assert notes == ["option 'staple=yes' not understood; ignored",
+                     "copies=5 is not allowed on this printer; not applied (printed with copies=2)",
+                     "sides=one-sided is not allowed on this printer; not applied (printed with sides=two-sided-long-edge)",
+                     "color=color is not allowed on this printer; not applied"]
+
+
+# -- the intake: Subject and header ----------------------------------------------------
+
+
+def _taken(tmp_path, extra: str, **facts):
+    from phaserlink.printer.intake import Intake
+    from phaserlink.printer.toolkit import MessageFacts
+
+    intake = object.__new__(Intake)  # only its printer is needed here
+    intake.printer = config.load(_site(tmp_path, extra)).printers["p"]
+    fields = dict(sender="a@example.com", message_id=None, title=facts.get("subject"), copies=1, notify=None,
+                  partial=None)
+    fields.update(facts)
+    job = _job()
+    intake._take_options(job, MessageFacts(**fields))
+    return job
+
+
+def test_subject_options_only_when_the_printer_reads_them(tmp_path):
+    on = _taken(tmp_path, "subject_options = yes\n", subject="Report [duplex] [copies=2] [Ticket 7] [pages=9-1]")
+    assert (on.title, on.copies, on.options) == ("Report [Ticket 7] [pages=9-1]", 2, "sides=two-sided-long-edge")
+    assert on.option_notes == ["[pages=9-1] in the Subject was not understood; not applied"]
+    off = _taken(tmp_path, "", subject="Report [duplex] [copies=2]")
+    assert (off.title, off.copies, off.options, off.option_notes) == ("Report [duplex] [copies=2]", 1, "", [])
+
+
+def test_the_header_wins_over_the_subject(tmp_path):
+    job = _taken(tmp_path, "subject_options = yes\n", subject="Report [duplex] [copies=3] [a4]", title="My title",
+                 options="sides=one-sided", copies=1, copies_given=True)
+    assert (job.title, job.copies) == ("My title", 1)
+    assert JobOptions.parse(job.options) == JobOptions(sides="one-sided", media="a4")
+    many = _taken(tmp_path, "subject_options = yes\n", subject="x [copies=50]")
+    assert many.copies == 10
+    assert many.option_notes == ["copies=50 is more than printer p makes (copies_max = 10); 10 printed"]

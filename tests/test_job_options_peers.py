@@ -42,7 +42,7 @@ from support.peers import require_program
 from support.smtp_sink import SmtpSink
 from test_ipp_e2e import pdf_bytes
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(180)]
 
 THREE_PAGES = b"""%!PS-Adobe-3.0
 %%Pages: 3

@@ -34,7 +34,7 @@ from phaserlink.client.send_command import send_options
 from phaserlink.message import build
 from phaserlink.printer.output import OutputJob, make_output
 from support.appliance import Appliance
-from support.e2e import SENDER, printer_idle, printer_section, rendered_text, wait_until
+from support.e2e import SENDER, phaserlink, printer_idle, printer_section, rendered_text, user_env, wait_until
 from support.ippeveprinter import IppEvePrinter
 from support.lpd import LPRngServer
 from support.p910nd import P910ndPrinter
@@ -153,7 +153,8 @@ class Site:
 
     def printed_text(self, message_id: str, words: str = "delivered") -> str:
         """The human text of the "printed" status mail about *message_id*
-        (or of the one with other *words*)."""
+        (or anything else its raw text holds: the file name), or of the one
+        with other *words*."""
         def find():
             for saved in self.sink.messages():
                 if not saved.raw.rstrip().endswith(b"--") or message_id.encode() not in saved.raw:
@@ -177,12 +178,17 @@ def site(tmp_path_factory):
         s.stop()
 
 
-def test_pages_2_of_a_3_page_postscript_job_prints_one_page_on_a_raw_printer(site):
+def test_pages_2_of_a_3_page_postscript_job_prints_one_page_on_a_raw_printer(site, tmp_path):
+    """``phaserlink send --pages 2`` as a user runs it, straight to the appliance."""
     site.raw.clear_jobs()
-    options = flags("--pages", "2", "--sides", "two-sided-long-edge")
-    message_id = site.send_job("raw", THREE_PAGES, "postscript", options=options)
+    document = tmp_path / "three.ps"
+    document.write_bytes(THREE_PAGES)
+    out = phaserlink(user_env(tmp_path / "home"), "send", str(document), "--to", "raw@phaserlink.test",
+                     "--from", SENDER, "--server", f"127.0.0.1:{site.appliance.smtp_port}",
+                     "--pages", "2", "--sides", "two-sided-long-edge")
+    assert out.returncode == 0, out.stdout + out.stderr
     [job] = site.raw.wait_for_jobs(1, timeout=60)
-    text = site.printed_text(message_id)
+    text = site.printed_text("three.ps")
     assert pages_of(job) == 1
     printed = rendered_text(job)
     assert "PAGE-TWO" in printed and "PAGE-ONE" not in printed and "PAGE-THREE" not in printed

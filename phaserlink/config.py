@@ -161,6 +161,8 @@ class PrinterConfig:
     hold_timeout: float = 86400.0  # a held job never released is canceled after this
     max_jobs_per_sender: tuple[int, float] | None = None  # (jobs, per seconds)
     max_pages_per_job: int | None = None
+    # The conversion target (issue 10, ippcaps; docs/convert.md "What the printer takes").
+    media: str = "a4"  # what pictures are fitted to when neither the job nor the IPP printer says
 
     def sender_allowed(self, sender: str) -> bool:
         return sender_matches(sender, self.allowed_senders)
@@ -296,6 +298,8 @@ SENDER_AUTH_RULES = ("dmarc", "dkim", "spf", "login", "none")
 APPLIANCE_KEYS |= {"trusted_authserv_ids", "dns_servers", "max_jobs_per_hour"}
 PRINTER_KEYS |= {"sender_auth", "unauthenticated", "hold_timeout", "max_jobs_per_sender", "max_pages_per_job"}
 USER_KEYS |= {"addresses"}
+# The conversion target (issue 10, ippcaps; docs/convert.md); parsed by _Loader.target_printer.
+PRINTER_KEYS |= {"media"}
 
 
 class _Section:
@@ -435,6 +439,7 @@ class _Loader:
                 section = _Section(self, name, PRINTER_KEYS)
                 printer = self.printer(section, short, appliance)
                 printer = self.trust_printer(section, printer)
+                printer = self.target_printer(section, printer)
                 for address in printer.addresses:
                     claim(section, "addresses", address)
                 printers[short] = printer
@@ -709,6 +714,23 @@ class _Loader:
             max_jobs_per_sender=per_sender,
             max_pages_per_job=None if pages in (None, "none") else s.typed("max_pages_per_job", "", _positive_int),
         )
+
+    def target_printer(self, s: _Section, printer: PrinterConfig) -> PrinterConfig:
+        """``media`` (what pictures are fitted to), and no ``formats`` on an
+        IPP printer: then the formats are what the printer says it takes
+        (phaserlink/printer/target.py)."""
+        from phaserlink.message.job_options import media_name, media_size
+
+        media = (s.get("media") or "a4").lower()
+        try:
+            media_size(media)
+            media = media_name(media)
+        except ValueError as e:
+            s.error("media", str(e))
+        formats = printer.formats
+        if s.get("formats") is None and urlsplit(printer.output).scheme in ("ipp", "ipps"):
+            formats = ()
+        return replace(printer, media=media, formats=formats)
 
     def trust_user(self, s: _Section, user: UserConfig) -> UserConfig:
         text = s.get("addresses")

@@ -122,10 +122,9 @@ EDGES: tuple[tuple[str, str, str, str], ...] = (
     ("html", "pdf", HTML, ""),
 )
 
-#: Resolution of the raster Ghostscript makes for pwg-raster / urf printers.
-RASTER_DPI = 300
-#: The media pictures are fitted to, when the printer says nothing else.
-DEFAULT_MEDIA = "a4"
+# The raster resolution and picture media when the printer says nothing
+# (what it says: phaserlink/printer/target.py, the policy).
+from phaserlink.printer.target import DEFAULT_MEDIA, RASTER_DPI, RasterMode  # noqa: E402
 #: The signal a process gets when it writes past RLIMIT_FSIZE.
 SIGXFSZ = 25
 #: Where LibreOffice is looked for (Debian's libreoffice-*-nogui).
@@ -237,16 +236,17 @@ def _device(from_format: str, to_format: str) -> str:
     return device
 
 
-def ghostscript_argv(gs: str, src: Path, dst: Path, from_format: str, to_format: str) -> list[str]:
-    """The command line: -dSAFER always; errors in a PDF stop it (exit 1)."""
+def ghostscript_argv(gs: str, src: Path, dst: Path, from_format: str, to_format: str,
+                     raster: RasterMode | None = None) -> list[str]:
+    """The command line: -dSAFER always; errors in a PDF stop it (exit 1).
+    *raster*: the resolution (and PWG colour space) the printer takes."""
     device = _device(from_format, to_format)
     argv = [
         gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-dPDFSTOPONERROR",
         "-sstdout=%stderr", f"-sDEVICE={device}",
         f"-sOutputFile={dst}",
     ]
-    if device in ("pwgraster", "urf"):
-        argv += [f"-r{RASTER_DPI}"]
+    argv += raster_argv(device, raster)
     if from_format == "text":
         # gslp.ps (in Ghostscript's library) typesets the file named after
         # "--"; under -dSAFER it may only read the file we permit.
@@ -254,6 +254,14 @@ def ghostscript_argv(gs: str, src: Path, dst: Path, from_format: str, to_format:
     else:
         argv += ["--", str(src)]
     return argv
+
+
+def raster_argv(device: str, raster: RasterMode | None) -> list[str]:
+    """Ghostscript's resolution and colour arguments for a raster *device*
+    (pwgraster, urf): what the printer listed, else RASTER_DPI."""
+    if device not in ("pwgraster", "urf"):
+        return []
+    return (raster or RasterMode()).ghostscript_args(device)
 
 
 def _sandbox_prefix(memory: bool = True) -> list[str]:
@@ -413,6 +421,7 @@ def convert(
     *,
     timeout: float | None = None,
     media: str = DEFAULT_MEDIA,
+    raster: RasterMode | None = None,
 ) -> defer.Deferred:
     """Convert *src* (of *from_format*) into *dst* (of *to_format*), along
     the shortest path of :data:`EDGES` (e.g. docx -> pdf -> pwg-raster).
@@ -420,14 +429,16 @@ def convert(
 
     Fires with *dst* once it is complete and checked (written under a
     temporary name, checked by :func:`check_output`, renamed: *dst* never
-    holds half a document).  Fails with :class:`ConversionError` when a
+    holds half a document).  *media*: what pictures are fitted to; *raster*:
+    the resolution a pwg-raster / urf printer takes (phaserlink/printer/target.py).
+    Fails with :class:`ConversionError` when a
     converter rejected the document (its words in ``reason``), with
     :class:`ConverterUnavailable` or :class:`ConverterFailed` (temporary
     faults) when it could not do its work."""
-    return defer.ensureDeferred(_convert(reactor, src, dst, from_format, to_format, timeout, media))
+    return defer.ensureDeferred(_convert(reactor, src, dst, from_format, to_format, timeout, media, raster))
 
 
-async def _convert(reactor, src, dst, from_format, to_format, timeout, media) -> Path:
+async def _convert(reactor, src, dst, from_format, to_format, timeout, media, raster=None) -> Path:
     if timeout is None:
         timeout = CONVERSION_TIMEOUT  # read at each call: a site or a test may change it
     sources = [Path(p).absolute() for p in (src if isinstance(src, (list, tuple)) else [src])]
@@ -439,7 +450,7 @@ async def _convert(reactor, src, dst, from_format, to_format, timeout, media) ->
         for i, (a, b) in enumerate(steps):
             last = i == len(steps) - 1
             out = dst if last else dst.with_name(f"{dst.stem}.step{i + 1}.{_formats.EXTENSIONS.get(b, 'bin')}")
-            await _step(reactor, sources, out, a, b, timeout, media)
+            await _step(reactor, sources, out, a, b, timeout, media, raster)
             if not last:
                 made.append(out)
             sources = [out]
@@ -450,12 +461,12 @@ async def _convert(reactor, src, dst, from_format, to_format, timeout, media) ->
 
 
 async def _step(reactor, sources: list[Path], dst: Path, from_format: str, to_format: str,
-                timeout: float, media: str) -> Path:
+                timeout: float, media: str, raster: RasterMode | None = None) -> Path:
     """One edge of the graph: run its tool in the sandbox, check the output."""
     tool, _device = _edge(from_format, to_format)
     partial = dst.with_name(dst.name + ".part")
     if tool == GS:
-        argv = ghostscript_argv(ghostscript_path(), sources[0], partial, from_format, to_format)
+        argv = ghostscript_argv(ghostscript_path(), sources[0], partial, from_format, to_format, raster)
         messages = await _run(reactor, "Ghostscript", argv, dst.parent, timeout,
                               f"converting {from_format} to {to_format}", partial)
         return await pools_for(reactor).durable(_finish_output, partial, dst, to_format, messages)

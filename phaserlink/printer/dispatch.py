@@ -43,9 +43,11 @@ from phaserlink.printer import journal
 from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
 from phaserlink.printer.jobs import Document, Job
 from phaserlink.printer.local_source import run_inline
+from phaserlink.printer.output.interfaces import IDescribingOutput
 from phaserlink.printer.output.ipp import IExactlyOnceOutput
 from phaserlink.printer.spool import JobSpool
 from phaserlink.printer.status import DELAYED, ERRORS, PRINTED, StatusMailer
+from phaserlink.printer.target import PrintTarget, print_target
 from phaserlink.printer.toolkit import Toolkit
 
 log = Logger()
@@ -312,30 +314,32 @@ class Dispatcher:
         if not extracted:
             raise DocumentFault("there is nothing printable in the message", J.UNSUPPORTED_DOCUMENT_FORMAT)
         documents = []
-        for i, group in enumerate(_picture_runs(extracted, self.printer.formats)):
+        target = await self._target(job)
+        for i, group in enumerate(_picture_runs(extracted, target.formats)):
             doc = group[0]
             name = doc.filename or doc.content_type
             if len(group) > 1:
                 name = f"{len(group)} pictures ({name}, ...)"
             try:
-                target = self.tools.needs_conversion(doc.format, self.printer.formats)
+                to_format = self.tools.needs_conversion(doc.format, target.formats)
             except self.tools.unprintable as e:
                 raise DocumentFault(f"{name}: {e.reason}", e.ipp_reason) from None
             path, fmt = Path(doc.path), doc.format
-            if target is not None:
-                dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(target, 'bin')}"
+            if to_format is not None:
+                dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(to_format, 'bin')}"
                 log.info("printer {printer} job {job}: converting {name} from {f} to {t}",
-                         printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=target)
+                         printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=to_format)
                 sources = [Path(d.path) for d in group] if len(group) > 1 else path
                 try:
-                    await self.tools.convert(self.reactor, sources, dst, fmt, target)
+                    await self.tools.convert(self.reactor, sources, dst, fmt, to_format,
+                                             media=target.media, raster=target.raster(to_format))
                 except Exception as e:
                     fault = classify(e, self.tools.unprintable)
                     if isinstance(fault, DocumentFault):
                         raise DocumentFault(f"{name}: {fault.reason}", fault.ipp_reason,
                                             getattr(fault, "details", "")) from None
                     raise
-                path, fmt = dst, target
+                path, fmt = dst, to_format
             pages = None
             if self.tools.count_pages is not None:
                 # PostScript without a %%Pages: comment is counted by running
@@ -352,6 +356,22 @@ class Dispatcher:
         # Not fsync'd: derived data, extracted again after a crash (see
         # Intake.recover), so the state never points at a lost document.
         return documents
+
+    async def _target(self, job: Job) -> PrintTarget:
+        """What this job's documents are made into (phaserlink/printer/target.py).
+        A printer that says what it takes (IPP) is asked now, at each
+        attempt: it fails as a send would (down: the job is held)."""
+        status = None
+        if IDescribingOutput.providedBy(self.output):
+            status = await self.output.probe()
+        from phaserlink.message.job_options import JobOptions
+
+        target = print_target(self.printer, status, JobOptions.parse(job.options), getattr(self.output, "uri", ""))
+        if status is not None:
+            log.info("printer {printer} job {job}: the printer takes {formats}; pictures on {media}",
+                     printer=self.printer.name, job=job.job_id, formats=", ".join(target.formats),
+                     media=target.media)
+        return target
 
     async def _check_pages(self, job: Job, documents: list[Document]) -> None:
         """``max_pages_per_job`` (docs/trust.md): PDF and PostScript pages

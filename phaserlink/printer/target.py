@@ -55,16 +55,18 @@ PWG_TYPES_MONOCHROME = ("sgray_8", "black_1", "srgb_8")
 
 @dataclass(frozen=True)
 class RasterMode:
-    """How Ghostscript renders for a raster printer: ``-r{x}x{y}`` and, for
-    PWG raster, the colour space (None: the device's default, 1-bit black)."""
+    """How Ghostscript renders for a raster printer: ``-r{x}x{y}`` and the
+    colour space, as a PWG raster type keyword.  The default is 8-bit grey,
+    which every IPP Everywhere printer takes; the devices' own default,
+    1-bit black, is optional in PWG raster and does not exist in URF."""
 
     dpi: tuple[int, int] = (RASTER_DPI, RASTER_DPI)
-    pwg_type: str | None = None
+    pwg_type: str | None = "sgray_8"
 
     def ghostscript_args(self, device: str) -> list[str]:
         x, y = self.dpi
         args = [f"-r{x}" if x == y else f"-r{x}x{y}"]
-        if device == "pwgraster" and self.pwg_type in PWG_TYPES:
+        if self.pwg_type in PWG_TYPES:  # pwgraster and urf take the cups device's parameters
             space, bits = PWG_TYPES[self.pwg_type]
             args += [f"-dcupsColorSpace={space}", f"-dcupsBitsPerColor={bits}"]
         return args
@@ -95,7 +97,7 @@ def print_target(printer, status=None, options: JobOptions | None = None, uri: s
         if _formats.PWG_RASTER in formats:
             rasters.append((_formats.PWG_RASTER, pwg_raster_mode(status, options)))
         if _formats.URF in formats:
-            rasters.append((_formats.URF, urf_mode(status)))
+            rasters.append((_formats.URF, urf_mode(status, options)))
     return PrintTarget(formats=formats, media=media, rasters=tuple(rasters))
 
 
@@ -163,18 +165,29 @@ def pwg_raster_mode(status, options: JobOptions | None = None) -> RasterMode:
     choices = [d for d in map(_dpi, status.supported("pwg-raster-document-resolution")) if d]
     types = [str(t) for t in status.supported("pwg-raster-document-type")]
     order = PWG_TYPES_MONOCHROME if options is not None and options.color == "monochrome" else tuple(PWG_TYPES)
-    chosen = next((t for t in order if t in types), None)
+    chosen = next((t for t in order if t in types), "sgray_8")
     return RasterMode(dpi=nearest_resolution(choices), pwg_type=chosen)
 
 
-def urf_mode(status) -> RasterMode:
-    """URF: ``urf-supported`` says its resolutions as ``RS300-600``."""
+#: URF colour keywords (``urf-supported``) -> the PWG raster type Ghostscript makes for them.
+URF_TYPES = {"SRGB24": "srgb_8", "W8": "sgray_8"}
+
+
+def urf_mode(status, options: JobOptions | None = None) -> RasterMode:
+    """URF: ``urf-supported`` says its resolutions as ``RS300-600`` and its
+    colour spaces as ``W8`` (8-bit grey), ``SRGB24``."""
     choices: list[tuple[int, int]] = []
-    for keyword in status.supported("urf"):
-        m = re.fullmatch(r"RS(\d+(?:-\d+)*)", str(keyword))
+    types: list[str] = []
+    for keyword in map(str, status.supported("urf")):
+        m = re.fullmatch(r"RS(\d+(?:-\d+)*)", keyword)
         if m:
             choices += [(int(n), int(n)) for n in m.group(1).split("-") if int(n) > 0]
-    return RasterMode(dpi=nearest_resolution(choices))
+        elif keyword in URF_TYPES:
+            types.append(URF_TYPES[keyword])
+    order = PWG_TYPES_MONOCHROME if options is not None and options.color == "monochrome" else tuple(PWG_TYPES)
+    # Every URF printer takes 8-bit grey (W8 is required); never 1-bit.
+    chosen = next((t for t in order if t in types and t != "black_1"), "sgray_8")
+    return RasterMode(dpi=nearest_resolution(choices), pwg_type=chosen)
 
 
 __all__ = ["PrintTarget", "RasterMode", "accepted_formats", "photo_media", "print_target",

@@ -115,3 +115,41 @@ def test_config_ipp_printer_without_formats_asks_the_printer_and_media_is_checke
     with pytest.raises(config.ConfigError) as e:
         _load(tmp_path, "output = socket://localhost:9100\nmedia = huge\n")
     assert "[printer:lab] media" in str(e.value) and "'huge' is not a media size" in str(e.value)
+
+
+# -- the dispatcher asks the printer before it converts, and again at each retry --
+
+
+def test_a_job_prepared_for_what_the_printer_took_is_converted_again_when_it_takes_other_formats(tmp_path):
+    """Held while the IPP printer was down; when it is back it takes only
+    PostScript: the PDF is converted then, not sent as it was prepared."""
+    import dataclasses
+
+    from support.printer_fakes import FakeOutput, Rig, make_site, message
+    from twisted.internet import defer
+    from zope.interface import implementer
+
+    from phaserlink.printer.output.interfaces import IDescribingOutput
+
+    @implementer(IDescribingOutput)
+    class DescribingOutput(FakeOutput):
+        said = ("application/pdf",)
+        capabilities = None
+
+        def probe(self):
+            self.capabilities = status(self.said)
+            return defer.succeed(self.capabilities)
+
+    site = make_site(tmp_path)
+    site = dataclasses.replace(site, printers={"lp": dataclasses.replace(site.printers["lp"], formats=())})
+    rig = Rig(tmp_path, site)
+    output = DescribingOutput("down")
+    rig.start()
+    rig.service.runners["lp"].output = rig.service.runners["lp"].dispatcher.output = output
+    output.clock = rig.clock
+    rig.deliver(message(body=b"%PDF-1.4 the report\n", X_Format="pdf"))
+    assert output.attempts and not output.sent  # prepared for a PDF printer, held: it is down
+    output.said, output.mode = ("application/postscript",), "ok"
+    rig.run_for(30)
+    [(job, data)] = output.sent
+    assert data.startswith(b"%!converted from pdf") and job.format == "application/postscript"

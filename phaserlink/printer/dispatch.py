@@ -246,7 +246,7 @@ class Dispatcher:
         """Prepare *job* if it is not yet, send each document not yet
         acknowledged, finish it.  Any failure propagates, to be classified
         once by :func:`classify` in :meth:`_run`."""
-        if job.documents is None:
+        if job.documents is None or await self._takes_no_more(job):
             job.documents = await self._prepare(job)
         if job.job_id in self.cutting:
             raise defer.CancelledError()  # an operator cancels it: send nothing
@@ -356,6 +356,20 @@ class Dispatcher:
         # Not fsync'd: derived data, extracted again after a crash (see
         # Intake.recover), so the state never points at a lost document.
         return documents
+
+    async def _takes_no_more(self, job: Job) -> bool:
+        """A job prepared at an earlier attempt, for a printer that says what
+        it takes (IPP): is it still what the printer takes?  A printer that
+        was reconfigured while the job waited gets the job converted again,
+        provided none of it reached the printer yet."""
+        if not IDescribingOutput.providedBy(self.output) or job.printed_documents or job.printer_job:
+            return False
+        formats = (await self._target(job)).formats
+        stale = [d.format for d in job.documents or () if d.format not in formats]
+        if stale:
+            log.info("printer {printer} job {job}: the printer no longer takes {stale}; converting again",
+                     printer=self.printer.name, job=job.job_id, stale=", ".join(dict.fromkeys(stale)))
+        return bool(stale)
 
     async def _target(self, job: Job) -> PrintTarget:
         """What this job's documents are made into (phaserlink/printer/target.py).

@@ -58,6 +58,8 @@ __all__ = [
     "GhostscriptMissing",
     "check_output",
     "convert",
+    "count_pages",
+    "count_pages_blocking",
     "ghostscript_path",
     "needs_conversion",
 ]
@@ -716,28 +718,65 @@ async def _count_pages(reactor, path: Path, fmt: str, interpret: bool = True) ->
             if said is not None or not interpret:
                 return said
         if fmt in COUNTED_BY_GHOSTSCRIPT:
-            gs = ghostscript_path()
-            if fmt == "pdf":
-                argv = [gs, "-q", "-dNODISPLAY", "-dSAFER",
-                        f"--permit-file-read={path}", "-c",
-                        f"({_ps_string(str(path))}) (r) file runpdfbegin pdfpagecount = quit"]
-            else:
-                argv = [gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=nullpage",
-                        "-c", _COUNT_PS_PAGES, "-f", str(path), "-c", "(PLPAGES=) print globaldict /PLpages get = flush"]
-            raw = await _run(reactor, "Ghostscript", argv, path.parent,
+            raw = await _run(reactor, "Ghostscript", _count_argv(ghostscript_path(), path, fmt), path.parent,
                              PAGE_COUNT_TIMEOUT, f"counting the pages of {fmt}", path.with_name(".none"))
-            text = raw.decode("utf-8", "replace")
-            if fmt == "pdf":
-                numbers = re.findall(r"^\s*(\d+)\s*$", text, re.MULTILINE)
-                return int(numbers[-1]) if numbers and int(numbers[-1]) > 0 else None
-            found = re.findall(r"PLPAGES=(\d+)", text)
-            return int(found[-1]) if found and int(found[-1]) > 0 else None
-        if fmt in _formats.IMAGES or fmt in ("jpeg", "png"):
-            return 1
-        if fmt in ("text", "urf", "pwg-raster"):
-            return await pools_for(reactor).cpu(_count_file_pages, path, fmt)
+            return _counted(fmt, raw)
+        return await pools_for(reactor).cpu(_count_without_ghostscript, path, fmt)
     except Exception as e:
         log.info("cannot count the pages of {path}: {e}", path=str(path), e=str(e))
+    return None
+
+
+def count_pages_blocking(path: Path, fmt: str) -> int | None:
+    """:func:`count_pages` for a caller without a reactor to spawn on (it
+    blocks: run it in a worker thread).  The same Ghostscript command in the
+    same sandbox, and the same answers (None when unknown); PostScript is
+    always counted, by its ``%%Pages:`` or by running it."""
+    import subprocess
+
+    path = Path(path).absolute()
+    try:
+        if fmt == "postscript":
+            said = _dsc_pages(path)
+            if said is not None:
+                return said
+        if fmt not in COUNTED_BY_GHOSTSCRIPT:
+            return _count_without_ghostscript(path, fmt)
+        done = subprocess.run(_sandbox_prefix() + _count_argv(ghostscript_path(), path, fmt),
+                              capture_output=True, timeout=PAGE_COUNT_TIMEOUT, stdin=subprocess.DEVNULL,
+                              cwd=path.parent)
+    except (OSError, subprocess.SubprocessError, ConverterUnavailable) as e:
+        log.info("cannot count the pages of {path}: {e}", path=str(path), e=str(e))
+        return None
+    return _counted(fmt, done.stdout + done.stderr) if done.returncode == 0 else None
+
+
+def _count_argv(gs: str, path: Path, fmt: str) -> list[str]:
+    """Ghostscript counting a PDF by its page tree, PostScript by running it
+    on the nullpage device (its messages: :func:`_counted`)."""
+    if fmt == "pdf":
+        return [gs, "-q", "-dNODISPLAY", "-dSAFER", f"--permit-file-read={path}", "-c",
+                f"({_ps_string(str(path))}) (r) file runpdfbegin pdfpagecount = quit"]
+    return [gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=nullpage",
+            "-c", _COUNT_PS_PAGES, "-f", str(path), "-c", "(PLPAGES=) print globaldict /PLpages get = flush"]
+
+
+def _counted(fmt: str, raw: bytes) -> int | None:
+    """The count in what :func:`_count_argv`'s Ghostscript said (None: none, or 0)."""
+    text = raw.decode("utf-8", "replace")
+    if fmt == "pdf":
+        found = re.findall(r"^\s*(\d+)\s*$", text, re.MULTILINE)
+    else:
+        found = re.findall(r"PLPAGES=(\d+)", text)
+    return int(found[-1]) if found and int(found[-1]) > 0 else None
+
+
+def _count_without_ghostscript(path: Path, fmt: str) -> int | None:
+    """A picture is a page; text, URF and PWG raster are read (worker thread)."""
+    if fmt in _formats.IMAGES or fmt in ("jpeg", "png"):
+        return 1
+    if fmt in ("text", "urf", "pwg-raster"):
+        return _count_file_pages(path, fmt)
     return None
 
 

@@ -394,14 +394,14 @@ class Dispatcher:
         cap = getattr(self.printer, "max_pages_per_job", None)
         if cap is None:
             return
-        from phaserlink.printer.pages import count_pages
+        from phaserlink.printer.convert import count_pages_blocking  # the one page counter
 
         root = self.spool.job_dir(job.job_id)
         total = 0
         for document in documents:
             pages = document.pages
             if pages is None:  # not counted while preparing (a fake toolkit, an odd format)
-                pages = await self.blocking(count_pages, root / document.file, document.format)
+                pages = await self.blocking(count_pages_blocking, root / document.file, document.format)
             total += (pages or 0) * max(1, job.copies)
         if total > cap:
             copies = f" ({job.copies} copies)" if job.copies > 1 else ""

@@ -10,7 +10,6 @@ EXIF, a HEIC, a 3-frame TIFF), Office files by LibreOffice itself from text
 from __future__ import annotations
 
 import subprocess
-import time
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 import pytest_twisted
 from support.peers import require_program
 from support.live_printer import FilePrinter
+from support.message_samples import mail_with
 
 
 
@@ -40,15 +40,7 @@ def Live(tmp: Path, formats: tuple[str, ...] = ("postscript",), **printer) -> Fi
 
 
 def mail(*attachments: tuple[bytes, str, str, str]) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "alice@example.com"
-    msg["To"] = "lp@phaserlink.test"
-    msg["Subject"] = "Holiday photos"
-    msg["Message-ID"] = f"<{time.monotonic_ns()}@example.com>"
-    msg.set_content("Please print.\n")
-    for data, maintype, subtype, name in attachments:
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return msg.as_bytes()
+    return mail_with(*attachments, subject="Holiday photos").as_bytes()
 
 
 def pages_of(gs: str, path: Path, tmp: Path) -> list[tuple[int, int]]:

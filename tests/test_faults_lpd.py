@@ -11,12 +11,12 @@ temporary.
 from __future__ import annotations
 
 import time
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 from support.live_printer import LivePrinter, reactor
+from support.message_samples import mail_with
 from twisted.internet import defer, protocol, task
 
 from phaserlink.printer import jobs as J
@@ -96,13 +96,7 @@ class ScriptedLPDFactory(protocol.Factory):
 
 
 def ps_mail(msgid="<lpd@example.com>") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "alice@example.com"
-    msg["Subject"] = "LPD report"
-    msg["Message-ID"] = msgid
-    msg.set_content("Please print.\n")
-    msg.add_attachment(PS, maintype="application", subtype="postscript", filename="r.ps")
-    return msg.as_bytes()
+    return mail_with((PS, "application", "postscript", "r.ps"), subject="LPD report", message_id=msgid).as_bytes()
 
 
 class LPDRig(LivePrinter):
@@ -165,7 +159,9 @@ async def test_lpd_without_the_queue_aborts_the_job_with_its_words(tmp_path, scr
         mail = rig.queue.messages[-1]
         assert "spool queue for 'raw' does not exist" in mail.text
         assert mail.field("reasons") == "['aborted-by-system', 'destination-uri-failed']"
-        assert rig.states() == [] and factory.jobs == []
+        # The status mail is queued before the job's folder is removed (in the durable pool).
+        await rig.until(lambda: rig.states() == [], "the job to leave the spool")
+        assert factory.jobs == []
     finally:
         await defer.maybeDeferred(rig.service.stopService)
 

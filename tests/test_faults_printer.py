@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 from support.peers import require_program
 from support.live_printer import FilePrinter, reactor
+from support.message_samples import mail_with
 
 from phaserlink.printer import convert as convert_mod
 from phaserlink.printer import jobs as J
@@ -77,14 +77,8 @@ def make_pdf(gs: str, directory: Path, pages: int = 2) -> bytes:
 
 
 def mail_with_pdf(pdf: bytes, msgid: str = "<pdf@example.com>") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "alice@example.com"
-    msg["To"] = "lp@phaserlink.test"
-    msg["Subject"] = "Quarterly report"
-    msg["Message-ID"] = msgid
-    msg.set_content("Please print.\n")
-    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="report.pdf")
-    return msg.as_bytes()
+    return mail_with((pdf, "application", "pdf", "report.pdf"), subject="Quarterly report",
+                     message_id=msgid).as_bytes()
 
 
 def text_of(gs: str, path: Path) -> str:
@@ -210,12 +204,8 @@ async def test_file_printer_on_a_full_disk_holds_and_prints_once_when_space_is_b
     ps = ("%!PS-Adobe-3.0\n" + "".join(
         f"/Helvetica findfont 24 scalefont setfont 72 700 moveto ({MARKER} page {i + 1}) show showpage\n"
         for i in range(4000)) + "%%EOF\n").encode()
-    msg = EmailMessage()
-    msg["From"] = "alice@example.com"
-    msg["Subject"] = "Big PostScript"
-    msg["Message-ID"] = "<ps@example.com>"
-    msg.set_content("Please print.\n")
-    msg.add_attachment(ps, maintype="application", subtype="postscript", filename="big.ps")
+    msg = mail_with((ps, "application", "postscript", "big.ps"), subject="Big PostScript",
+                    message_id="<ps@example.com>")
     small_disk.fill(leave=len(ps) // 2)
     live = FilePrinter(tmp_path, spool=tmp_path / "var", out_dir=small_disk.path / "printed").start()
     try:

@@ -27,6 +27,7 @@ import pytest
 from support.appliance import Appliance
 from support.e2e import SENDER, job_states, printer_idle, printer_section, wait_until
 from support.ippeveprinter import IppEvePrinter
+from support.message_samples import mail_with
 from support.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,14 +44,8 @@ def pdf_bytes(pages: int, tag: str, padding: int = 0) -> bytes:
 
 
 def job_mail(printer: str, data: bytes, *, subject: str = "ipp job", message_id: str | None = None) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = SENDER
-    msg["To"] = f"{printer}@phaserlink.test"
-    msg["Subject"] = subject
-    msg["Message-ID"] = message_id or make_msgid(domain="example.com")
-    msg.set_content("Please print the attached file.\n")
-    msg.add_attachment(data, maintype="application", subtype="pdf", filename="report.pdf")
-    return msg
+    return mail_with((data, "application", "pdf", "report.pdf"), sender=SENDER, to=f"{printer}@phaserlink.test",
+                     subject=subject, message_id=message_id)
 
 
 class Site:
@@ -264,16 +259,9 @@ def rendered_pdf(directory: Path, pages: int, tag: str) -> bytes:
 
 def attachment_mail(printer: str, data: bytes, maintype: str, subtype: str, filename: str, *,
                     message_id: str, options: str | None = None) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = SENDER
-    msg["To"] = f"{printer}@phaserlink.test"
-    msg["Subject"] = f"{filename} to {printer}"
-    msg["Message-ID"] = message_id
-    if options:
-        msg["X-PhaserLink-Options"] = options
-    msg.set_content("Please print the attached file.\n")
-    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    return msg
+    return mail_with((data, maintype, subtype, filename), sender=SENDER, to=f"{printer}@phaserlink.test",
+                     subject=f"{filename} to {printer}", message_id=message_id,
+                     headers={"X-PhaserLink-Options": options} if options else None)
 
 
 @pytest.mark.parametrize("mime, kind, dpi, colour", [

@@ -38,6 +38,7 @@ from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
 from phaserlink.message import formats as _formats
+from phaserlink.message.job_options import JobOptions
 from phaserlink.printer import jobs as J
 from phaserlink.printer import journal
 from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
@@ -378,8 +379,6 @@ class Dispatcher:
         status = None
         if IDescribingOutput.providedBy(self.output):
             status = await self.output.probe()
-        from phaserlink.message.job_options import JobOptions
-
         target = print_target(self.printer, status, JobOptions.parse(job.options), getattr(self.output, "uri", ""))
         if status is not None:
             log.info("printer {printer} job {job}: the printer takes {formats}; pictures on {media}",

@@ -113,7 +113,7 @@ def accepted_formats(site: tuple[str, ...], status, uri: str = "") -> tuple[str,
     both = tuple(f for f in said if f in site)
     if not both:
         raise TemporaryFault(
-            f"the IPP printer {uri or ''} says it takes {', '.join(said)}, but its formats in site.ini "
+            f"the IPP printer{' ' + uri if uri else ''} says it takes {', '.join(said)}, but its formats in site.ini "
             f"({', '.join(site)}) allow none of them; fix formats (or leave it out to use what "
             "the printer says)", SCOPE_PRINTER, PRINTER_STOPPED)
     return both

@@ -287,7 +287,9 @@ def test_a_raster_only_printer_gets_raster_it_lists_and_completes_the_job(ippeve
     [doc] = printer.documents()
     pages = (pwg_pages if kind == "pwg" else urf_pages)(doc)
     assert [(p.dpi, p.kind) for p in pages] == [(dpi, colour)] * 2
-    assert f"the printer takes {kind.replace('pwg', 'pwg-raster')}" in site.appliance.log()
+    made = kind.replace("pwg", "pwg-raster")
+    assert f"printer raster: documents are made into {made}" in site.appliance.log()  # said at start
+    assert f"the printer takes {made}; pictures on letter" in site.appliance.log()  # and asked for the job
 
 
 def test_pdf_goes_straight_through_to_a_printer_that_says_it_takes_pdf(ippeve, site_for, tmp_path):

@@ -287,6 +287,10 @@ def test_a_raster_only_printer_gets_raster_it_lists_and_completes_the_job(ippeve
     [doc] = printer.documents()
     pages = (pwg_pages if kind == "pwg" else urf_pages)(doc)
     assert [(p.dpi, p.kind) for p in pages] == [(dpi, colour)] * 2
+    # The A4 pages are fitted to the printer's media-default, US letter (8.5 x 11 in).
+    assert [p.size for p in pages] == [(round(8.5 * dpi[0]), round(11 * dpi[1]))] * 2
+    if kind == "pwg":
+        assert pages[0].page_size == (612, 792)
     made = kind.replace("pwg", "pwg-raster")
     assert f"printer raster: documents are made into {made}" in site.appliance.log()  # said at start
     assert f"the printer takes {made}; pictures on letter" in site.appliance.log()  # and asked for the job

@@ -79,16 +79,18 @@ def test_photo_media_job_option_else_media_default_else_the_media_key():
 def test_raster_resolution_and_colour_space_are_ones_the_printer_lists():
     target = print_target(Printer(), status(("image/pwg-raster", "image/urf")))
     assert target.formats == ("pwg-raster", "urf")
-    assert target.raster("pwg-raster") == RasterMode((300, 300), "sgray_8")
-    assert target.raster("urf") == RasterMode((600, 600), "sgray_8")
-    assert print_target(Printer(), status(("image/pwg-raster",), pwg_res=((600, 600),),
+    letter = (612.0, 792.0)  # its media-default: pages are fitted to it
+    assert target.raster("pwg-raster") == RasterMode((300, 300), "sgray_8", letter)
+    assert target.raster("urf") == RasterMode((600, 600), "sgray_8", letter)
+    assert print_target(Printer(), status(("image/pwg-raster",), pwg_res=((600, 600),), media_default=None,
                                           pwg_types=("srgb_8", "sgray_8"))).raster("pwg-raster") == \
-        RasterMode((600, 600), "srgb_8")
+        RasterMode((600, 600), "srgb_8", media_size("a4"))
     mono = print_target(Printer(), status(("image/pwg-raster",), pwg_types=("srgb_8", "sgray_8")),
                         JobOptions(color="monochrome"))
     assert mono.raster("pwg-raster").pwg_type == "sgray_8"
-    argv = ghostscript_argv("gs", "in.pdf", "out.pwg", "pdf", "pwg-raster", RasterMode((600, 600), "srgb_8"))
+    argv = ghostscript_argv("gs", "in.pdf", "out.pwg", "pdf", "pwg-raster", RasterMode((600, 600), "srgb_8", letter))
     assert "-r600" in argv and "-dcupsColorSpace=19" in argv and "-dcupsBitsPerColor=8" in argv
+    assert {"-dDEVICEWIDTHPOINTS=612", "-dDEVICEHEIGHTPOINTS=792", "-dFIXEDMEDIA", "-dFitPage"} <= set(argv)
     urf = ghostscript_argv("gs", "in.pdf", "out.urf", "pdf", "urf", None)
     assert "-r300" in urf and "-dcupsColorSpace=18" in urf  # never 1-bit: URF has none
 

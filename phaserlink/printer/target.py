@@ -24,13 +24,14 @@ the dispatcher asks it again before each job is prepared (docs/convert.md,
   ``urf-supported`` ``RS`` (URF) resolution nearest to 300 dpi, and for PWG
   raster the best ``pwg-raster-document-type-supported`` colour space
   Ghostscript can make (``srgb_8``, else ``sgray_8``, else ``black_1``; grey
-  first when the sender asked for monochrome).
+  first when the sender asked for monochrome), each page scaled to fit the
+  same media pictures are fitted to (a raster printer cannot scale).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from twisted.logger import Logger
 
@@ -62,6 +63,9 @@ class RasterMode:
 
     dpi: tuple[int, int] = (RASTER_DPI, RASTER_DPI)
     pwg_type: str | None = "sgray_8"
+    #: The printer's media in points: every page is scaled to fit it
+    #: (``-dFIXEDMEDIA -dFitPage``); None: each page at its own size.
+    page: tuple[float, float] | None = None
 
     def ghostscript_args(self, device: str) -> list[str]:
         x, y = self.dpi
@@ -69,6 +73,10 @@ class RasterMode:
         if self.pwg_type in PWG_TYPES:  # pwgraster and urf take the cups device's parameters
             space, bits = PWG_TYPES[self.pwg_type]
             args += [f"-dcupsColorSpace={space}", f"-dcupsBitsPerColor={bits}"]
+        if self.page is not None:
+            width, height = self.page
+            args += [f"-dDEVICEWIDTHPOINTS={width:g}", f"-dDEVICEHEIGHTPOINTS={height:g}", "-dFIXEDMEDIA",
+                     "-dFitPage"]
         return args
 
 
@@ -94,10 +102,11 @@ def print_target(printer, status=None, options: JobOptions | None = None, uri: s
     media = photo_media(options, status, getattr(printer, "media", DEFAULT_MEDIA) or DEFAULT_MEDIA)
     rasters: list[tuple[str, RasterMode]] = []
     if status is not None:
+        page = media_size(media)  # raster pages on the media pictures are fitted to
         if _formats.PWG_RASTER in formats:
-            rasters.append((_formats.PWG_RASTER, pwg_raster_mode(status, options)))
+            rasters.append((_formats.PWG_RASTER, replace(pwg_raster_mode(status, options), page=page)))
         if _formats.URF in formats:
-            rasters.append((_formats.URF, urf_mode(status, options)))
+            rasters.append((_formats.URF, replace(urf_mode(status, options), page=page)))
     return PrintTarget(formats=formats, media=media, rasters=tuple(rasters))
 
 

@@ -721,7 +721,9 @@ async def _count_pages(reactor, path: Path, fmt: str, interpret: bool = True) ->
             raw = await _run(reactor, "Ghostscript", _count_argv(ghostscript_path(), path, fmt), path.parent,
                              PAGE_COUNT_TIMEOUT, f"counting the pages of {fmt}", path.with_name(".none"))
             return _counted(fmt, raw)
-        return await pools_for(reactor).cpu(_count_without_ghostscript, path, fmt)
+        if fmt in ("text", "urf", "pwg-raster"):  # the file is read: a worker thread
+            return await pools_for(reactor).cpu(_count_file_pages, path, fmt)
+        return _count_without_ghostscript(path, fmt)
     except Exception as e:
         log.info("cannot count the pages of {path}: {e}", path=str(path), e=str(e))
     return None

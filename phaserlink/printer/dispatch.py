@@ -308,6 +308,7 @@ class Dispatcher:
         """Extract the documents and convert what the printer does not take.
 
         Raises whatever the tools raise; :meth:`_run` classifies it."""
+        target = await self._target(job)  # first: a printer that is down costs no extraction
         docs_dir = self.spool.docs_dir(job.job_id)
         shutil.rmtree(docs_dir, ignore_errors=True)
         docs_dir.mkdir()
@@ -315,7 +316,6 @@ class Dispatcher:
         if not extracted:
             raise DocumentFault("there is nothing printable in the message", J.UNSUPPORTED_DOCUMENT_FORMAT)
         documents = []
-        target = await self._target(job)
         for i, group in enumerate(_picture_runs(extracted, target.formats)):
             doc = group[0]
             name = doc.filename or doc.content_type

@@ -332,3 +332,22 @@ def test_a_photo_is_fitted_to_the_printers_media_default_or_the_jobs_media(ippev
         sizes.append(next(line.split(":", 1)[1].split("pts")[0].strip()
                           for line in info.splitlines() if line.startswith("Page size")))
     assert sizes == ["612 x 792", "595.28 x 841.89"], sizes
+
+
+def test_formats_that_allow_nothing_the_printer_takes_hold_the_job_and_say_so(ippeve, site_for, tmp_path):
+    """formats restricts what the printer says; sharing nothing is a site.ini
+    to fix: said at start, and the job waits (held) instead of being lost."""
+    printer = ippeve("mismatch", formats="image/pwg-raster")
+    site = site_for({"strict": printer.uri}, formats="postscript")
+    wait_until(lambda: "allow none of them" in site.appliance.log(), 30, "the error at start", site.log)
+    message_id = make_msgid(domain="example.com")
+    site.send(attachment_mail("strict", rendered_pdf(tmp_path, 1, "mismatch"), "application", "pdf", "r.pdf",
+                              message_id=message_id))
+
+    def held():
+        return [s for s in job_states(site.appliance, "strict").values()
+                if s["state"] == "pending-held" and "printer-stopped" in s["reasons"]]
+
+    [state] = wait_until(held, 30, "the job held", site.log)
+    assert "says it takes pwg-raster, but its formats in site.ini (postscript) allow none" in state["detail"]
+    assert printer.documents() == []

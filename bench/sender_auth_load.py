@@ -60,12 +60,12 @@ def signed_message(key: Path, size: int = 5 * 1024) -> bytes:
                      canonicalize=(b"relaxed", b"relaxed")) + msg
 
 
-def site_ini(directory: Path, port: int, sender_auth: str, dns: str) -> Path:
+def site_ini(directory: Path, port: int, sender_auth: str, dns: str, processes: int) -> Path:
     path = directory / "site.ini"
     path.write_text(
         f"[appliance]\nhostname = phaserlink.test\nspool = {directory / 'var'}\n"
         f"smtp_listen = tcp:{port}:interface=127.0.0.1\npop3_listen = tcp:{free_port()}:interface=127.0.0.1\n"
-        f"max_sessions = 1000\ndns_servers = {dns}\n\n"
+        f"max_sessions = 1000\ndns_servers = {dns}\nverify_processes = {processes}\n\n"
         f"[printer:lp]\naddresses = {ADDRESS}\noutput = pull\nallowed_senders = *@good.test\n"
         f"sender_auth = {sender_auth}\n")
     return path
@@ -111,11 +111,12 @@ def run_load(port: int, message: bytes, count: int) -> tuple[float, list[float]]
     return elapsed, latencies
 
 
-def measure(work: Path, sender_auth: str, dns: DnsServer, message: bytes, count: int, rounds: int):
+def measure(work: Path, sender_auth: str, dns: DnsServer, message: bytes, count: int, rounds: int,
+            processes: int):
     directory = work / sender_auth
     directory.mkdir()
     port = free_port()
-    config = site_ini(directory, port, sender_auth, dns.address)
+    config = site_ini(directory, port, sender_auth, dns.address, processes)
     profile = directory / "reactor.prof"
     proc = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "--logfile", str(directory / "twistd.log"),
                              f"--profile={profile}", "--profiler=cprofile", "--savestats",
@@ -132,7 +133,8 @@ def measure(work: Path, sender_auth: str, dns: DnsServer, message: bytes, count:
             p50s.append(lat[len(lat) // 2] * 1000)
             p99s.append(lat[int(len(lat) * 0.99)] * 1000)
             print(f"  round {r + 1}: sender_auth = {sender_auth:5} {rates[-1]:7.1f} msg/s  "
-                  f"end of DATA -> 250: p50 {p50s[-1]:6.1f} ms  p99 {p99s[-1]:6.1f} ms", flush=True)
+                  f"end of DATA -> 250: p50 {p50s[-1]:6.1f} ms  p99 {p99s[-1]:6.1f} ms  "
+                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -147,6 +149,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ttl", type=int, default=300, help="TTL of the DNS answers (0: no caching)")
+    parser.add_argument("--verify-processes", type=int, default=1,
+                        help="the appliance's verify_processes (0: verify in its lookup threads)")
     args = parser.parse_args()
     count, rounds = (400, 1) if args.quick else (2000, 3)
     work = Path(tempfile.mkdtemp(prefix="phaserlink-bench-auth-"))
@@ -159,11 +163,13 @@ def main() -> int:
     dns.start()
     message = signed_message(key)
     try:
-        results = {auth: measure(work, auth, dns, message, count, rounds) for auth in ("none", "dmarc")}
+        results = {auth: measure(work, auth, dns, message, count, rounds, args.verify_processes)
+               for auth in ("none", "dmarc")}
     finally:
         dns.stop()
     print(f"\n{count} DKIM-signed messages of {len(message)} bytes over {SESSIONS} sessions, "
-          f"DNS TTL {args.ttl} s, median of {rounds} round(s):")
+          f"DNS TTL {args.ttl} s, verify_processes = {args.verify_processes}, median of {rounds} round(s), "
+          f"load average at the end {os.getloadavg()[0]:.1f}:")
     for auth, (rate, p50, p99, total, in_dns) in results.items():
         print(f"  sender_auth = {auth:5}  {rate:7.1f} msg/s   end of DATA -> 250 p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
               f"   reactor thread profile: {total:6.1f} s (wall), {in_dns * 1000:6.1f} ms of it in DNS code")

@@ -341,6 +341,17 @@ SPF_TIME_LIMIT = 20.0
 #: Signatures looked at per message (each costs a DNS look-up and an RSA check).
 MAX_SIGNATURES = 8
 
+# -- trust.verifier --------------------------------------------------------
+
+#: Seconds a verifier worker may take to answer one request before the
+#: session gets its 451 (SPF alone may spend SPF_TIME_LIMIT in DNS; DKIM and
+#: DMARC a few QUERY_TIMEOUTs more).
+VERIFY_TIMEOUT = SPF_TIME_LIMIT + 10 * QUERY_TIMEOUT
+#: Seconds the workers get to finish at shutdown before they are killed.
+VERIFY_STOP_TIMEOUT = 5.0
+#: Most ``verify_processes`` a site may ask for.
+MAX_VERIFY_PROCESSES = 16
+
 # -- smtp_relay.server -----------------------------------------------------
 
 #: Bytes without a LF after which the client is not speaking SMTP: a

@@ -310,6 +310,9 @@ QUERY_TIMEOUT = 3.0
 #: Answers kept at most this long whatever their TTL (a record an admin
 #: just fixed is seen again within this time).
 MAX_CACHE_TTL = 3600
+#: Positive answers kept in the resolver's own look-up table in front of
+#: dnspython's cache (bounded: emptied when full).
+DNS_FAST_ANSWERS = 10_000
 
 # -- trust.headers ---------------------------------------------------------
 

@@ -36,6 +36,7 @@ import spf
 from phaserlink.limits import (  # noqa: E402
     QUERY_TIMEOUT,
     MAX_CACHE_TTL,
+    DNS_FAST_ANSWERS as MAX_FAST_ANSWERS,
 )
 
 class DNSTempError(Exception):
@@ -71,14 +72,26 @@ class Resolver:
         resolver.cache = _TTLCache()
         self.resolver = resolver
         self.timeout = timeout
+        self._answers: dict[tuple[str, str], dns.resolver.Answer] = {}
 
     def query(self, name: str | bytes, rdtype: str) -> "dns.resolver.Answer | None":
         """The answer, None for NXDOMAIN / no data, DNSTempError otherwise."""
         if isinstance(name, bytes):
             name = name.decode("ascii", "replace")
+        # Answers still within their TTL, by the name as asked: a hit in
+        # dnspython's cache still parses the name and builds a resolution
+        # (about 70 us, three or four times per message); this is a dict look-up.
+        key = (name.lower(), rdtype)
+        hit = self._answers.get(key)
+        if hit is not None and hit.expiration > time.time():
+            return hit
         try:
-            return self.resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False,
-                                         lifetime=self.timeout)
+            answer = self.resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False,
+                                           lifetime=self.timeout)
+            if len(self._answers) >= MAX_FAST_ANSWERS:
+                self._answers.clear()  # bounded; the next look-ups fill it again from dnspython's cache
+            self._answers[key] = answer
+            return answer
         except dns.resolver.NXDOMAIN:
             return None
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.NoResolverConfiguration) as e:

@@ -67,14 +67,21 @@ def _rewrite(path: Path, data: bytes, old_len: int, new_head: bytes) -> int:
 
 
 def examine_file(resolver: Resolver, path: str, skip: int, spf: V.SPFResult | None, checks: V.Checks,
-                 trusted: frozenset[str], our_id: str) -> Stamped:
+                 trusted: frozenset[str], our_id: str,
+                 spf_query: tuple[str, str, str] | None = None) -> Stamped:
     """Verify the stored message at *path* (LF line ends; its first *skip*
     bytes are our Return-Path and Received lines, which the sender never
-    signed) and stamp our Authentication-Results into it."""
+    signed) and stamp our Authentication-Results into it.
+
+    *spf_query* ``(client_ip, mail_from, helo)``: SPF was not needed at RCPT
+    (no ``sender_auth = spf``-only printer), so it is checked here, in the
+    same trip, before DKIM."""
+    if spf is None and spf_query is not None:
+        spf = V.check_spf(resolver, *spf_query)
     with open(path, "rb") as f:
         data = f.read()
     examined = V.examine(resolver, data, skip, spf, checks, trusted, our_id)
-    ours = len(H.split_head(data[:skip])[1]) if skip else 0  # Return-Path, Received
+    ours = examined.ours
     field = V.results_field(our_id, examined.evidence)
     fields = [f for i, f in enumerate(examined.fields) if i < ours or f.name != HOLD_FIELD]
     new_head = H.rewrite_head(fields, our_id, field, keep_first=ours)

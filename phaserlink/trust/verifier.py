@@ -59,8 +59,11 @@ class IVerifier(Interface):
         """RFC 7208 check for the client, MAIL FROM (or HELO for <>)."""
 
     def examine(path: Path, skip: int, spf: "V.SPFResult | None", checks: V.Checks,
-                trusted: frozenset, our_id: str) -> "defer.Deferred[stamp.Stamped]":
-        """Verify the stored message at *path* and stamp our Authentication-Results."""
+                trusted: frozenset, our_id: str,
+                spf_query: "tuple[str, str, str] | None" = None) -> "defer.Deferred[stamp.Stamped]":
+        """Verify the stored message at *path* (and SPF for *spf_query*
+        ``(client_ip, mail_from, helo)`` if given) and stamp our
+        Authentication-Results."""
 
     def insert(path: Path, offset: int, field: bytes) -> "defer.Deferred[tuple[int, int]]":
         """Insert a header field at *offset*; (new size, line ends added)."""
@@ -75,8 +78,8 @@ class _Calls:
     def spf(self, client_ip, mail_from, helo):
         return self._call("spf", client_ip, mail_from, helo)
 
-    def examine(self, path, skip, spf, checks, trusted, our_id):
-        return self._call("examine", str(path), skip, spf, checks, trusted, our_id)
+    def examine(self, path, skip, spf, checks, trusted, our_id, spf_query=None):
+        return self._call("examine", str(path), skip, spf, checks, trusted, our_id, spf_query)
 
     def insert(self, path, offset, field):
         return self._call("insert", str(path), offset, field)

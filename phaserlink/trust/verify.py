@@ -321,6 +321,7 @@ class Examined:
     head_len: int
     fields: list[H.Field]
     evidence: Evidence
+    ours: int = 0  # how many of the fields are our own (Return-Path, Received)
     notes: list[str] = field(default_factory=list)
 
 
@@ -329,7 +330,8 @@ def examine(resolver: Resolver, data: bytes, skip: int, spf_result: SPFResult | 
     """Verify the stored message *data* (LF line ends; its first *skip*
     bytes are our Received line, which the sender never signed)."""
     head_len, fields = H.split_head(data)
-    message_fields = H.split_head(data[skip:])[1]
+    ours = len(H.split_head(data[:skip])[1]) if skip else 0  # Return-Path, Received: whole fields
+    message_fields = fields[ours:]
     authors = tuple(H.from_addresses(message_fields))
     auto = H.auto_submitted(message_fields)
     wire = None
@@ -351,7 +353,7 @@ def examine(resolver: Resolver, data: bytes, skip: int, spf_result: SPFResult | 
         arc, sealed = check_arc(resolver, wire, message_fields, trusted)
         upstream += sealed
     evidence = Evidence(authors, auto, spf_result, dkim_results, dmarc, tuple(upstream), arc)
-    return Examined(head_len, fields, evidence)
+    return Examined(head_len, fields, evidence, ours)
 
 
 def results_field(our_id: str, evidence: Evidence | None) -> bytes:

@@ -111,54 +111,65 @@ def run_load(port: int, message: bytes, count: int) -> tuple[float, list[float]]
     return elapsed, latencies
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of *pid* and its live descendants (the verifier
-    workers), from /proc."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU of *pid*, and of its live descendants (the
+    verifier workers), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [pid]
+    own, workers, todo = 0.0, 0.0, [pid]
     while todo:
         p = todo.pop()
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            used = (int(fields[11]) + int(fields[12])) / tick
+            if p == pid:
+                own += used
+            else:
+                workers += used
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, ValueError):
             continue
-    return total
+    return own, workers
 
 
 class Appliance:
     """One twistd with one sender_auth setting, and its rounds' figures."""
 
-    def __init__(self, work: Path, sender_auth: str, dns: DnsServer, processes: int):
+    def __init__(self, work: Path, sender_auth: str, dns: DnsServer, processes: int, profile_workers: bool):
         self.sender_auth = sender_auth
         self.directory = work / sender_auth
         self.directory.mkdir()
         self.port = free_port()
         config = site_ini(self.directory, self.port, sender_auth, dns.address, processes)
         self.profile = self.directory / "reactor.prof"
+        env = dict(os.environ)
+        if profile_workers:  # cProfile in the workers too (it slows them down)
+            env["PHASERLINK_VERIFIER_PROFILE"] = str(self.directory)
         self.proc = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "--logfile", str(self.directory / "twistd.log"),
              f"--profile={self.profile}", "--profiler=cprofile", "--savestats",
              "phaserlink", "--config", str(config)], cwd=self.directory,
-            stdout=(self.directory / "twistd.out").open("wb"), stderr=subprocess.STDOUT)
+            stdout=(self.directory / "twistd.out").open("wb"), stderr=subprocess.STDOUT, env=env)
         self.rates: list[float] = []
         self.p50s: list[float] = []
         self.p99s: list[float] = []
         self.cpu: list[float] = []  # CPU ms per message, appliance and its workers
+        self.worker_cpu: list[float] = []  # of that, in the verifier workers
 
     def round(self, message: bytes, count: int) -> None:
-        before = cpu_seconds(self.proc.pid)
+        own0, workers0 = cpu_seconds(self.proc.pid)
         elapsed, lat = run_load(self.port, message, count)
-        self.cpu.append((cpu_seconds(self.proc.pid) - before) * 1000 / max(1, len(lat)))
+        own1, workers1 = cpu_seconds(self.proc.pid)
+        n = max(1, len(lat))
+        self.cpu.append((own1 - own0 + workers1 - workers0) * 1000 / n)
+        self.worker_cpu.append((workers1 - workers0) * 1000 / n)
         lat.sort()
         self.rates.append(len(lat) / elapsed)
         self.p50s.append(lat[len(lat) // 2] * 1000)
         self.p99s.append(lat[int(len(lat) * 0.99)] * 1000)
         print(f"  round {len(self.rates)}: sender_auth = {self.sender_auth:5} {self.rates[-1]:7.1f} msg/s  "
               f"end of DATA -> 250: p50 {self.p50s[-1]:6.1f} ms  p99 {self.p99s[-1]:6.1f} ms  "
-              f"CPU {self.cpu[-1]:5.2f} ms/msg  (load average {os.getloadavg()[0]:.1f})", flush=True)
+              f"CPU {self.cpu[-1]:5.2f} ms/msg ({self.worker_cpu[-1]:4.2f} in workers)  (load average {os.getloadavg()[0]:.1f})", flush=True)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -172,10 +183,11 @@ class Appliance:
                 statistics.median(self.cpu), stats.total_tt, in_dns)
 
 
-def measure(work: Path, dns: DnsServer, message: bytes, count: int, rounds: int, processes: int):
+def measure(work: Path, dns: DnsServer, message: bytes, count: int, rounds: int, processes: int,
+            profile_workers: bool = False):
     """Both settings' appliances run at once; their rounds alternate, so a
     change in the shared machine's load hits both alike."""
-    appliances = [Appliance(work, auth, dns, processes) for auth in ("none", "dmarc")]
+    appliances = [Appliance(work, auth, dns, processes, profile_workers) for auth in ("none", "dmarc")]
     try:
         for a in appliances:
             wait_for_port(a.port, timeout=30)
@@ -195,6 +207,8 @@ def main() -> int:
     parser.add_argument("--ttl", type=int, default=300, help="TTL of the DNS answers (0: no caching)")
     parser.add_argument("--verify-processes", type=int, default=1,
                         help="the appliance's verify_processes (0: verify in its lookup threads)")
+    parser.add_argument("--profile-workers", action="store_true",
+                        help="also cProfile the verifier workers (slower; prints their top functions)")
     args = parser.parse_args()
     count, rounds = (400, 1) if args.quick else (2000, 3)
     work = Path(tempfile.mkdtemp(prefix="phaserlink-bench-auth-"))
@@ -207,7 +221,7 @@ def main() -> int:
     dns.start()
     message = signed_message(key)
     try:
-        results = measure(work, dns, message, count, rounds, args.verify_processes)
+        results = measure(work, dns, message, count, rounds, args.verify_processes, args.profile_workers)
     finally:
         dns.stop()
     print(f"\n{count} DKIM-signed messages of {len(message)} bytes over {SESSIONS} sessions, "

@@ -61,16 +61,59 @@ def _read_exactly(stream, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
+#: Set to a directory, each worker writes a cProfile of its request threads
+#: there when it exits (``verifier-PID.prof``): the benchmark shows it.
+PROFILE_ENV = "PHASERLINK_VERIFIER_PROFILE"
+
+
+class _Profiles:
+    """One cProfile per request thread, merged into one file at exit."""
+
+    def __init__(self, directory: str | None):
+        self.directory = directory
+        self.local = threading.local()
+        self.all: list = []
+        self.lock = threading.Lock()
+
+    def profiler(self):
+        if not self.directory:
+            return None
+        p = getattr(self.local, "profiler", None)
+        if p is None:
+            import cProfile
+
+            p = self.local.profiler = cProfile.Profile()
+            with self.lock:
+                self.all.append(p)
+        return p
+
+    def save(self) -> None:
+        if not self.directory or not self.all:
+            return
+        import pstats
+
+        stats = pstats.Stats(self.all[0])
+        for p in self.all[1:]:
+            stats.add(p)
+        stats.dump_stats(os.path.join(self.directory, f"verifier-{os.getpid()}.prof"))
+
+
 def serve(settings: dict, stdin, stdout) -> None:
     resolver = Resolver([tuple(s) for s in settings.get("dns_servers", ())], settings["timeout"])
     lock = threading.Lock()
+    profiles = _Profiles(os.environ.get(PROFILE_ENV))
 
     def run(request_id: int, operation: str, args: tuple) -> None:
+        profiler = profiles.profiler()
+        if profiler is not None:
+            profiler.enable()
         try:
             answer = (request_id, True, OPERATIONS[operation](resolver, *args))
         except Exception as e:  # the parent turns it into a 451, and logs it
             answer = (request_id, False, f"{type(e).__name__}: {e}")
         data = frame(answer)
+        if profiler is not None:
+            profiler.disable()
         with lock:
             stdout.write(data)
             stdout.flush()
@@ -85,6 +128,7 @@ def serve(settings: dict, stdin, stdout) -> None:
                 break
             request_id, operation, args = pickle.loads(body)
             pool.submit(run, request_id, operation, args)
+    profiles.save()
 
 
 def main(argv: list[str]) -> int:

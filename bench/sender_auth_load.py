@@ -60,12 +60,13 @@ def signed_message(key: Path, size: int = 5 * 1024) -> bytes:
                      canonicalize=(b"relaxed", b"relaxed")) + msg
 
 
-def site_ini(directory: Path, port: int, sender_auth: str, dns: str, processes: int) -> Path:
+def site_ini(directory: Path, port: int, sender_auth: str, dns: str, processes: int | None) -> Path:
     path = directory / "site.ini"
+    workers = "" if processes is None else f"verify_processes = {processes}\n"  # None: code before the key
     path.write_text(
         f"[appliance]\nhostname = phaserlink.test\nspool = {directory / 'var'}\n"
         f"smtp_listen = tcp:{port}:interface=127.0.0.1\npop3_listen = tcp:{free_port()}:interface=127.0.0.1\n"
-        f"max_sessions = 1000\ndns_servers = {dns}\nverify_processes = {processes}\n\n"
+        f"max_sessions = 1000\ndns_servers = {dns}\n{workers}\n"
         f"[printer:lp]\naddresses = {ADDRESS}\noutput = pull\nallowed_senders = *@good.test\n"
         f"sender_auth = {sender_auth}\n")
     return path
@@ -135,14 +136,17 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 class Appliance:
     """One twistd with one sender_auth setting, and its rounds' figures."""
 
-    def __init__(self, work: Path, sender_auth: str, dns: DnsServer, processes: int, profile_workers: bool):
+    def __init__(self, work: Path, sender_auth: str, dns: DnsServer, processes: int | None, profile_workers: bool,
+                 code: Path = ROOT, label: str = ""):
         self.sender_auth = sender_auth
-        self.directory = work / sender_auth
+        self.label = label or sender_auth
+        self.directory = work / self.label.replace("@", "-at-")
         self.directory.mkdir()
         self.port = free_port()
         config = site_ini(self.directory, self.port, sender_auth, dns.address, processes)
         self.profile = self.directory / "reactor.prof"
         env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH", "")) if p)
         if profile_workers:  # cProfile in the workers too (it slows them down)
             env["PHASERLINK_VERIFIER_PROFILE"] = str(self.directory)
         self.proc = subprocess.Popen(
@@ -167,7 +171,7 @@ class Appliance:
         self.rates.append(len(lat) / elapsed)
         self.p50s.append(lat[len(lat) // 2] * 1000)
         self.p99s.append(lat[int(len(lat) * 0.99)] * 1000)
-        print(f"  round {len(self.rates)}: sender_auth = {self.sender_auth:5} {self.rates[-1]:7.1f} msg/s  "
+        print(f"  round {len(self.rates)}: {self.label:14} {self.rates[-1]:7.1f} msg/s  "
               f"end of DATA -> 250: p50 {self.p50s[-1]:6.1f} ms  p99 {self.p99s[-1]:6.1f} ms  "
               f"CPU {self.cpu[-1]:5.2f} ms/msg ({self.worker_cpu[-1]:4.2f} in workers)  (load average {os.getloadavg()[0]:.1f})", flush=True)
 
@@ -183,11 +187,24 @@ class Appliance:
                 statistics.median(self.cpu), stats.total_tt, in_dns)
 
 
+def code_dir(work: Path, code: str) -> Path:
+    """A commit of this repository, extracted (as bench/auth_flood.py does)."""
+    target = work / "code"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", code], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 def measure(work: Path, dns: DnsServer, message: bytes, count: int, rounds: int, processes: int,
-            profile_workers: bool = False):
-    """Both settings' appliances run at once; their rounds alternate, so a
-    change in the shared machine's load hits both alike."""
+            profile_workers: bool = False, old: str | None = None):
+    """All appliances run at once (both settings, of this checkout and of
+    the commit *old*); their rounds alternate, so a change in the shared
+    machine's load hits each alike."""
     appliances = [Appliance(work, auth, dns, processes, profile_workers) for auth in ("none", "dmarc")]
+    if old is not None:
+        code = code_dir(work, old)
+        appliances += [Appliance(work, auth, dns, None, False, code, f"{auth}@{old}") for auth in ("none", "dmarc")]
     try:
         for a in appliances:
             wait_for_port(a.port, timeout=30)
@@ -198,7 +215,7 @@ def measure(work: Path, dns: DnsServer, message: bytes, count: int, rounds: int,
     finally:
         for a in appliances:
             a.stop()
-    return {a.sender_auth: a.summary() for a in appliances}
+    return {a.label: a.summary() for a in appliances}
 
 
 def main() -> int:
@@ -209,6 +226,8 @@ def main() -> int:
                         help="the appliance's verify_processes (0: verify in its lookup threads)")
     parser.add_argument("--profile-workers", action="store_true",
                         help="also cProfile the verifier workers (slower; prints their top functions)")
+    parser.add_argument("--code", metavar="COMMIT",
+                        help="also measure this commit of the repository, in the same alternating rounds")
     args = parser.parse_args()
     count, rounds = (400, 1) if args.quick else (2000, 3)
     work = Path(tempfile.mkdtemp(prefix="phaserlink-bench-auth-"))
@@ -221,19 +240,25 @@ def main() -> int:
     dns.start()
     message = signed_message(key)
     try:
-        results = measure(work, dns, message, count, rounds, args.verify_processes, args.profile_workers)
+        results = measure(work, dns, message, count, rounds, args.verify_processes, args.profile_workers, args.code)
     finally:
         dns.stop()
     print(f"\n{count} DKIM-signed messages of {len(message)} bytes over {SESSIONS} sessions, "
           f"DNS TTL {args.ttl} s, verify_processes = {args.verify_processes}, median of {rounds} round(s), "
           f"load average at the end {os.getloadavg()[0]:.1f}:")
-    for auth, (rate, p50, p99, cpu, total, in_dns) in results.items():
-        print(f"  sender_auth = {auth:5}  {rate:7.1f} msg/s   end of DATA -> 250 p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+    for label, (rate, p50, p99, cpu, total, in_dns) in results.items():
+        print(f"  {label:14}  {rate:7.1f} msg/s   end of DATA -> 250 p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
               f"   CPU {cpu:5.2f} ms/msg"
               f"   reactor thread profile: {total:6.1f} s (wall), {in_dns * 1000:6.1f} ms of it in DNS code")
-    ratio = results["dmarc"][0] / results["none"][0]
-    print(f"  rate with verification / without: {ratio:.2f}x; added latency (p50): "
-          f"{results['dmarc'][1] - results['none'][1]:.1f} ms")
+    for suffix in ("", f"@{args.code}") if args.code else ("",):
+        none, dmarc = results["none" + suffix], results["dmarc" + suffix]
+        print(f"  {'this checkout' if not suffix else args.code}: rate with verification / without: "
+              f"{dmarc[0] / none[0]:.2f}x; added latency (p50): {dmarc[1] - none[1]:.1f} ms; "
+              f"added CPU: {dmarc[3] - none[3]:.2f} ms/msg")
+    if args.profile_workers:
+        for prof in sorted((work / "dmarc").glob("verifier-*.prof")):
+            print(f"\nverifier worker profile ({prof}), by own time:")
+            pstats.Stats(str(prof)).sort_stats("tottime").print_stats(15)
     return 0
 
 

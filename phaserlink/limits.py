@@ -343,6 +343,8 @@ SITE_WINDOW = 3600.0
 SPF_TIME_LIMIT = 20.0
 #: Signatures looked at per message (each costs a DNS look-up and an RSA check).
 MAX_SIGNATURES = 8
+#: DKIM key records kept parsed, by their text (emptied when full).
+DKIM_PARSED_KEYS = 1000
 
 # -- trust.verifier --------------------------------------------------------
 

@@ -38,6 +38,7 @@ from phaserlink.trust.dns import DNSTempError, Resolver, using
 from phaserlink.limits import (  # noqa: E402
     SPF_TIME_LIMIT,
     MAX_SIGNATURES,
+    DKIM_PARSED_KEYS as MAX_PARSED_KEYS,
 )
 
 #: RSA keys shorter than this do not verify (RFC 8301: 1024 at least).
@@ -158,6 +159,33 @@ def check_spf(resolver: Resolver, client_ip: str, mail_from: str, helo: str) -> 
 
 
 # -- DKIM ---------------------------------------------------------------------------
+
+# dkimpy parses the key record (base64, then ASN.1 in Python) for every
+# signature it checks: ~50 us, the same work for every message of a domain.
+# The parse is a pure function of the record's text, and the text is fetched
+# for each signature through the resolver's TTL cache; so parsed keys are
+# kept by that text: a record seen before is not parsed again, and a key
+# rotated under the same selector is seen as soon as its old record's TTL
+# ends.  dkimpy looks ``evaluate_pk`` up as a module global at each call
+# (as pyspf does ``DNSLookup``, see trust/dns.py); errors are not kept.
+_evaluate_pk = dkim.evaluate_pk
+_parsed_keys: dict[bytes, tuple] = {}
+
+
+def _cached_evaluate_pk(name, s):
+    if not isinstance(s, (bytes, str)) or not s:
+        return _evaluate_pk(name, s)
+    text = s if isinstance(s, bytes) else s.encode("ascii", "replace")
+    parsed = _parsed_keys.get(text)
+    if parsed is None:
+        parsed = _evaluate_pk(name, s)
+        if len(_parsed_keys) >= MAX_PARSED_KEYS:
+            _parsed_keys.clear()  # bounded; refilled by the next messages
+        _parsed_keys[text] = parsed
+    return parsed
+
+
+dkim.evaluate_pk = _cached_evaluate_pk
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:

@@ -137,7 +137,7 @@ class Appliance:
     """One twistd with one sender_auth setting, and its rounds' figures."""
 
     def __init__(self, work: Path, sender_auth: str, dns: DnsServer, processes: int | None, profile_workers: bool,
-                 code: Path = ROOT, label: str = ""):
+                 code: Path = ROOT, label: str = "", profile: bool = True):
         self.sender_auth = sender_auth
         self.label = label or sender_auth
         self.directory = work / self.label.replace("@", "-at-")
@@ -149,9 +149,10 @@ class Appliance:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH", "")) if p)
         if profile_workers:  # cProfile in the workers too (it slows them down)
             env["PHASERLINK_VERIFIER_PROFILE"] = str(self.directory)
+        self.profiled = profile
+        profiling = [f"--profile={self.profile}", "--profiler=cprofile", "--savestats"] if profile else []
         self.proc = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "--logfile", str(self.directory / "twistd.log"),
-             f"--profile={self.profile}", "--profiler=cprofile", "--savestats",
+            [*TWISTD, "-n", "--pidfile=", "--logfile", str(self.directory / "twistd.log"), *profiling,
              "phaserlink", "--config", str(config)], cwd=self.directory,
             stdout=(self.directory / "twistd.out").open("wb"), stderr=subprocess.STDOUT, env=env)
         self.rates: list[float] = []
@@ -180,6 +181,9 @@ class Appliance:
         self.proc.wait(60)
 
     def summary(self):
+        if not self.profiled:
+            return (statistics.median(self.rates), statistics.median(self.p50s), statistics.median(self.p99s),
+                    statistics.median(self.cpu), float("nan"), float("nan"))
         stats = pstats.Stats(str(self.profile))
         in_dns = sum(tt for (file, _line, _name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items()
                      if any(m in file for m in DNS_MODULES))
@@ -197,14 +201,15 @@ def code_dir(work: Path, code: str) -> Path:
 
 
 def measure(work: Path, dns: DnsServer, message: bytes, count: int, rounds: int, processes: int,
-            profile_workers: bool = False, old: str | None = None):
+            profile_workers: bool = False, old: str | None = None, profile: bool = True):
     """All appliances run at once (both settings, of this checkout and of
     the commit *old*); their rounds alternate, so a change in the shared
     machine's load hits each alike."""
-    appliances = [Appliance(work, auth, dns, processes, profile_workers) for auth in ("none", "dmarc")]
+    appliances = [Appliance(work, auth, dns, processes, profile_workers, profile=profile)
+                  for auth in ("none", "dmarc")]
     if old is not None:
         code = code_dir(work, old)
-        appliances += [Appliance(work, auth, dns, None, False, code, f"{auth}@{old}") for auth in ("none", "dmarc")]
+        appliances += [Appliance(work, auth, dns, None, False, code, f"{auth}@{old}", profile) for auth in ("none", "dmarc")]
     try:
         for a in appliances:
             wait_for_port(a.port, timeout=30)
@@ -226,6 +231,8 @@ def main() -> int:
                         help="the appliance's verify_processes (0: verify in its lookup threads)")
     parser.add_argument("--profile-workers", action="store_true",
                         help="also cProfile the verifier workers (slower; prints their top functions)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="run twistd without cProfile (which slows the reactor thread down)")
     parser.add_argument("--code", metavar="COMMIT",
                         help="also measure this commit of the repository, in the same alternating rounds")
     args = parser.parse_args()
@@ -240,16 +247,18 @@ def main() -> int:
     dns.start()
     message = signed_message(key)
     try:
-        results = measure(work, dns, message, count, rounds, args.verify_processes, args.profile_workers, args.code)
+        results = measure(work, dns, message, count, rounds, args.verify_processes, args.profile_workers, args.code,
+                          not args.no_profile)
     finally:
         dns.stop()
     print(f"\n{count} DKIM-signed messages of {len(message)} bytes over {SESSIONS} sessions, "
           f"DNS TTL {args.ttl} s, verify_processes = {args.verify_processes}, median of {rounds} round(s), "
           f"load average at the end {os.getloadavg()[0]:.1f}:")
     for label, (rate, p50, p99, cpu, total, in_dns) in results.items():
+        profiled = "" if args.no_profile else \
+            f"   reactor thread profile: {total:6.1f} s (wall), {in_dns * 1000:6.1f} ms of it in DNS code"
         print(f"  {label:14}  {rate:7.1f} msg/s   end of DATA -> 250 p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
-              f"   CPU {cpu:5.2f} ms/msg"
-              f"   reactor thread profile: {total:6.1f} s (wall), {in_dns * 1000:6.1f} ms of it in DNS code")
+              f"   CPU {cpu:5.2f} ms/msg{profiled}")
     for suffix in ("", f"@{args.code}") if args.code else ("",):
         none, dmarc = results["none" + suffix], results["dmarc" + suffix]
         print(f"  {'this checkout' if not suffix else args.code}: rate with verification / without: "

@@ -3,8 +3,9 @@ thread pools) against a real DNS server (dnsmasq), docs/trust.md.
 
 What a user sees: a DKIM-signed job prints byte for byte; a forged one is
 refused with the reason; while DNS does not answer, the sender gets a 451
-and other sessions are served meanwhile (the look-ups run in the lookup
-pool, never in the reactor thread); after DNS is back the retry prints.
+and other sessions are served meanwhile (the look-ups run in a verifier
+worker process, never in the reactor thread); after DNS is back the retry
+prints.  Hold mode: the release mail reaches the owner's real mailbox.
 """
 
 from __future__ import annotations

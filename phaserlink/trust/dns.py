@@ -2,9 +2,9 @@
 
 SPF, DKIM and DMARC all ask DNS (TXT records, and A/MX/PTR for SPF).  The
 libraries that evaluate them (pyspf, dkimpy, authheaders) only do blocking
-look-ups, so the whole check runs in the ``lookup`` pool of
-:mod:`phaserlink.threads`, never in the reactor thread; this module gives
-those libraries the same :class:`Resolver`:
+look-ups, so the whole check runs in a verifier worker process (or the
+``lookup`` pool of :mod:`phaserlink.threads`), never in the reactor thread;
+this module gives those libraries the same :class:`Resolver`:
 
 - pointed at ``[appliance] dns_servers`` (``HOST[:PORT] ...``), or the
   system resolver (``/etc/resolv.conf``) when that is not set, so that tests
@@ -55,7 +55,7 @@ class Resolver:
     """The look-ups the verifiers need, with time-out and TTL cache.
 
     *servers* are ``(ip, port)`` pairs; empty means the system resolver.
-    Thread-safe: the lookup pool's threads share one instance.
+    Thread-safe: a worker's (or the lookup pool's) threads share one instance.
     """
 
     def __init__(self, servers: Iterable[tuple[str, int]] = (), timeout: float = QUERY_TIMEOUT):

@@ -1,8 +1,10 @@
 """What can be proved about a message's sender: SPF, DKIM, DMARC, ARC (docs/trust.md).
 
 This module only finds facts; :mod:`phaserlink.trust.decision` decides with
-them.  Everything here blocks (DNS, RSA) and runs in the ``lookup`` pool of
-:mod:`phaserlink.threads`; the evaluation itself is left to the libraries
+them.  Everything here blocks (DNS, RSA) and runs in a verifier worker
+process (:mod:`phaserlink.trust.verifier`; the ``lookup`` pool of
+:mod:`phaserlink.threads` with ``verify_processes = 0``), never in the
+reactor thread; the evaluation itself is left to the libraries
 the mail world uses, so there is no crypto and no DNS parsing of our own:
 
 - SPF (RFC 7208): pyspf, for the client's IP, the MAIL FROM (or the HELO

@@ -123,19 +123,12 @@ def test_dns_down_is_451_the_reactor_serves_others_and_the_retry_prints(site, si
     assert path.read_bytes() == POSTSCRIPT
 
 
-def test_hold_the_release_mail_and_a_reply_print_exactly_once(appliance, signer, tmp_path):
-    """unauthenticated = hold on the running appliance: the forged-looking
-    job is held (nothing printed), the release mail waits in the outbound
-    queue for the From: address (its smarthost does not answer), and a mail to the
-    release address it names prints the job once."""
-    import re
-
-    dns, _ = signer
-    out = tmp_path / "printed"
-    # A smarthost nobody listens on keeps the release mail in the queue for
-    # the test to read (without one, MX delivery would look good.test up).
+def start_holding(appliance, dns, out, smarthost_port: int) -> None:
+    """The appliance with one ``unauthenticated = hold`` printer printing
+    into *out*, its mail going to the smarthost on *smarthost_port*."""
     appliance.appliance_extra = (f"dns_servers = {dns.address}\n"
-                                 f"smarthost = 127.0.0.1:{free_port()}\nsmarthost_tls = none\n")
+                                 f"smarthost = 127.0.0.1:{smarthost_port}\nsmarthost_tls = none\n"
+                                 "queue_retry_min = 1s\nqueue_retry_max = 2s\n")
     appliance.sections = f"""\
         [printer:lp]
         addresses = lp@phaserlink.test
@@ -148,6 +141,20 @@ def test_hold_the_release_mail_and_a_reply_print_exactly_once(appliance, signer,
         """
     appliance.start()
     appliance.printed = out
+
+
+def test_hold_the_release_mail_and_a_reply_print_exactly_once(appliance, signer, tmp_path):
+    """unauthenticated = hold on the running appliance: the forged-looking
+    job is held (nothing printed), the release mail waits in the outbound
+    queue for the From: address (its smarthost does not answer), and a mail to the
+    release address it names prints the job once."""
+    import re
+
+    dns, _ = signer
+    out = tmp_path / "printed"
+    # A smarthost nobody listens on keeps the release mail in the queue for
+    # the test to read (without one, MX delivery would look good.test up).
+    start_holding(appliance, dns, out, smarthost_port=free_port())
     with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:
         assert client.sendmail("someone@elsewhere.test", ["lp@phaserlink.test"], job("alice@good.test", "h1")) == {}
     queued = appliance.wait_for(lambda: [p for p in (appliance.spool / "queue" / "data").glob("*")
@@ -200,21 +207,7 @@ def test_hold_the_release_mail_reaches_the_owners_mailbox_and_the_reply_prints_o
     })
     try:
         mta.start()
-        appliance.appliance_extra = (f"dns_servers = {dns.address}\n"
-                                     f"smarthost = 127.0.0.1:{mta.port}\nsmarthost_tls = none\n"
-                                     "queue_retry_min = 1s\nqueue_retry_max = 2s\n")
-        appliance.sections = f"""\
-            [printer:lp]
-            addresses = lp@phaserlink.test
-            output = file:{out}
-            allowed_senders = *@good.test
-            sender_auth = dmarc
-            unauthenticated = hold
-            formats = postscript
-            notify = none
-            """
-        appliance.start()
-        appliance.printed = out
+        start_holding(appliance, dns, out, smarthost_port=mta.port)
 
         # Unsigned: not authenticated, from an allowed address: held.
         with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:

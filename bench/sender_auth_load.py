@@ -2,6 +2,8 @@
 
     python3 bench/sender_auth_load.py            # 2,000 messages x 3 rounds per setting
     python3 bench/sender_auth_load.py --quick    # 400 messages x 1 round
+    python3 bench/sender_auth_load.py --code 4970657           # and that commit, in the same rounds
+    python3 bench/sender_auth_load.py --verify-processes 1,2   # and dmarc with 2 workers, same rounds
 
 The same DKIM-signed 5 KB message (rsa-sha256, 2048-bit key, relaxed/relaxed)
 is sent over 20 concurrent sessions to one printer address of the running
@@ -9,14 +11,23 @@ appliance (twistd), once with ``sender_auth = none`` and once with
 ``sender_auth = dmarc`` (SPF, the DKIM key and the DMARC record served by a
 local dnsmasq).  DNS answers carry a TTL of 300 s (``--ttl``; 0 makes every
 message ask DNS three times: the worst case).  Reported per setting: messages
-per second (to the last 250) and the latency from the end of DATA to the 250
-(median and 99th percentile), the median of the rounds.
+per second (to the last 250), the latency from the end of DATA to the 250
+(median and 99th percentile), and the CPU the appliance used per message
+(twistd and its verifier workers, from /proc: this does not move with the
+shared machine's load as much as the rate does), the median of the rounds.
 
-The appliance runs under twistd's cProfile (``--profile``), which profiles the
-reactor thread only: the report lists the reactor's time in DNS code
-(dnspython, pyspf, dkimpy, authheaders), which must be nil: the look-ups run
-in the ``lookup`` pool.  Needs the peers of scripts/install-peers (dnsmasq).
-It is not a test and asserts nothing.
+All appliances (both settings, and with ``--code`` the same two of an older
+commit extracted from git) run at once and their rounds alternate, so a
+change in the load of the shared machine hits each alike; the load average
+is printed with each round.
+
+The appliances run under twistd's cProfile (``--profile``; ``--no-profile``
+without, cProfile slows the reactor thread by ~0.4 ms per message), which
+profiles the reactor thread only: the report lists the reactor's time in DNS
+code (dnspython, pyspf, dkimpy, authheaders), which must be nil: the checks
+run in the verifier worker processes (``--profile-workers`` profiles those
+too and prints their top functions).  Needs the peers of
+scripts/install-peers (dnsmasq).  It is not a test and asserts nothing.
 """
 
 from __future__ import annotations
@@ -200,13 +211,16 @@ def code_dir(work: Path, code: str) -> Path:
     return target
 
 
-def measure(work: Path, dns: DnsServer, message: bytes, count: int, rounds: int, processes: int,
+def measure(work: Path, dns: DnsServer, message: bytes, count: int, rounds: int, processes: list[int],
             profile_workers: bool = False, old: str | None = None, profile: bool = True):
     """All appliances run at once (both settings, of this checkout and of
-    the commit *old*); their rounds alternate, so a change in the shared
-    machine's load hits each alike."""
-    appliances = [Appliance(work, auth, dns, processes, profile_workers, profile=profile)
+    the commit *old*, and dmarc with each further verify_processes value);
+    their rounds alternate, so a change in the shared machine's load hits
+    each alike."""
+    appliances = [Appliance(work, auth, dns, processes[0], profile_workers, profile=profile)
                   for auth in ("none", "dmarc")]
+    appliances += [Appliance(work, "dmarc", dns, n, False, label=f"dmarc/p{n}", profile=profile)
+                   for n in processes[1:]]
     if old is not None:
         code = code_dir(work, old)
         appliances += [Appliance(work, auth, dns, None, False, code, f"{auth}@{old}", profile) for auth in ("none", "dmarc")]
@@ -227,8 +241,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ttl", type=int, default=300, help="TTL of the DNS answers (0: no caching)")
-    parser.add_argument("--verify-processes", type=int, default=1,
-                        help="the appliance's verify_processes (0: verify in its lookup threads)")
+    parser.add_argument("--verify-processes", default="1",
+                        help="the appliance's verify_processes (0: verify in its lookup threads); "
+                             "N,M,...: also dmarc with M... (labelled dmarc/pM), in the same rounds")
     parser.add_argument("--profile-workers", action="store_true",
                         help="also cProfile the verifier workers (slower; prints their top functions)")
     parser.add_argument("--no-profile", action="store_true",
@@ -236,6 +251,7 @@ def main() -> int:
     parser.add_argument("--code", metavar="COMMIT",
                         help="also measure this commit of the repository, in the same alternating rounds")
     args = parser.parse_args()
+    processes = [int(n) for n in args.verify_processes.split(",")]
     count, rounds = (400, 1) if args.quick else (2000, 3)
     work = Path(tempfile.mkdtemp(prefix="phaserlink-bench-auth-"))
     key, txt = dkim_key(work, "bench")
@@ -247,12 +263,12 @@ def main() -> int:
     dns.start()
     message = signed_message(key)
     try:
-        results = measure(work, dns, message, count, rounds, args.verify_processes, args.profile_workers, args.code,
+        results = measure(work, dns, message, count, rounds, processes, args.profile_workers, args.code,
                           not args.no_profile)
     finally:
         dns.stop()
     print(f"\n{count} DKIM-signed messages of {len(message)} bytes over {SESSIONS} sessions, "
-          f"DNS TTL {args.ttl} s, verify_processes = {args.verify_processes}, median of {rounds} round(s), "
+          f"DNS TTL {args.ttl} s, verify_processes = {processes[0]}, median of {rounds} round(s), "
           f"load average at the end {os.getloadavg()[0]:.1f}:")
     for label, (rate, p50, p99, cpu, total, in_dns) in results.items():
         profiled = "" if args.no_profile else \
@@ -264,6 +280,10 @@ def main() -> int:
         print(f"  {'this checkout' if not suffix else args.code}: rate with verification / without: "
               f"{dmarc[0] / none[0]:.2f}x; added latency (p50): {dmarc[1] - none[1]:.1f} ms; "
               f"added CPU: {dmarc[3] - none[3]:.2f} ms/msg")
+    for n in processes[1:]:
+        none, dmarc = results["none"], results[f"dmarc/p{n}"]
+        print(f"  verify_processes = {n}: rate with verification / without: {dmarc[0] / none[0]:.2f}x; "
+              f"added latency (p50): {dmarc[1] - none[1]:.1f} ms")
     if args.profile_workers:
         for prof in sorted((work / "dmarc").glob("verifier-*.prof")):
             print(f"\nverifier worker profile ({prof}), by own time:")

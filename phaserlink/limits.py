@@ -354,6 +354,10 @@ DKIM_PARSED_KEYS = 1000
 VERIFY_TIMEOUT = SPF_TIME_LIMIT + 10 * QUERY_TIMEOUT
 #: Seconds the workers get to finish at shutdown before they are killed.
 VERIFY_STOP_TIMEOUT = 5.0
+#: A worker that exited by itself within this many seconds of its start
+#: (not killed by a signal) is not started again before this many seconds
+#: have passed (meanwhile: 451), so a broken install is not a process per message.
+VERIFY_RESTART_DELAY = 2.0
 #: Most ``verify_processes`` a site may ask for.
 MAX_VERIFY_PROCESSES = 16
 

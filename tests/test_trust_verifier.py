@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 
 import dkim
@@ -144,3 +145,29 @@ def test_a_key_rotated_under_the_same_selector_is_used_at_once(tmp_path, monkeyp
         assert len(parsed) == 2
     finally:
         server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_worker_that_cannot_start_is_a_temporary_error_not_a_process_per_message(tmp_path, dns):
+    """A broken install (the worker exits at once): each message gets the
+    451 at once, and the appliance does not start a process per message."""
+    from twisted.internet import reactor
+
+    class Broken(ProcessVerifier):
+        started = 0
+
+        def command(self):
+            Broken.started += 1
+            return [sys.executable, "-c", "import sys; sys.exit(3)"]
+
+    verifier = Broken(reactor, [dns.server], processes=1)
+    try:
+        path = tmp_path / "m"
+        path.write_bytes(signed(dns.key))
+        for _ in range(5):
+            with pytest.raises(VerifierError):
+                yield verifier.examine(path, len(OURS), None, CHECKS, frozenset(), "phaserlink.test")
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        assert Broken.started <= 2
+    finally:
+        yield verifier.stop()

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from phaserlink.limits import VERIFY_TIMEOUT, VERIFY_STOP_TIMEOUT
+from phaserlink.limits import VERIFY_RESTART_DELAY, VERIFY_STOP_TIMEOUT, VERIFY_TIMEOUT
 from phaserlink.threads import pools_for
 from phaserlink.trust import stamp
 from phaserlink.trust import verify as V
@@ -100,11 +100,15 @@ class ThreadVerifier(_Calls):
 class _Worker(protocol.ProcessProtocol):
     """One worker process and the requests it has not answered yet."""
 
-    def __init__(self, number: int):
+    def __init__(self, number: int, clock):
         self.number = number
+        self.clock = clock
         self.pending: dict[int, defer.Deferred] = {}
         self.buffer = bytearray()
         self.alive = True
+        self.started = clock.seconds()
+        self.lived = 0.0  # seconds it ran, once it ended
+        self.failed_at_start = False
         self.ended: defer.Deferred = defer.Deferred()
 
     def send(self, request_id: int, operation: str, args: tuple, d: defer.Deferred) -> None:
@@ -135,10 +139,16 @@ class _Worker(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.alive = False
+        self.lived = self.clock.seconds() - self.started
+        # Exited by itself right after its start (an import error, a broken
+        # install), not killed by a signal (the OOM killer, an admin).
+        self.failed_at_start = self.lived < VERIFY_RESTART_DELAY and getattr(reason.value, "signal", None) is None
         pending, self.pending = self.pending, {}
         if pending:
             log.error("verifier worker {n} ended with {k} request(s) unanswered: {why}",
                       n=self.number, k=len(pending), why=reason.getErrorMessage())
+        elif not reason.check(error.ProcessDone):
+            log.warn("verifier worker {n} ended: {why}", n=self.number, why=reason.getErrorMessage())
         for d in pending.values():
             d.errback(VerifierError(f"verifier worker {self.number} ended: {reason.getErrorMessage()}"))
         self.ended.callback(None)
@@ -163,17 +173,30 @@ class ProcessVerifier(_Calls):
 
     def _start_all(self) -> None:
         for i in range(len(self.workers)):
-            self._worker(i)
+            try:
+                self._worker(i)
+            except (OSError, VerifierError) as e:
+                log.error("verifier worker {n} not started: {e}", n=i + 1, e=e)
+
+    def command(self) -> list[str]:
+        """The worker's command line (this interpreter, this package)."""
+        return [sys.executable, "-m", "phaserlink.trust.worker", self.settings]
 
     def _worker(self, i: int) -> _Worker:
         worker = self.workers[i]
         if worker is None or not worker.alive:
-            worker = _Worker(i + 1)
+            if worker is not None and worker.failed_at_start \
+                    and self.reactor.seconds() < worker.started + worker.lived + VERIFY_RESTART_DELAY:
+                # It died at once (a broken install?): not a new process per
+                # message; these fail (451) until the delay is over.
+                raise VerifierError(f"verifier worker {i + 1} ended {worker.lived:.1f} s after it started; "
+                                    f"not started again for {VERIFY_RESTART_DELAY:g} s (see the log)")
+            worker = _Worker(i + 1, self.reactor)
             env = dict(os.environ)
             root = str(Path(__file__).resolve().parent.parent.parent)  # where phaserlink is imported from
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-            argv = [sys.executable, "-m", "phaserlink.trust.worker", self.settings]
-            transport = self.reactor.spawnProcess(worker, sys.executable, argv, env=env,
+            argv = self.command()
+            transport = self.reactor.spawnProcess(worker, argv[0], argv, env=env,
                                                   childFDs={0: "w", 1: "r", 2: "r"})
             log.info("verifier worker {n} started (pid {pid})", n=worker.number, pid=transport.pid)
             self.workers[i] = worker
@@ -186,6 +209,8 @@ class ProcessVerifier(_Calls):
                 key=lambda k: len(self.workers[k].pending) if self.workers[k] is not None else 0)
         try:
             worker = self._worker(i)
+        except VerifierError as e:
+            return defer.fail(e)
         except OSError as e:
             return defer.fail(VerifierError(f"cannot start a verifier worker: {e}"))
         request_id = next(self.ids)

@@ -198,6 +198,8 @@ def test_sender_auth_mistakes_name_file_section_and_key(tmp_path, extra, key, wh
     ("dns_servers = 127.0.0.1:99999\n", "dns_servers", "port"),
     ("trusted_authserv_ids = localhost\nhostname = localhost\n", "trusted_authserv_ids", "own hostname"),
     ("max_jobs_per_hour = many\n", "max_jobs_per_hour", "whole number"),
+    ("verify_processes = -1\n", "verify_processes", "not a whole number from 0 to 16"),
+    ("verify_processes = 17\n", "verify_processes", "not a whole number from 0 to 16"),
 ])
 def test_appliance_sender_auth_mistakes(tmp_path, extra, key, why):
     path = tmp_path / "site.ini"
@@ -226,3 +228,6 @@ def test_sender_auth_defaults_and_values(tmp_path):
     assert site.appliance.dns_servers == (("127.0.0.1", 5353), ("::1", 53))
     assert site.appliance.trusted_authserv_ids == ("mx.example.com",) and site.appliance.max_jobs_per_hour == 50
     assert site.users["u"].addresses == ("u@example.com",)
+    assert site.appliance.verify_processes == 1  # one verifier worker process (docs/trust.md)
+    path.write_text(path.read_text().replace("max_jobs_per_hour = 50\n", "max_jobs_per_hour = 50\nverify_processes = 0\n"))
+    assert config.load(path).appliance.verify_processes == 0

@@ -1,40 +1,59 @@
-"""Several boxes (issue 11, "Scaling out"): a real Postfix as the site's MX
-routes printer addresses with ``transport_maps`` to two appliances, each
-owning half the printers, on 127.0.0.2 and 127.0.0.3.
+"""Several boxes (issue 11, "Scaling out"), all on loopback addresses of
+this machine, on the mail engines a site already runs:
 
-Proven here: each printer's mail prints once, on its own appliance; with one
-appliance stopped its mail waits in Postfix's queue (``postqueue -p`` lists
-it) while the other keeps printing, and it prints when the appliance is
-back; the status mail of both goes out by MX to the sender's domain
-(dnsmasq's records, smtp-sink on 127.0.0.4) and is DKIM-valid for the key
-in DNS.  A second test gives both appliances one Dovecot mailbox: POP3's
-lock lets one in at a time and every job prints once.
+* a real Postfix is the site's MX for printers.test; ``transport_maps``
+  routes each printer address either by SMTP to the appliance that owns
+  the printer (box A on 127.0.0.2, box B on 127.0.0.3: half the printers
+  each) or, for the printers whose mail is held centrally, to Dovecot
+  (Postfix's ``pipe`` to dovecot-lda);
+* a real Dovecot holds those printers' mailboxes, and each is retrieved by
+  the appliance that owns the printer (``mailbox = pop3s://...``, the
+  certificate verified against the site's CA);
+* status mail from both boxes goes out by MX delivery to the sender's
+  domain big.test (dnsmasq's MX and DKIM records), where a second real
+  Postfix on 127.0.0.4 runs OpenDKIM as a verifying milter.
+
+Proven here: each printer's mail prints exactly once, on its own box; with
+box B stopped, its SMTP-fed printers' mail waits in Postfix's queue
+(``postqueue -p`` lists it) and its Dovecot-held printers' mail waits in
+Dovecot, while box A keeps printing both kinds; B's mail prints when B is
+back; every status mail arrives at big.test's MX with OpenDKIM's
+``dkim=pass`` for big.test.  A second test gives two appliances one Dovecot
+mailbox: POP3's lock lets one in at a time, the other says so in its log,
+and every job prints once.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import smtplib
 import subprocess
 import textwrap
 import time
 from pathlib import Path
 
-import dkim
-import dns.resolver
 import pytest
 
 from support.appliance import Appliance
 from support.dns_server import DnsServer
+from support.dovecot import Dovecot
+from support.opendkim import OpenDKIMVerifier
 from support.peers import free_port, require_program, wait_for_port
 from support.postfix import Postfix
 from support.twistd import TWISTD
 from test_dkim_sign import keygen
-from test_mx_delivery import LoopbackSink
 from test_printer_appliance import job_mail, printed_files
 
 pytestmark = pytest.mark.peer
 
-PRINTERS = {"127.0.0.2": ("a1", "a2"), "127.0.0.3": ("b1", "b2")}
+BOX_A, BOX_B = "127.0.0.2", "127.0.0.3"
+STATUS_MX = "127.0.0.4"
+#: Printers fed by SMTP from the MX, and printers whose mail Dovecot holds.
+SMTP_FED = {BOX_A: ("a1", "a2"), BOX_B: ("b1", "b2")}
+ON_DOVECOT = {BOX_A: ("ra1", "ra2"), BOX_B: ("rb1", "rb2")}
+ALL = [p for box in (BOX_A, BOX_B) for p in SMTP_FED[box] + ON_DOVECOT[box]]
+LDA = "/usr/lib/dovecot/dovecot-lda"
 
 
 class BoxAppliance(Appliance):
@@ -65,96 +84,141 @@ def mailq(postfix: Postfix) -> str:
                           timeout=30).stdout
 
 
-def until(predicate, timeout: float, what: str):
+def until(predicate, timeout: float, what: str, logs=()):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    tails = "".join(f"\n--- {name} ---\n{text()[-3000:]}" for name, text in logs)
+    raise AssertionError(f"timed out waiting for {what}{tails}")
 
 
-def test_two_appliances_behind_postfix(tmp_path, capsys):
+def lda_service(dovecot: Dovecot) -> str:
+    """master.cf's ``dovecot`` pipe service: Postfix hands each recipient to
+    dovecot-lda, which files it in that user's Maildir.  Its log is a file
+    of its own that ``nobody`` (the pipe's user) may write."""
+    lda_log = dovecot.dir / "lda.log"
+    lda_log.touch()
+    os.chown(lda_log, dovecot.uid, dovecot.gid)
+    return (f"dovecot unix - n n - - pipe flags=DRhu user=nobody argv={LDA} -c {dovecot.dir / 'dovecot.conf'} "
+            f"-o log_path={lda_log} -o info_log_path={lda_log} -f ${{sender}} -d ${{user}}")
+
+
+def test_two_appliances_behind_postfix_with_printers_on_dovecot(tmp_path, capsys, test_ca):
+    require_program("dovecot-lda" if not Path(LDA).exists() else "dovecot", "dovecot-core")
     key, txt = keygen(tmp_path, capsys)
     smtp_port, mx_port = free_port(), free_port()
     server = DnsServer(tmp_path / "dns")
-    server.mx("big.test", "mx.big.test", 10).host("mx.big.test", "127.0.0.4")
+    server.mx("big.test", "mx.big.test", 10).host("mx.big.test", STATUS_MX)
     server.txt("pl1._domainkey.big.test", txt)
-    status_sink = LoopbackSink(tmp_path / "status-mx", "127.0.0.4", mx_port)
+    verifier = OpenDKIMVerifier(tmp_path / "opendkim", server.port)
+    status_mx = Postfix(tmp_path / "status-mx", port=mx_port, myhostname="mx.big.test", address=STATUS_MX,
+                        main_extra={"smtpd_milters": "", "milter_default_action": "tempfail"})
+    passwords = {p: f"secret-{p}" for box in ON_DOVECOT.values() for p in box}
+    dovecot = Dovecot(cert=test_ca.issue())
     transport = tmp_path / "transport"
     transport.write_text("".join(f"{p}@printers.test smtp:[{addr}]:{smtp_port}\n"
-                                 for addr, names in PRINTERS.items() for p in names))
-    postfix = Postfix(tmp_path / "postfix", relayhost="[127.0.0.9]:9", main_extra={
+                                 for addr, names in SMTP_FED.items() for p in names)
+                         + "".join(f"{p}@printers.test dovecot:\n" for names in ON_DOVECOT.values() for p in names))
+    site_mx = Postfix(tmp_path / "site-mx", myhostname="mx.printers.test", relayhost="[127.0.0.9]:9", main_extra={
         "relay_domains": "printers.test", "transport_maps": f"texthash:{transport}",
-        "smtp_connect_timeout": "2s",
+        "smtp_connect_timeout": "2s", "dovecot_destination_recipient_limit": "1",
     })
     boxes: dict[str, BoxAppliance] = {}
     out = tmp_path / "printed"
     try:
         server.start()
-        status_sink.start()
-        postfix.start()
-        for addr, names in PRINTERS.items():
+        verifier.start()
+        status_mx.main_extra["smtpd_milters"] = verifier.milter
+        status_mx.start()
+        dovecot.start(users=passwords)
+        site_mx.master_extra.append(lda_service(dovecot))
+        site_mx.start()
+        for addr in (BOX_A, BOX_B):
             box = BoxAppliance(tmp_path / f"box-{addr}", smtp_port=smtp_port)
             box.directory.mkdir()
             box.address = addr
             box.appliance_extra = (
                 f"status_sender = printers@big.test\ndns_servers = 127.0.0.1:{server.port}\n"
                 f"mx_port = {mx_port}\ndkim_key = {key}\ndkim_selector = pl1\ndkim_domain = big.test\n")
-            box.sections = "".join(textwrap.dedent(f"""\
-                [printer:{p}]
-                addresses = {p}@printers.test
-                output = file:{out / p}
-                allowed_senders = *@big.test
-                sender_auth = none
-                formats = postscript
-                notify = printed
-                """) for p in names)
+            sections = []
+            for p in SMTP_FED[addr] + ON_DOVECOT[addr]:
+                sections.append(textwrap.dedent(f"""\
+                    [printer:{p}]
+                    addresses = {p}@printers.test
+                    output = file:{out / addr / p}
+                    allowed_senders = *@big.test
+                    sender_auth = none
+                    formats = postscript
+                    notify = printed
+                    """))
+                if p in ON_DOVECOT[addr]:
+                    (box.directory / f"{p}.password").write_text(passwords[p] + "\n")
+                    sections.append(textwrap.dedent(f"""\
+                        mailbox = pop3s://{p}@127.0.0.1:{dovecot.pop3s_port}
+                        mailbox_password_file = {box.directory / f"{p}.password"}
+                        mailbox_tls = required
+                        mailbox_ca = {test_ca.ca_path}
+                        poll_interval = 1s
+                        """))
+            box.sections = "".join(sections)
             boxes[addr] = box.start()
+        logs = [("site MX", site_mx.log), ("status MX", status_mx.log), ("Dovecot", lambda: dovecot.log_text),
+                ("box A", boxes[BOX_A].log), ("box B", boxes[BOX_B].log)]
 
         def send(printer: str) -> None:
-            with smtplib.SMTP("127.0.0.1", postfix.port, timeout=10) as smtp:
+            with smtplib.SMTP("127.0.0.1", site_mx.port, timeout=10) as smtp:
                 smtp.send_message(job_mail(sender="alice@big.test", to=f"{printer}@printers.test",
                                            subject=f"job for {printer}"))
 
-        for printer in ("a1", "a2", "b1", "b2"):
+        def printed() -> dict[str, int]:
+            """How many jobs each printer printed, by the box that printed them."""
+            return {f"{box}/{p.name}": len(printed_files(p))
+                    for box in (BOX_A, BOX_B) if (out / box).is_dir() for p in (out / box).iterdir()}
+
+        for printer in ALL:
             send(printer)
-        for printer in ("a1", "a2", "b1", "b2"):
-            until(lambda: printed_files(out / printer), 30, f"{printer} to print")
-        # B stops: its mail waits in Postfix's queue, A keeps printing.
-        boxes["127.0.0.3"].stop()
-        send("b2")
-        send("a2")
-        until(lambda: len(printed_files(out / "a2")) == 2, 30, "a2's second job")
-        until(lambda: "b2@printers.test" in mailq(postfix), 30, "b2's mail in Postfix's queue")
-        assert len(printed_files(out / "b2")) == 1
-        boxes["127.0.0.3"].start()
-        postfix.flush()
-        until(lambda: len(printed_files(out / "b2")) == 2, 30, "b2's mail after B came back")
+        until(lambda: all(printed().get(f"{box}/{p}") for box in (BOX_A, BOX_B)
+                          for p in SMTP_FED[box] + ON_DOVECOT[box]), 60, "every printer's first job", logs)
+        # B stops: its SMTP-fed printer's mail waits in Postfix's queue, its
+        # Dovecot-held printer's mail waits in Dovecot; A keeps printing both.
+        boxes[BOX_B].stop()
+        for printer in ("b2", "rb2", "a2", "ra2"):
+            send(printer)
+        until(lambda: printed()[f"{BOX_A}/a2"] == 2 and printed()[f"{BOX_A}/ra2"] == 2, 60,
+              "a2's and ra2's second jobs on A while B is down", logs)
+        until(lambda: "b2@printers.test" in mailq(site_mx), 30, "b2's mail in Postfix's queue", logs)
+        until(lambda: len(dovecot.messages("rb2")) == 1, 30, "rb2's mail in Dovecot", logs)
+        assert printed()[f"{BOX_B}/b2"] == 1 and printed()[f"{BOX_B}/rb2"] == 1
+        boxes[BOX_B].start()
+        site_mx.flush()
+        until(lambda: printed()[f"{BOX_B}/b2"] == 2 and printed()[f"{BOX_B}/rb2"] == 2, 60,
+              "b2's and rb2's mail after B came back", logs)
+        until(lambda: "b2@printers.test" not in mailq(site_mx), 30, "Postfix's queue empty", logs)
+        assert all(dovecot.messages(p) == [] for p in passwords)  # Dovecot handed every job on
+        time.sleep(2.5)  # more polls from both boxes: nothing prints again
+        twice = {"a2", "b2", "ra2", "rb2"}
+        assert printed() == {f"{box}/{p}": 2 if p in twice else 1
+                             for box in (BOX_A, BOX_B) for p in SMTP_FED[box] + ON_DOVECOT[box]}
+        # Status mail from both boxes, by MX to big.test, DKIM-valid to OpenDKIM.
+        status = until(lambda: len(m := status_mx.messages()) >= 12 and m, 60, "twelve status mails", logs)
         time.sleep(1.0)
-        counts = {p: len(printed_files(out / p)) for p in ("a1", "a2", "b1", "b2")}
-        assert counts == {"a1": 1, "a2": 2, "b1": 1, "b2": 2}  # exactly once each, on its own box
-        # Status mail from both boxes, by MX, DKIM-valid.
-        statuses = until(lambda: (m := status_sink.messages()) and len(m) >= 6 and m, 30, "six status mails")
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers, resolver.port = ["127.0.0.1"], server.port
-
-        def from_dnsmasq(name, timeout=5):
-            return b"".join(b"".join(r.strings) for r in resolver.resolve(name.decode(), "TXT", lifetime=timeout))
-
-        for m in statuses:
-            assert m.recipients == ["alice@big.test"]
-            assert dkim.verify(m.raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), dnsfunc=from_dnsmasq)
-        assert len(status_sink.messages()) == 6  # one per printed job, none twice
-        named = {p for m in statuses for p in ("a1", "a2", "b1", "b2") if f"{p}@printers.test" in m.raw.decode()}
-        assert named == {"a1", "a2", "b1", "b2"}  # from both boxes
+        status = status_mx.messages()
+        assert len(status) == 12  # one per printed job, none twice
+        for m in status:
+            assert m["To"] == "alice@big.test" or "alice@big.test" in str(m["To"])
+            verdicts = [str(h) for h in m.get_all("Authentication-Results", [])
+                        if str(h).startswith(OpenDKIMVerifier.authserv_id)]
+            assert verdicts and re.search(r"\bdkim=pass\b.*\bheader\.d=big\.test\b", verdicts[0], re.S), verdicts
+        named = {p for m in status for p in ALL if f"{p}@printers.test" in m.as_string()}
+        assert named == set(ALL)  # from both boxes, both kinds of printer
     finally:
         for box in boxes.values():
             box.stop()
-        postfix.stop()
-        status_sink.stop()
-        server.stop()
+        for peer in (site_mx, status_mx, dovecot, verifier, server):
+            peer.stop()
 
 
 def test_two_appliances_never_both_retrieve_one_dovecot_mailbox(tmp_path):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import smtplib
 import subprocess
 import textwrap
@@ -43,7 +44,7 @@ from support.peers import free_port, require_program, wait_for_port
 from support.postfix import Postfix
 from support.twistd import TWISTD
 from test_dkim_sign import keygen
-from test_printer_appliance import job_mail, printed_files
+from test_printer_appliance import POSTSCRIPT, job_mail, printed_files
 
 pytestmark = pytest.mark.peer
 
@@ -198,6 +199,8 @@ def test_two_appliances_behind_postfix_with_printers_on_dovecot(tmp_path, capsys
               "b2's and rb2's mail after B came back", logs)
         until(lambda: "b2@printers.test" not in mailq(site_mx), 30, "Postfix's queue empty", logs)
         assert all(dovecot.messages(p) == [] for p in passwords)  # Dovecot handed every job on
+        # Each remote mailbox is polled every second: no log lines per poll.
+        assert "Starting factory <phaserlink.net.pop3_client" not in boxes[BOX_A].log()
         time.sleep(2.5)  # more polls from both boxes: nothing prints again
         twice = {"a2", "b2", "ra2", "rb2"}
         assert printed() == {f"{box}/{p}": 2 if p in twice else 1
@@ -221,57 +224,98 @@ def test_two_appliances_behind_postfix_with_printers_on_dovecot(tmp_path, capsys
             peer.stop()
 
 
-def test_two_appliances_never_both_retrieve_one_dovecot_mailbox(tmp_path):
-    """Both appliances are (wrongly) given the same Dovecot mailbox: POP3's
-    lock (``pop3_lock_session = yes``) lets one in at a time, the other is
-    refused and says so in its log, and every job prints exactly once."""
-    import poplib
+class LockingDovecot(Dovecot):
+    """Dovecot as a site runs it for shared POP3 mailboxes: one POP3
+    session per mailbox at a time (``pop3_lock_session = yes``; a second
+    login waits for the lock, about 10 s here, then gets ``-ERR [IN-USE]``)."""
 
-    from support.dovecot import Dovecot
+    def _config(self) -> str:
+        return super()._config() + "pop3_lock_session = yes\n"
 
-    class LockingDovecot(Dovecot):
-        def _config(self) -> str:
-            return super()._config() + "pop3_lock_session = yes\n"
+    def sessions(self, user: str) -> tuple[int, int]:
+        """(logins, POP3 sessions ended) for *user*, from Dovecot's own log."""
+        text = self.log_text
+        return (len(self.logins(user)),
+                sum(1 for line in text.splitlines() if line.startswith(f"pop3({user})") and "Disconnected" in line))
 
-    dovecot = LockingDovecot()
-    boxes: list[BoxAppliance] = []
+
+def test_two_appliances_never_both_retrieve_one_dovecot_mailbox(tmp_path, test_ca):
+    """Both appliances are (wrongly) given the same Dovecot mailbox.  Box A
+    is frozen (SIGSTOP) in the middle of its session, retrieving a 24 MB
+    job: box B, polling meanwhile, gets POP3's lock refusal and says so in
+    its log (a warning naming the lock, no traceback) and retrieves
+    nothing; once A goes on, every job prints exactly once."""
+    dovecot = LockingDovecot(cert=test_ca.issue())
+    boxes: dict[str, BoxAppliance] = {}
     out = tmp_path / "printed"
+    big = b"%!PS-Adobe-3.0\n" + b"% padding, to keep a POP3 session busy for a while\n" * 480_000 + b"showpage\n"
+    sizes: list[int] = []  # of each job's document, as it must print
     try:
         dovecot.start(users={"printer1": "pw"})
         password = tmp_path / "mailbox.password"
         password.write_text("pw\n")
-        for i in range(3):
-            dovecot.deliver("printer1", bytes(job_mail(sender="alice@big.test", to="remote@printers.test",
-                                                       Message_ID=f"<shared-{i}@big.test>")))
-        holder = poplib.POP3("127.0.0.1", dovecot.port, timeout=10)  # a session in progress
-        holder.user("printer1")
-        holder.pass_("pw")
-        for n, addr in enumerate(("127.0.0.2", "127.0.0.3")):
-            box = BoxAppliance(tmp_path / f"box{n}")
-            box.directory.mkdir()
-            box.address = addr
-            box.sections = textwrap.dedent(f"""\
+
+        def deliver(data: bytes = POSTSCRIPT) -> None:
+            sizes.append(len(data))
+            dovecot.deliver("printer1", bytes(job_mail(data, sender="alice@big.test", to="remote@printers.test",
+                                                       Message_ID=f"<shared-{len(sizes)}@big.test>")))
+
+        def box(addr: str) -> BoxAppliance:
+            b = BoxAppliance(tmp_path / f"box-{addr}")
+            b.directory.mkdir()
+            b.address = addr
+            b.sections = textwrap.dedent(f"""\
                 [printer:remote]
                 addresses = remote@printers.test
-                output = file:{out / str(n)}
+                output = file:{out / addr}
                 allowed_senders = *@big.test
                 sender_auth = none
                 formats = postscript
                 notify = none
-                mailbox = pop3://printer1@127.0.0.1:{dovecot.port}
+                mailbox = pop3s://printer1@127.0.0.1:{dovecot.pop3s_port}
                 mailbox_password_file = {password}
-                mailbox_tls = none
+                mailbox_tls = required
+                mailbox_ca = {test_ca.ca_path}
                 poll_interval = 1s
                 """)
-            boxes.append(box.start())
-        for box in boxes:
-            until(lambda: "IN-USE" in box.log() or "locked" in box.log(), 30, "the lock refusal in the log")
-        holder.quit()
-        until(lambda: dovecot.messages("printer1") == [], 30, "Dovecot emptied")
+            return b
+
+        boxes[BOX_A] = box(BOX_A)
+        boxes[BOX_B] = box(BOX_B)
+        logs = [("Dovecot", lambda: dovecot.log_text), ("box A", boxes[BOX_A].log), ("box B", boxes[BOX_B].log)]
+        deliver(big)
+        deliver()
+        boxes[BOX_A].start()
+        for attempt in range(5):
+            # Freeze A as soon as Dovecot logs its login; if its session had
+            # already ended by then, let it go on and try with another job.
+            logins = until(lambda: (n := dovecot.sessions("printer1"))[0] > n[1] and n, 60, "A's login", logs)
+            os.kill(boxes[BOX_A].proc.pid, signal.SIGSTOP)
+            time.sleep(0.5)
+            if dovecot.sessions("printer1") == logins:
+                break  # A holds the mailbox, mid-session
+            os.kill(boxes[BOX_A].proc.pid, signal.SIGCONT)
+            until(lambda: dovecot.messages("printer1") == [], 60, "A to empty the mailbox", logs)
+            deliver(big)
+        else:
+            pytest.fail("could not catch box A in the middle of a POP3 session")
+        deliver()  # waiting for B, if B could get in
+        boxes[BOX_B].start()
+        until(lambda: "locked by another POP3 session" in boxes[BOX_B].log(), 60,
+              "B's log to say the mailbox is locked", logs)
+        assert "is another appliance or a mail client retrieving this mailbox?" in boxes[BOX_B].log()
+        assert "Traceback" not in boxes[BOX_B].log()
+        assert printed_files(out / BOX_B) == []  # B retrieved nothing while A held the mailbox
+        os.kill(boxes[BOX_A].proc.pid, signal.SIGCONT)
+        until(lambda: dovecot.messages("printer1") == [], 60, "Dovecot emptied", logs)
+        until(lambda: len(printed_files(out / BOX_A)) + len(printed_files(out / BOX_B)) >= len(sizes), 60,
+              "every job printed", logs)
         time.sleep(2.5)  # more polls from both: nothing more prints
-        printed = [p for n in range(2) for p in printed_files(out / str(n))]
-        assert len(printed) == 3
+        printed = printed_files(out / BOX_A) + printed_files(out / BOX_B)
+        assert sorted(p.stat().st_size for p in printed) == sorted(sizes)  # each job once, whole
     finally:
-        for box in boxes:
-            box.stop()
+        for b in boxes.values():
+            if b.proc is not None and b.proc.poll() is None:
+                os.kill(b.proc.pid, signal.SIGCONT)
+            b.stop()
         dovecot.stop()

@@ -6,6 +6,11 @@ its spool, fsyncs, deletes, and QUITs (which is when the server commits the
 deletions).  Nothing tells us when mail arrives there, so ``on_new_mail`` is a
 no-op and the retriever polls.
 
+A mailbox that another session holds (Dovecot's ``pop3_lock_session = yes``
+answers ``-ERR [IN-USE]``) fails ``open`` with :class:`SourceBusy`: two
+appliances wrongly given one mailbox, or an appliance and a mail client,
+take turns instead of both retrieving it, and the log says so.
+
 The password is read from ``mailbox_password_file`` at each login, so it can
 be changed without a restart and is never in site.ini.  It is sent only over
 TLS unless ``mailbox_tls = none`` (docs/tls.md): with the default
@@ -22,7 +27,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from phaserlink.net import pop3_client
-from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceMessage
+from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceBusy, SourceMessage
 
 __all__ = ["MAILBOX_TLS_SETTING", "RemoteMailSource", "RemoteMailSession", "read_password"]
 
@@ -77,7 +82,17 @@ class RemoteMailSource:
             timeout=self.timeout,
             tls_setting=MAILBOX_TLS_SETTING,
         )
-        return d.addCallback(RemoteMailSession)
+        return d.addCallbacks(RemoteMailSession, self._busy)
+
+    def _busy(self, failure):
+        """``[IN-USE]`` at login: another session holds this mailbox."""
+        if failure.check(pop3_client.POP3MailboxInUse):
+            raise SourceBusy(
+                f"{self.description} is locked by another POP3 session (the server said "
+                f"-ERR {failure.value.server_text}): is another appliance or a mail client "
+                "retrieving this mailbox? The mail stays there"
+            )
+        return failure
 
     def on_new_mail(self, callback: Callable[[], None]) -> None:
         """Never called back: a remote server gives no event; the retriever polls."""

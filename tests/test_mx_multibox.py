@@ -40,7 +40,7 @@ from support.appliance import Appliance
 from support.dns_server import DnsServer
 from support.dovecot import Dovecot
 from support.opendkim import OpenDKIMVerifier
-from support.peers import free_port, require_program, wait_for_port
+from support.peers import free_port, in_ci, require_program, wait_for_port
 from support.postfix import Postfix
 from support.twistd import TWISTD
 from test_dkim_sign import keygen
@@ -108,7 +108,9 @@ def lda_service(dovecot: Dovecot) -> str:
 
 
 def test_two_appliances_behind_postfix_with_printers_on_dovecot(tmp_path, capsys, test_ca):
-    require_program("dovecot-lda" if not Path(LDA).exists() else "dovecot", "dovecot-core")
+    if not Path(LDA).exists():
+        why = f"{LDA} is missing (apt-get install dovecot-core)"
+        pytest.fail(f"CI=true and {why}") if in_ci() else pytest.skip(why)
     key, txt = keygen(tmp_path, capsys)
     smtp_port, mx_port = free_port(), free_port()
     server = DnsServer(tmp_path / "dns")
@@ -193,8 +195,7 @@ def test_two_appliances_behind_postfix_with_printers_on_dovecot(tmp_path, capsys
         until(lambda: "b2@printers.test" in mailq(site_mx), 30, "b2's mail in Postfix's queue", logs)
         until(lambda: len(dovecot.messages("rb2")) == 1, 30, "rb2's mail in Dovecot", logs)
         assert printed()[f"{BOX_B}/b2"] == 1 and printed()[f"{BOX_B}/rb2"] == 1
-        boxes[BOX_B].start()
-        site_mx.flush()
+        boxes[BOX_B].start()  # no flush: Postfix's own retry (1-2 s back-off here) delivers it
         until(lambda: printed()[f"{BOX_B}/b2"] == 2 and printed()[f"{BOX_B}/rb2"] == 2, 60,
               "b2's and rb2's mail after B came back", logs)
         until(lambda: "b2@printers.test" not in mailq(site_mx), 30, "Postfix's queue empty", logs)

@@ -226,3 +226,16 @@ def test_sender_auth_defaults_and_values(tmp_path):
     assert site.appliance.dns_servers == (("127.0.0.1", 5353), ("::1", 53))
     assert site.appliance.trusted_authserv_ids == ("mx.example.com",) and site.appliance.max_jobs_per_hour == 50
     assert site.users["u"].addresses == ("u@example.com",)
+
+
+def test_mailbox_sessions_bounds_remote_mailbox_logins(tmp_path):
+    """[appliance] mailbox_sessions (docs/scaling.md): how many POP3 sessions
+    to remote mailboxes one appliance opens at once; 10 unless set, and a
+    bad value names file, section and key."""
+    body = "[printer:lab]\naddresses = lab@example.com\noutput = file:out\nallowed_senders = *\n"
+    appliance = f"[appliance]\nspool = {tmp_path / 'var'}\nsmtp_listen = tcp:0\npop3_listen = tcp:0\n"
+    assert config.load(write(tmp_path, body)).appliance.mailbox_sessions == 10
+    site = config.load(write(tmp_path, body, appliance + "mailbox_sessions = 40\n"))
+    assert site.appliance.mailbox_sessions == 40
+    e = error_of(write(tmp_path, body, appliance + "mailbox_sessions = 0\n"))
+    assert "site.ini" in str(e) and "[appliance]" in str(e) and "mailbox_sessions" in str(e)

@@ -320,3 +320,64 @@ def test_two_appliances_never_both_retrieve_one_dovecot_mailbox(tmp_path, test_c
                 os.kill(b.proc.pid, signal.SIGCONT)
             b.stop()
         dovecot.stop()
+
+
+class LimitedDovecot(Dovecot):
+    """Dovecot with a small login limit, standing for a site's Dovecot
+    (Debian ships pop3-login with ``process_limit = 100``) facing more
+    appliance printers than that: beyond the limit it drops connections
+    and logs "process_limit (N) reached"."""
+
+    limit = 8
+
+    def _config(self) -> str:
+        return super()._config() + (f"service pop3-login {{\n  process_limit = {self.limit}\n}}\n"
+                                    f"service pop3 {{\n  process_limit = {self.limit}\n}}\n")
+
+
+def test_many_printers_on_one_dovecot_stay_within_its_login_limit(tmp_path, test_ca):
+    """80 printers of one appliance on one Dovecot whose login service takes
+    8 connections at once: with ``mailbox_sessions = 4`` the appliance never
+    opens more than 4 sessions, so Dovecot drops none (no "process_limit
+    reached" in its log), no poll fails, and every job prints once, at
+    start and on later polls alike."""
+    names = [f"r{i:02d}" for i in range(80)]
+    dovecot = LimitedDovecot(cert=test_ca.issue())
+    box = BoxAppliance(tmp_path / "box")
+    box.directory.mkdir()
+    box.address = BOX_A
+    out = tmp_path / "printed"
+    try:
+        dovecot.start(users={n: "pw" for n in names})
+        password = tmp_path / "mailbox.password"
+        password.write_text("pw\n")
+        box.appliance_extra = "mailbox_sessions = 4\n"
+        box.sections = "".join(textwrap.dedent(f"""\
+            [printer:{n}]
+            addresses = {n}@printers.test
+            output = file:{out / n}
+            allowed_senders = *@big.test
+            sender_auth = none
+            formats = postscript
+            notify = none
+            mailbox = pop3s://{n}@127.0.0.1:{dovecot.pop3s_port}
+            mailbox_password_file = {password}
+            mailbox_tls = required
+            mailbox_ca = {test_ca.ca_path}
+            poll_interval = 2s
+            """) for n in names)
+        logs = [("Dovecot", lambda: dovecot.log_text), ("box", box.log)]
+        for n in names:  # waiting before the appliance starts: 80 logins at once
+            dovecot.deliver(n, bytes(job_mail(sender="alice@big.test", to=f"{n}@printers.test")))
+        box.start(timeout=60)
+        until(lambda: all(printed_files(out / n) for n in names), 120, "every printer's first job", logs)
+        for n in names:  # and on the polls after that
+            dovecot.deliver(n, bytes(job_mail(sender="alice@big.test", to=f"{n}@printers.test")))
+        until(lambda: all(len(printed_files(out / n)) == 2 for n in names), 120, "every printer's second job", logs)
+        time.sleep(3)
+        assert {n: len(printed_files(out / n)) for n in names} == {n: 2 for n in names}
+        assert "process_limit" not in dovecot.log_text  # Dovecot dropped no connection
+        assert "failed" not in box.log()  # no poll failed
+    finally:
+        box.stop()
+        dovecot.stop()

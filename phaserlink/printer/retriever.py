@@ -100,6 +100,8 @@ class Retriever:
         self.failures = 0
 
     def _failed(self, failure) -> None:
+        if not self.running and failure.check(defer.CancelledError):
+            return  # stopped while waiting for a session slot (remote_source.py)
         if failure.check(SourceBusy):
             # Expected where a mailbox is (wrongly) shared: reachable, so
             # not counted as a failure; no traceback, one line per refused

@@ -381,3 +381,99 @@ def test_many_printers_on_one_dovecot_stay_within_its_login_limit(tmp_path, test
     finally:
         box.stop()
         dovecot.stop()
+
+
+def printer_section(name: str, out: Path, dovecot: Dovecot | None = None, password: Path | None = None,
+                    ca: Path | None = None) -> str:
+    text = textwrap.dedent(f"""\
+        [printer:{name}]
+        addresses = {name}@printers.test
+        output = file:{out}
+        allowed_senders = *@big.test
+        sender_auth = none
+        formats = postscript
+        notify = none
+        """)
+    if dovecot is not None:
+        text += textwrap.dedent(f"""\
+            mailbox = pop3s://{name}@127.0.0.1:{dovecot.pop3s_port}
+            mailbox_password_file = {password}
+            mailbox_tls = required
+            mailbox_ca = {ca}
+            poll_interval = 1s
+            """)
+    return text
+
+
+def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):
+    """Box B is lost (kill -9, never comes back).  The administrator moves
+    its printers to A: their sections into A's site.ini (A restarted), the
+    SMTP-fed one's transport-map line to A (``postfix reload``).  The job
+    that waited in Postfix's queue and the one that waited in Dovecot
+    print once each, on A."""
+    if not Path(LDA).exists():
+        why = f"{LDA} is missing (apt-get install dovecot-core)"
+        pytest.fail(f"CI=true and {why}") if in_ci() else pytest.skip(why)
+    smtp_port = free_port()
+    dovecot = Dovecot(cert=test_ca.issue())
+    transport = tmp_path / "transport"
+    transport.write_text(f"a1@printers.test smtp:[{BOX_A}]:{smtp_port}\nb1@printers.test smtp:[{BOX_B}]:{smtp_port}\n"
+                         "rb1@printers.test dovecot:\n")
+    site_mx = Postfix(tmp_path / "site-mx", myhostname="mx.printers.test", relayhost="[127.0.0.9]:9", main_extra={
+        "relay_domains": "printers.test", "transport_maps": f"texthash:{transport}",
+        "smtp_connect_timeout": "2s", "dovecot_destination_recipient_limit": "1",
+    })
+    out = tmp_path / "printed"
+    boxes: dict[str, BoxAppliance] = {}
+    try:
+        dovecot.start(users={"rb1": "pw"})
+        password = tmp_path / "rb1.password"
+        password.write_text("pw\n")
+        site_mx.master_extra.append(lda_service(dovecot))
+        site_mx.start()
+        for addr in (BOX_A, BOX_B):
+            boxes[addr] = BoxAppliance(tmp_path / f"box-{addr}", smtp_port=smtp_port)
+            boxes[addr].directory.mkdir()
+            boxes[addr].address = addr
+        boxes[BOX_A].sections = printer_section("a1", out / BOX_A / "a1")
+        boxes[BOX_B].sections = (printer_section("b1", out / BOX_B / "b1")
+                                 + printer_section("rb1", out / BOX_B / "rb1", dovecot, password, test_ca.ca_path))
+        for box in boxes.values():
+            box.start()
+        logs = [("site MX", site_mx.log), ("Dovecot", lambda: dovecot.log_text),
+                ("box A", boxes[BOX_A].log), ("box B", boxes[BOX_B].log)]
+
+        def send(printer: str) -> None:
+            with smtplib.SMTP("127.0.0.1", site_mx.port, timeout=10) as smtp:
+                smtp.send_message(job_mail(sender="alice@big.test", to=f"{printer}@printers.test",
+                                           subject=f"job for {printer}"))
+
+        for printer in ("a1", "b1", "rb1"):
+            send(printer)
+        until(lambda: all(printed_files(out / box / p) for box, p in
+                          ((BOX_A, "a1"), (BOX_B, "b1"), (BOX_B, "rb1"))), 60, "the first jobs", logs)
+        boxes[BOX_B].kill9()  # lost: never started again
+        send("b1")
+        send("rb1")
+        until(lambda: "b1@printers.test" in mailq(site_mx), 30, "b1's mail in Postfix's queue", logs)
+        until(lambda: len(dovecot.messages("rb1")) == 1, 30, "rb1's mail in Dovecot", logs)
+        # The move: B's sections go to A, b1's map line points at A.
+        boxes[BOX_A].stop()
+        boxes[BOX_A].sections += (printer_section("b1", out / BOX_A / "b1")
+                                  + printer_section("rb1", out / BOX_A / "rb1", dovecot, password, test_ca.ca_path))
+        boxes[BOX_A].start()
+        transport.write_text(transport.read_text().replace(f"[{BOX_B}]", f"[{BOX_A}]"))
+        site_mx.postfix("reload")
+        site_mx.flush()
+        until(lambda: printed_files(out / BOX_A / "b1") and printed_files(out / BOX_A / "rb1"), 60,
+              "b1's and rb1's jobs on A", logs)
+        until(lambda: "b1@printers.test" not in mailq(site_mx), 30, "Postfix's queue empty", logs)
+        time.sleep(2.5)
+        assert [len(printed_files(out / BOX_A / p)) for p in ("a1", "b1", "rb1")] == [1, 1, 1]
+        assert [len(printed_files(out / BOX_B / p)) for p in ("b1", "rb1")] == [1, 1]  # nothing more on B
+        assert dovecot.messages("rb1") == []
+    finally:
+        for box in boxes.values():
+            box.stop()
+        site_mx.stop()
+        dovecot.stop()

@@ -174,10 +174,12 @@ def test_two_appliances_behind_postfix_with_printers_on_dovecot(tmp_path, capsys
         logs = [("site MX", site_mx.log), ("status MX", status_mx.log), ("Dovecot", lambda: dovecot.log_text),
                 ("box A", boxes[BOX_A].log), ("box B", boxes[BOX_B].log)]
 
-        def send(printer: str) -> None:
+        def send(*printers: str) -> None:
+            """One message to these printers: Postfix splits it by transport."""
             with smtplib.SMTP("127.0.0.1", site_mx.port, timeout=10) as smtp:
-                smtp.send_message(job_mail(sender="alice@big.test", to=f"{printer}@printers.test",
-                                           subject=f"job for {printer}"))
+                smtp.send_message(job_mail(sender="alice@big.test",
+                                           to=", ".join(f"{p}@printers.test" for p in printers),
+                                           subject=f"job for {' '.join(printers)}"))
 
         def printed() -> dict[str, int]:
             """How many jobs each printer printed, by the box that printed them."""
@@ -205,15 +207,21 @@ def test_two_appliances_behind_postfix_with_printers_on_dovecot(tmp_path, capsys
         assert all(dovecot.messages(p) == [] for p in passwords)  # Dovecot handed every job on
         # Each remote mailbox is polled every second: no log lines per poll.
         assert "Starting factory <phaserlink.net.pop3_client" not in boxes[BOX_A].log()
+        # One message to printers on both boxes and on Dovecot: each copy
+        # prints once, on its own printer's box.
+        send("a1", "a2", "b1", "ra1", "rb1")
+        until(lambda: all(printed()[k] == 2 for k in (f"{BOX_A}/a1", f"{BOX_B}/b1", f"{BOX_A}/ra1", f"{BOX_B}/rb1"))
+              and printed()[f"{BOX_A}/a2"] == 3, 60, "the five-printer job", logs)
         time.sleep(2.5)  # more polls from both boxes: nothing prints again
-        twice = {"a2", "b2", "ra2", "rb2"}
-        assert printed() == {f"{box}/{p}": 2 if p in twice else 1
-                             for box in (BOX_A, BOX_B) for p in SMTP_FED[box] + ON_DOVECOT[box]}
+        counts = {"a1": 2, "a2": 3, "b1": 2, "b2": 2, "ra1": 2, "ra2": 2, "rb1": 2, "rb2": 2}
+        assert printed() == {f"{box}/{p}": counts[p] for box in (BOX_A, BOX_B) for p in SMTP_FED[box] + ON_DOVECOT[box]}
+        assert all(dovecot.messages(p) == [] for p in passwords) and "printers.test" not in mailq(site_mx)
         # Status mail from both boxes, by MX to big.test, DKIM-valid to OpenDKIM.
-        status = until(lambda: len(m := status_mx.messages()) >= 12 and m, 60, "twelve status mails", logs)
+        total = sum(counts.values())
+        status = until(lambda: len(m := status_mx.messages()) >= total and m, 60, f"{total} status mails", logs)
         time.sleep(1.0)
         status = status_mx.messages()
-        assert len(status) == 12  # one per printed job, none twice
+        assert len(status) == total  # one per printed job, none twice
         for m in status:
             assert str(m["To"]) == "alice@big.test"
             verdicts = [str(h) for h in m.get_all("Authentication-Results", [])

@@ -417,7 +417,8 @@ def printer_section(name: str, out: Path, dovecot: Dovecot | None = None, passwo
 
 
 def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):
-    """Box B is lost (kill -9, never comes back).  The administrator moves
+    """A printer mapped to a box that does not have it bounces with the
+    box's 550 5.1.1.  Box B is lost (kill -9, never comes back).  The administrator moves
     its printers to A: their sections into A's site.ini (A restarted), the
     SMTP-fed one's transport-map line to A (``postfix reload``).  The job
     that waited in Postfix's queue and the one that waited in Dovecot
@@ -428,8 +429,9 @@ def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):
     smtp_port = free_port()
     dovecot = Dovecot(cert=test_ca.issue())
     transport = tmp_path / "transport"
+    # c1 is an inventory mistake: mapped to A, configured on no box.
     transport.write_text(f"a1@printers.test smtp:[{BOX_A}]:{smtp_port}\nb1@printers.test smtp:[{BOX_B}]:{smtp_port}\n"
-                         "rb1@printers.test dovecot:\n")
+                         f"rb1@printers.test dovecot:\nc1@printers.test smtp:[{BOX_A}]:{smtp_port}\n")
     site_mx = Postfix(tmp_path / "site-mx", myhostname="mx.printers.test", relayhost="[127.0.0.9]:9", main_extra={
         "relay_domains": "printers.test", "transport_maps": f"texthash:{transport}",
         "smtp_connect_timeout": "2s", "dovecot_destination_recipient_limit": "1",
@@ -463,6 +465,11 @@ def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):
             send(printer)
         until(lambda: all(printed_files(out / box / p) for box, p in
                           ((BOX_A, "a1"), (BOX_B, "b1"), (BOX_B, "rb1"))), 60, "the first jobs", logs)
+        # A printer in the map but on no box: A refuses it at RCPT, Postfix
+        # bounces it with A's reason (nothing waits in a queue for ever).
+        send("c1")
+        until(lambda: re.search(r"to=<c1@printers\.test>.*status=bounced .*550 5\.1\.1 .*no such printer here",
+                                site_mx.log()), 30, "c1's bounce in Postfix's log", logs)
         boxes[BOX_B].kill9()  # lost: never started again
         send("b1")
         send("rb1")

@@ -417,8 +417,9 @@ def printer_section(name: str, out: Path, dovecot: Dovecot | None = None, passwo
 
 
 def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):
-    """A printer mapped to a box that does not have it bounces with the
-    box's 550 5.1.1.  Box B is lost (kill -9, never comes back).  The administrator moves
+    """An address in no map is refused by the MX (``relay_recipient_maps``);
+    a printer mapped to a box that does not have it bounces with the box's
+    550 5.1.1.  Box B is lost (kill -9, never comes back).  The administrator moves
     its printers to A: their sections into A's site.ini (A restarted), the
     SMTP-fed one's transport-map line to A (``postfix reload``).  The job
     that waited in Postfix's queue and the one that waited in Dovecot
@@ -434,6 +435,7 @@ def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):
                          f"rb1@printers.test dovecot:\nc1@printers.test smtp:[{BOX_A}]:{smtp_port}\n")
     site_mx = Postfix(tmp_path / "site-mx", myhostname="mx.printers.test", relayhost="[127.0.0.9]:9", main_extra={
         "relay_domains": "printers.test", "transport_maps": f"texthash:{transport}",
+        "relay_recipient_maps": f"texthash:{transport}",  # the MX knows every printer address
         "smtp_connect_timeout": "2s", "dovecot_destination_recipient_limit": "1",
     })
     out = tmp_path / "printed"
@@ -465,6 +467,9 @@ def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):
             send(printer)
         until(lambda: all(printed_files(out / box / p) for box, p in
                           ((BOX_A, "a1"), (BOX_B, "b1"), (BOX_B, "rb1"))), 60, "the first jobs", logs)
+        # An address in no map is refused by the MX itself, in the session.
+        with pytest.raises(smtplib.SMTPRecipientsRefused, match=r"550.*5\.1\.1"):
+            send("zz")
         # A printer in the map but on no box: A refuses it at RCPT, Postfix
         # bounces it with A's reason (nothing waits in a queue for ever).
         send("c1")

@@ -81,7 +81,7 @@ class RemoteMailSource:
 
         def slot(_):
             self._waiting = None
-            d = self._login()
+            d = defer.maybeDeferred(self._login)  # even a synchronous error gives the slot back
 
             def lost(f):
                 sessions.release()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from phaserlink.message import events, formats
+from phaserlink.message import events, formats, job_options
 from phaserlink.passwords import PasswordHash, PasswordHashError
 from phaserlink.values import parse_duration, parse_host_port, parse_positive_int, parse_size, split_list
 from phaserlink.values import split_host_port  # noqa: F401  (re-exported for older callers)
@@ -163,6 +163,12 @@ class PrinterConfig:
     hold_timeout: float = 86400.0  # a held job never released is canceled after this
     max_jobs_per_sender: tuple[int, float] | None = None  # (jobs, per seconds)
     max_pages_per_job: int | None = None
+    # Job options (task "options", docs/options.md); parsed by _Loader.printer_options.
+    subject_options: bool = False  # read [duplex] [copies=2] ... in a plain mail's Subject
+    options_allowed: tuple[str, ...] = job_options.OPTION_NAMES  # what senders may set
+    options_default: job_options.JobOptions = job_options.JobOptions()  # applied when the sender gave none
+    # The conversion target (issue 10, ippcaps; docs/convert.md "What the printer takes").
+    media: str = "a4"  # what pictures are fitted to when neither the job nor the IPP printer says
 
     def sender_allowed(self, sender: str) -> bool:
         return sender_matches(sender, self.allowed_senders)
@@ -301,6 +307,10 @@ SENDER_AUTH_RULES = ("dmarc", "dkim", "spf", "login", "none")
 APPLIANCE_KEYS |= {"trusted_authserv_ids", "dns_servers", "max_jobs_per_hour"}
 PRINTER_KEYS |= {"sender_auth", "unauthenticated", "hold_timeout", "max_jobs_per_sender", "max_pages_per_job"}
 USER_KEYS |= {"addresses"}
+# Job options (task "options", docs/options.md); parsed by _Loader.printer_options.
+PRINTER_KEYS |= {"subject_options", "options_allowed", "options_default"}
+# The conversion target (issue 10, ippcaps; docs/convert.md); parsed by _Loader.target_printer.
+PRINTER_KEYS |= {"media"}
 
 
 class _Section:
@@ -440,6 +450,8 @@ class _Loader:
                 section = _Section(self, name, PRINTER_KEYS)
                 printer = self.printer(section, short, appliance)
                 printer = self.trust_printer(section, printer)
+                printer = self.printer_options(section, printer)
+                printer = self.target_printer(section, printer)
                 for address in printer.addresses:
                     claim(section, "addresses", address)
                 printers[short] = printer
@@ -715,6 +727,32 @@ class _Loader:
             max_jobs_per_sender=per_sender,
             max_pages_per_job=None if pages in (None, "none") else s.typed("max_pages_per_job", "", _positive_int),
         )
+
+    # -- job options (task "options", docs/options.md) ---------------------
+
+    def printer_options(self, s: _Section, printer: PrinterConfig) -> PrinterConfig:
+        allowed = s.typed("options_allowed", "all", job_options.parse_option_names)
+        defaults = s.typed("options_default", "", job_options.parse_defaults)
+        if defaults.copies and defaults.copies > printer.copies_max:
+            s.error("options_default", f"copies={defaults.copies} is more than copies_max ({printer.copies_max})")
+        return replace(printer, subject_options=s.boolean("subject_options", False),
+                       options_allowed=allowed, options_default=defaults)
+    def target_printer(self, s: _Section, printer: PrinterConfig) -> PrinterConfig:
+        """``media`` (what pictures are fitted to), and no ``formats`` on an
+        IPP printer: then the formats are what the printer says it takes
+        (phaserlink/printer/target.py)."""
+        from phaserlink.message.job_options import media_name, media_size
+
+        media = (s.get("media") or "a4").lower()
+        try:
+            media_size(media)
+            media = media_name(media)
+        except ValueError as e:
+            s.error("media", str(e))
+        formats = printer.formats
+        if s.get("formats") is None and urlsplit(printer.output).scheme in ("ipp", "ipps"):
+            formats = ()
+        return replace(printer, media=media, formats=formats)
 
     def trust_user(self, s: _Section, user: UserConfig) -> UserConfig:
         text = s.get("addresses")

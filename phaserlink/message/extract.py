@@ -125,6 +125,8 @@ class JobRequest:
     message_id: str | None
     job_id: str | None
     options: str | None = None  # X-PhaserLink-Options as sent (job_options.JobOptions.parse reads it)
+    subject: str | None = None  # the Subject, decoded and on one line (job_options.parse_subject reads it)
+    copies_given: bool = False  # X-PhaserLink-Copies was there (and valid): it wins over the Subject
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,8 @@ def job_request(headers: Headers) -> JobRequest:
         message_id=_message_id(headers.get("Message-ID")),
         job_id=_job_id(headers.get(fields.JOB_ID)),
         options=_options(headers.get(fields.OPTIONS)),
+        subject=_one_line(headers.display("Subject")),
+        copies_given=_copies(headers.get(fields.COPIES), None) is not None,
     )
 
 
@@ -337,13 +341,17 @@ def job_request_of(message_path: str | os.PathLike[str]) -> JobRequest:
 
 def _title(headers: Headers) -> str | None:
     for name in (fields.TITLE, "Subject"):
-        value = headers.display(name)
-        if value is None:
-            continue
-        value = " ".join(_CONTROL.sub(" ", value).split())[:MAX_TITLE]
+        value = _one_line(headers.display(name))
         if value:
             return value
     return None
+
+
+def _one_line(value: str | None) -> str | None:
+    """A header's text without control characters, on one line, bounded."""
+    if value is None:
+        return None
+    return " ".join(_CONTROL.sub(" ", value).split())[:MAX_TITLE] or None
 
 
 def _options(value: str | None) -> str | None:
@@ -353,11 +361,11 @@ def _options(value: str | None) -> str | None:
     return value or None
 
 
-def _copies(value: str | None) -> int:
+def _copies(value: str | None, default: int | None = 1) -> int | None:
     if value is None or not re.fullmatch(r"\s*\d{1,6}\s*", value):
-        return 1
+        return default
     n = int(value)
-    return n if 1 <= n <= fields.MAX_COPIES else 1
+    return n if 1 <= n <= fields.MAX_COPIES else default
 
 
 def _notify(value: str | None) -> tuple[str, ...] | None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,14 +39,17 @@ from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
 from phaserlink.message import formats as _formats
+from phaserlink.message.job_options import JobOptions, apply_policy, format_pages
 from phaserlink.printer import jobs as J
 from phaserlink.printer import journal
 from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
 from phaserlink.printer.jobs import Document, Job
 from phaserlink.printer.local_source import run_inline
+from phaserlink.printer.output.interfaces import IDescribingOutput, IPageSelecting
 from phaserlink.printer.output.ipp import IExactlyOnceOutput
 from phaserlink.printer.spool import JobSpool
 from phaserlink.printer.status import DELAYED, ERRORS, PRINTED, StatusMailer
+from phaserlink.printer.target import PrintTarget, print_target
 from phaserlink.printer.toolkit import Toolkit
 
 log = Logger()
@@ -244,7 +248,7 @@ class Dispatcher:
         """Prepare *job* if it is not yet, send each document not yet
         acknowledged, finish it.  Any failure propagates, to be classified
         once by :func:`classify` in :meth:`_run`."""
-        if job.documents is None:
+        if job.documents is None or await self._takes_no_more(job):
             job.documents = await self._prepare(job)
         if job.job_id in self.cutting:
             raise defer.CancelledError()  # an operator cancels it: send nothing
@@ -268,6 +272,7 @@ class Dispatcher:
                 self.sending = None
             job.printed_documents = index + 1
             job.printer_job = None
+            _note(job, *result.notes)
             if result.pages is not None:  # the printer's own count replaces ours
                 job.pages = (job.pages or 0) - (document.pages or 0) + result.pages
             job.acknowledged = result.acknowledged
@@ -305,53 +310,150 @@ class Dispatcher:
         """Extract the documents and convert what the printer does not take.
 
         Raises whatever the tools raise; :meth:`_run` classifies it."""
+        target = await self._target(job)  # first: a printer that is down costs no extraction
         docs_dir = self.spool.docs_dir(job.job_id)
         shutil.rmtree(docs_dir, ignore_errors=True)
         docs_dir.mkdir()
         extracted = await self.blocking(self.tools.extract, self.spool.message_path(job.job_id), docs_dir)
         if not extracted:
             raise DocumentFault("there is nothing printable in the message", J.UNSUPPORTED_DOCUMENT_FORMAT)
+        options, notes = self.options(job)
+        _note(job, *notes)
+        printer_selects = bool(options.pages) and await self._printer_selects_pages()
         documents = []
-        for i, group in enumerate(_picture_runs(extracted, self.printer.formats)):
+        for i, group in enumerate(_picture_runs(extracted, target.formats)):
             doc = group[0]
             name = doc.filename or doc.content_type
             if len(group) > 1:
                 name = f"{len(group)} pictures ({name}, ...)"
             try:
-                target = self.tools.needs_conversion(doc.format, self.printer.formats)
+                to_format = self.tools.needs_conversion(doc.format, target.formats)
             except self.tools.unprintable as e:
                 raise DocumentFault(f"{name}: {e.reason}", e.ipp_reason) from None
             path, fmt = Path(doc.path), doc.format
-            if target is not None:
-                dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(target, 'bin')}"
+            select = bool(options.pages) and not printer_selects
+            pages_by = ("printer" if printer_selects else "none") if options.pages else None
+            if select and to_format is not None and _selectable(fmt) and not _selectable(to_format):
+                # A PDF or PostScript document for a raster printer: its pages
+                # are chosen before it becomes raster (Ghostscript cannot after).
+                counted = await self._count_pages(path, fmt, interpret=True)
+                path, _counted, pages_by = await self._select_pages(job, name, path, fmt, counted, options, i)
+                select = False
+            if to_format is not None:
+                dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(to_format, 'bin')}"
                 log.info("printer {printer} job {job}: converting {name} from {f} to {t}",
-                         printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=target)
+                         printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=to_format)
                 sources = [Path(d.path) for d in group] if len(group) > 1 else path
                 try:
-                    await self.tools.convert(self.reactor, sources, dst, fmt, target)
+                    await self.tools.convert(self.reactor, sources, dst, fmt, to_format,
+                                             media=target.media, raster=target.raster(to_format))
                 except Exception as e:
                     fault = classify(e, self.tools.unprintable)
                     if isinstance(fault, DocumentFault):
                         raise DocumentFault(f"{name}: {fault.reason}", fault.ipp_reason,
                                             getattr(fault, "details", "")) from None
                     raise
-                path, fmt = dst, target
-            pages = None
-            if self.tools.count_pages is not None:
-                # PostScript without a %%Pages: comment is counted by running
-                # it only where a page cap needs the count: that costs a
-                # Ghostscript start per job (docs/convert.md).
-                pages = await self.tools.count_pages(self.reactor, path, fmt,
-                                                     interpret=self.printer.max_pages_per_job is not None)
+                path, fmt = dst, to_format
+            # PostScript without a %%Pages: comment is counted by running it
+            # only where a page cap (or choosing pages) needs the count: that
+            # costs a Ghostscript start per job (docs/convert.md).
+            pages = await self._count_pages(path, fmt, interpret=self.printer.max_pages_per_job is not None or select)
+            if select:
+                path, pages, pages_by = await self._select_pages(job, name, path, fmt, pages, options, i)
             documents.append(Document(file=str(path.relative_to(self.spool.job_dir(job.job_id))), format=fmt,
                                       content_type=doc.content_type, filename=doc.filename,
-                                      size=path.stat().st_size, pages=pages))
+                                      size=path.stat().st_size, pages=pages, pages_by=pages_by))
         counts = [d.pages for d in documents]
         job.pages = sum(counts) if counts and None not in counts else None  # type: ignore[arg-type]
         await self._check_pages(job, documents)
         # Not fsync'd: derived data, extracted again after a crash (see
         # Intake.recover), so the state never points at a lost document.
         return documents
+
+    # -- job options (docs/options.md) ------------------------------------------------
+
+    def options(self, job: Job) -> tuple[JobOptions, list[str]]:
+        """The options this printer applies to *job*: the sender's (header,
+        or Subject, read at intake), less what ``options_allowed`` forbids,
+        with ``options_default`` where the sender said nothing; and the
+        sentences for the status mail about what was not applied."""
+        asked = JobOptions.parse(job.options)
+        notes = [f"option {item!r} not understood; ignored" for item in asked.ignored]
+        asked = replace(asked, ignored=(), copies=job.copies if job.copies > 1 else None)
+        options, refused = apply_policy(asked, self.printer.options_allowed, self.printer.options_default)
+        if options.copies and options.copies > self.printer.copies_max:
+            options = replace(options, copies=self.printer.copies_max)
+        return options, notes + refused
+
+    async def _count_pages(self, path: Path, fmt: str, *, interpret: bool) -> int | None:
+        if self.tools.count_pages is None:
+            return None
+        return await self.tools.count_pages(self.reactor, path, fmt, interpret=interpret)
+
+    async def _printer_selects_pages(self) -> bool:
+        if not IPageSelecting.providedBy(self.output):
+            return False
+        return bool(await defer.maybeDeferred(self.output.selects_pages))
+
+    async def _select_pages(self, job: Job, name: str, path: Path, fmt: str, pages: int | None,
+                            options: JobOptions, index: int) -> tuple[Path, int | None, str]:
+        """pages= for a printer that cannot select pages: Ghostscript keeps
+        only those pages of a PDF or PostScript document (ranges past its
+        end are cut to it: a range that selects nothing is the sender's
+        mistake, said in the status mail); other formats are printed whole
+        and the status mail says so.  -> (path, pages, how)."""
+        wanted = options.describe("pages")
+        if not _selectable(fmt) or self.tools.select_pages is None:
+            _note(job, f"{wanted} not applied to {name}: pages of {fmt} cannot be selected; all pages printed")
+            return path, pages, "none"
+        ranges = options.pages
+        if pages is not None:
+            ranges = tuple((a, min(b, pages)) for a, b in ranges if a <= pages)
+            if not ranges:
+                raise DocumentFault(f"{name} has {pages} page{'s' if pages != 1 else ''}; {wanted} selects none of them",
+                                    J.ABORTED_BY_SYSTEM)
+        dst = path.with_name(f"pages-{index:02d}.{EXTENSIONS.get(fmt, 'bin')}")
+        log.info("printer {printer} job {job}: keeping pages {pages} of {name}", printer=self.printer.name,
+                 job=job.job_id, pages=format_pages(ranges), name=name)
+        try:
+            await self.tools.select_pages(self.reactor, path, dst, fmt, format_pages(ranges))
+        except Exception as e:
+            fault = classify(e, self.tools.unprintable)
+            if isinstance(fault, DocumentFault):
+                raise DocumentFault(f"{name}: {fault.reason}", fault.ipp_reason,
+                                    getattr(fault, "details", "")) from None
+            raise
+        if pages is not None:
+            pages = sum(b - a + 1 for a, b in ranges)  # ranges may overlap: what Ghostscript prints
+        return dst, pages, "ghostscript"
+
+    async def _takes_no_more(self, job: Job) -> bool:
+        """A job prepared at an earlier attempt, for a printer that says what
+        it takes (IPP): is it still what the printer takes?  A printer that
+        was reconfigured while the job waited gets the job converted again,
+        provided none of it reached the printer yet."""
+        if not IDescribingOutput.providedBy(self.output) or job.printed_documents or job.printer_job:
+            return False
+        formats = (await self._target(job)).formats
+        stale = [d.format for d in job.documents or () if d.format not in formats]
+        if stale:
+            log.info("printer {printer} job {job}: the printer no longer takes {stale}; converting again",
+                     printer=self.printer.name, job=job.job_id, stale=", ".join(dict.fromkeys(stale)))
+        return bool(stale)
+
+    async def _target(self, job: Job) -> PrintTarget:
+        """What this job's documents are made into (phaserlink/printer/target.py).
+        A printer that says what it takes (IPP) is asked now, at each
+        attempt: it fails as a send would (down: the job is held)."""
+        status = None
+        if IDescribingOutput.providedBy(self.output):
+            status = await self.output.probe()
+        target = print_target(self.printer, status, JobOptions.parse(job.options), getattr(self.output, "uri", ""))
+        if status is not None:
+            log.info("printer {printer} job {job}: the printer takes {formats}; pictures on {media}",
+                     printer=self.printer.name, job=job.job_id, formats=", ".join(target.formats),
+                     media=target.media)
+        return target
 
     async def _check_pages(self, job: Job, documents: list[Document]) -> None:
         """``max_pages_per_job`` (docs/trust.md): PDF and PostScript pages
@@ -360,17 +462,18 @@ class Dispatcher:
         cap = getattr(self.printer, "max_pages_per_job", None)
         if cap is None:
             return
-        from phaserlink.printer.pages import count_pages
+        from phaserlink.printer.convert import count_pages_blocking  # the one page counter
 
         root = self.spool.job_dir(job.job_id)
         total = 0
         for document in documents:
             pages = document.pages
             if pages is None:  # not counted while preparing (a fake toolkit, an odd format)
-                pages = await self.blocking(count_pages, root / document.file, document.format)
-            total += (pages or 0) * max(1, job.copies)
+                pages = await self.blocking(count_pages_blocking, root / document.file, document.format)
+            total += (pages or 0) * (self.options(job)[0].copies or 1)
         if total > cap:
-            copies = f" ({job.copies} copies)" if job.copies > 1 else ""
+            n = self.options(job)[0].copies or 1
+            copies = f" ({n} copies)" if n > 1 else ""
             raise DocumentFault(f"the job has {total} pages{copies}; printer {self.printer.name} prints at most "
                                 f"{cap} pages per job", J.ABORTED_BY_SYSTEM)
 
@@ -378,15 +481,18 @@ class Dispatcher:
         from phaserlink.printer.output import OutputJob
 
         suffix = f"-{index + 1}" if job.documents and len(job.documents) > 1 else ""
+        options, _notes = self.options(job)
+        if document.pages_by in ("ghostscript", "none"):
+            options = options.without("pages")  # chosen already, or cannot be (said in the mail)
         return OutputJob(
             path=self.spool.job_dir(job.job_id) / document.file,
             job_id=f"{job.job_id}{suffix}",
             title=job.title or document.filename or "mail print job",
             user=_lpd_user(job.sender),
             host=self.hostname,
-            copies=max(1, min(job.copies, self.printer.copies_max)),
+            copies=max(1, min(options.copies or 1, self.printer.copies_max)),
             format=MIME_TYPES.get(document.format, "application/octet-stream"),
-            options=job.options,
+            options=options.without("copies").header_value(),
         )
 
     # -- state changes ------------------------------------------------------------------
@@ -426,6 +532,8 @@ class Dispatcher:
             pages = f" ({job.pages} page{'s' if job.pages != 1 else ''})" if job.pages is not None else ""
             text = (f"Your print job {_quoted(job.title)} was delivered to printer {self.printer.name}{pages}.\n"
                     f"The printer side reported: {job.acknowledged or 'done'}.")
+            if job.option_notes:
+                text += "\n\nNot printed as asked:\n" + "".join(f"- {note}\n" for note in job.option_notes)
             self.status.notify(job, PRINTED, text)
         elif not (J.SENDER_NOT_ALLOWED in job.reasons and job.state == J.ABORTED) and not (
                 job.state == J.CANCELED and J.JOB_HOLD_UNTIL_SPECIFIED in job.reasons):  # canceled by an operator: told
@@ -610,6 +718,21 @@ def _picture_runs(extracted: list, accepted: tuple[str, ...]) -> list[list]:
         else:
             runs.append([doc])
     return runs
+
+
+def _selectable(fmt: str) -> bool:
+    """Ghostscript can choose pages of *fmt* (PDF, PostScript)."""
+    from phaserlink.printer.convert import PAGE_SELECT_DEVICES
+
+    return fmt in PAGE_SELECT_DEVICES
+
+
+def _note(job: Job, *notes: str) -> None:
+    """Add to what the status mail says was not applied as asked (once each:
+    a job prepared again after a crash notes the same things again)."""
+    for note in notes:
+        if note and note not in job.option_notes:
+            job.option_notes.append(note)
 
 
 def _quoted(title: str) -> str:

@@ -36,6 +36,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.config import PrinterConfig
+from phaserlink.message import job_options
 from phaserlink.printer import jobs as J
 from phaserlink.printer import journal
 from phaserlink.printer.dispatch import human_duration
@@ -103,12 +104,39 @@ class Intake:
 
     def _new_job(self, facts: MessageFacts, source: str, uidl: str, state: str, reasons: list[str]) -> Job:
         now = self._now()
-        return Job(
+        job = Job(
             job_id=new_job_id(now), printer=self.printer.name, state=state, reasons=reasons,
             created=now, changed=now, source=source, uidls=[uidl], message_id=facts.message_id,
-            sender=facts.sender, client_job_id=facts.client_job_id, title=facts.title or "", copies=max(1, min(facts.copies, self.printer.copies_max)),
-            notify=facts.notify, options=facts.options or "",
+            sender=facts.sender, client_job_id=facts.client_job_id, notify=facts.notify,
         )
+        self._take_options(job, facts)
+        return job
+
+    def _take_options(self, job: Job, facts: MessageFacts) -> None:
+        """The sender's title, copies and options: the header's, and with
+        ``subject_options`` those said in brackets in the Subject where the
+        header says nothing (docs/options.md).  Brackets of options leave
+        the title; what was not understood is noted for the status mail."""
+        title, options = facts.title or "", facts.options or ""
+        header = job_options.JobOptions.parse(facts.options)
+        asked = header
+        notes: list[str] = []
+        if self.printer.subject_options and facts.subject:
+            said = job_options.parse_subject(facts.subject)
+            notes += [f"{item} in the Subject was not understood; not applied" for item in said.options.ignored]
+            if said.options:
+                asked = header.over(said.options)
+                notes += [f"option {item!r} not understood; ignored" for item in header.ignored]
+                options = asked.without("copies").header_value()
+            if title == facts.subject:  # the title is the Subject: without the brackets read
+                title = said.title
+        copies = facts.copies if facts.copies_given else (asked.copies or facts.copies)
+        if copies > self.printer.copies_max:
+            notes.append(f"copies={copies} is more than printer {self.printer.name} makes "
+                         f"(copies_max = {self.printer.copies_max}); {self.printer.copies_max} printed")
+        job.title, job.options = title, options
+        job.copies = max(1, min(copies, self.printer.copies_max))
+        job.option_notes = list(dict.fromkeys(job.option_notes + notes))
 
     def _refuses(self, sender: str | None) -> bool:
         """Who may print is decided once, in the SMTP session
@@ -307,11 +335,11 @@ class Intake:
         facts, unreadable = self._inspect(message)
         if unreadable is None:
             job.message_id = facts.message_id
-            job.title = facts.title or job.title
             job.sender = facts.sender or job.sender
             job.client_job_id = facts.client_job_id or job.client_job_id
-            job.options = facts.options or job.options
-            job.copies = max(1, min(facts.copies, self.printer.copies_max)) if facts.copies else job.copies
+            job.option_notes, first_title = [], job.title
+            self._take_options(job, facts)  # the whole message's header, not the first fragment's
+            job.title = job.title or first_title
             if facts.notify is not None:
                 job.notify = facts.notify
         records = [journal.partial_done(job.partial.id)]

@@ -68,6 +68,7 @@ class Document:
     filename: str | None = None
     size: int = 0
     pages: int | None = None  # counted before it is sent (None: unknown)
+    pages_by: str | None = None  # pages= applied by: "ghostscript" (before), "printer" (IPP), "none" (cannot)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Job:
     detail: str = ""  # human text: the last error, or what the printer said
     acknowledged: str = ""
     hold_token: str | None = None  # held until released by this token (docs/trust.md)
+    option_notes: list[str] = field(default_factory=list)  # options not applied as asked, for the status mail
 
     @property
     def terminal(self) -> bool:

@@ -26,6 +26,8 @@ class MessageFacts:
     partial: tuple[str, int, int | None] | None  # message/partial (id, number, total)
     client_job_id: str | None = None  # X-PhaserLink-Job-Id: the id `phaserlink send` printed
     options: str | None = None  # X-PhaserLink-Options (sides, media, color, pages)
+    subject: str | None = None  # the Subject on one line: options in it when the printer has subject_options
+    copies_given: bool = False  # X-PhaserLink-Copies was in the header (it wins over the Subject)
 
 
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
@@ -74,6 +76,7 @@ class Toolkit:
     unprintable: tuple[type[BaseException], ...]  # errors with .reason and .ipp_reason
     write_report: Callable[..., None]  # phaserlink.message.report.write_status_report
     count_pages: Callable[..., Any] | None = None  # (reactor, path, format) -> Deferred[int | None]
+    select_pages: Callable[..., Any] | None = None  # (reactor, src, dst, format, "1-3,7") -> Deferred (pages=)
 
 
 def notify_words(value: str | None) -> list[str] | None:
@@ -100,6 +103,8 @@ def inspect_message(path: Path) -> MessageFacts:
         partial=_partial_of(headers),
         client_job_id=request.job_id,
         options=request.options,
+        subject=request.subject,
+        copies_given=request.copies_given,
     )
 
 
@@ -133,7 +138,7 @@ def _partial_of(headers) -> tuple[str, int, int | None] | None:
 
 def default_toolkit() -> Toolkit:
     from phaserlink.message.extract import ExtractError, extract_documents
-    from phaserlink.printer.convert import ConversionError, convert, count_pages, needs_conversion
+    from phaserlink.printer.convert import ConversionError, convert, count_pages, needs_conversion, select_pages
 
     def reassemble(paths: list[Path], out: Path) -> Any:
         from phaserlink.message.partial import reassemble as _reassemble
@@ -154,4 +159,5 @@ def default_toolkit() -> Toolkit:
         unprintable=(ExtractError, ConversionError),
         write_report=write_report,
         count_pages=count_pages,
+        select_pages=select_pages,
     )

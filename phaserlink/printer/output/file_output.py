@@ -30,6 +30,7 @@ from zope.interface import implementer
 from phaserlink.durable import fsync_dir
 from phaserlink.threads import pools_for
 
+from .option_notes import not_said
 from .interfaces import (
     REASON_CONNECTING,
     REASON_OTHER,
@@ -93,7 +94,10 @@ class FileOutput:
                  path=str(final), size=size)
         copies = max(1, job.copies)
         detail = f"{size} bytes" + (f"; {copies} copies asked, file written once" if copies > 1 else "")
-        return OutputResult(acknowledged=f"written to {final}", pages=None, detail=detail)
+        notes = not_said(job, ("sides", "media", "color", "pages"), "a file: printer writes the document as it is")
+        if copies > 1:
+            notes += (f"copies={copies} not applied: a file: printer writes the document once",)
+        return OutputResult(acknowledged=f"written to {final}", pages=None, detail=detail, notes=notes)
 
     async def _copy(self, src, target: Path) -> int:
         size = 0

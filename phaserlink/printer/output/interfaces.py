@@ -73,6 +73,9 @@ class OutputResult:
     acknowledged: str
     pages: int | None = None
     detail: str = ""
+    #: Job options this output could not apply as asked, each a sentence
+    #: for the sender's status mail (docs/options.md): never silently ignored.
+    notes: tuple[str, ...] = ()
 
 
 class PrinterOutputError(Exception):
@@ -98,6 +101,15 @@ class PrinterRejected(PrinterOutputError):
     queue, job refused, data rejected).  Retrying will not help."""
 
 
+class IPageSelecting(Interface):
+    """An output whose printer may print only some pages of a document
+    itself (IPP page-ranges).  Every other output gets the pages chosen by
+    Ghostscript before it is sent (docs/options.md)."""
+
+    def selects_pages() -> "Deferred[bool]":  # noqa: F821
+        """Whether this printer selects pages (it may ask the printer)."""
+
+
 class IPrinterOutput(Interface):
     """A way to hand complete jobs to one printer."""
 
@@ -110,3 +122,15 @@ class IPrinterOutput(Interface):
         job; calls may overlap (each gets its own connection), though a
         spool normally sends one job at a time per printer.
         """
+
+
+class IDescribingOutput(Interface):
+    """An output whose printer says what it takes (IPP Get-Printer-Attributes):
+    the dispatcher asks before it converts a job, and converts to that
+    (phaserlink/printer/target.py holds the policy, not the output)."""
+
+    capabilities = Attribute("The printer's last answer (a PrinterStatus), or None before one.")
+
+    def probe() -> "Deferred":  # noqa: F821
+        """Ask the printer now; fire with its answer (and keep it as
+        ``capabilities``), or fail with PrinterUnavailable / PrinterRejected."""

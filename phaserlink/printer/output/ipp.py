@@ -41,12 +41,14 @@ from phaserlink.message.job_options import JobOptions
 from phaserlink.net.ipp_codec import Attribute, IntRange, Tag, attr
 
 from .interfaces import (
+    IDescribingOutput,
     REASON_CONNECTING,
     REASON_DOCUMENT_FORMAT,
     REASON_NOT_FOUND,
     REASON_OTHER,
     REASON_STOPPED,
     REASON_TIMED_OUT,
+    IPageSelecting,
     IPrinterOutput,
     OutputJob,
     OutputResult,
@@ -98,7 +100,7 @@ class _Plan:
     notes: tuple[str, ...]
 
 
-@implementer(IPrinterOutput, IExactlyOnceOutput)
+@implementer(IPrinterOutput, IExactlyOnceOutput, IPageSelecting, IDescribingOutput)
 class IPPOutput:
     def __init__(self, uri: str, *, reactor, ca_file: str | None = None, verify: bool = True,
                  timeout: float = ipp.REQUEST_TIMEOUT, connect_timeout: float = ipp.CONNECT_TIMEOUT,
@@ -121,6 +123,14 @@ class IPPOutput:
         """Get-Printer-Attributes now (at start): fires with the PrinterStatus
         or fails with PrinterUnavailable / PrinterRejected."""
         return defer.ensureDeferred(self._printer_status())
+
+    def selects_pages(self) -> defer.Deferred:
+        """IPageSelecting: page-ranges-supported (the printer is asked once
+        if it was not yet): else Ghostscript selects the pages before."""
+        async def ask() -> bool:
+            status = self.capabilities or await self._printer_status()
+            return True in status.supported("page-ranges")
+        return defer.ensureDeferred(ask())
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -284,10 +294,9 @@ class IPPOutput:
         if status.state == ipp.JOB_COMPLETED:
             pages = status.impressions_completed or None
             ack = f"completed by the IPP printer {self.uri} as job {status.job_id}"
-            if notes:
-                ack += "; " + "; ".join(notes)
             return OutputResult(acknowledged=ack, pages=pages,
-                                detail=f"job-state-reasons {reasons}; {status.message}".rstrip("; "))
+                                detail=f"job-state-reasons {reasons}; {status.message}".rstrip("; "),
+                                notes=tuple(notes))
         words = (f"the IPP printer {self.uri} {status.state_name} job {status.job_id} "
                  f"(job-state-reasons: {reasons})")
         if status.message:

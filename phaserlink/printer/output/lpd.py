@@ -15,7 +15,9 @@ dies during a long data transfer leaves nothing half-printed behind
 checked; a non-zero one is a refusal, usually followed by text (LPRng:
 "\\x03spool queue for 'x' does not exist ...") that we read until the
 server closes.  Copies are one ``l`` line each (print the file as is,
-control characters included: binary safe).
+control characters included: binary safe).  RFC 1179 has no words for
+the other job options (sides, media, color); the result's notes say they
+were not applied (docs/options.md).
 
 A refusal is temporary or permanent (:func:`classify_refusal`,
 docs/faults.md).  RFC 1179 only says that a non-zero octet is a refusal;
@@ -48,6 +50,7 @@ from twisted.internet import defer, error
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .option_notes import not_said
 from .interfaces import (
     REASON_NOT_FOUND,
     REASON_OTHER,
@@ -315,6 +318,8 @@ class LPDOutput:
             pages=None,
             detail=(f"{size} bytes as {data_name.decode()}, {max(1, job.copies)} copies, "
                     f"from local port {local_port}"),
+            notes=not_said(job, ("sides", "media", "color", "pages"),
+                           "LPD (RFC 1179) has no way to ask for it; printed as the queue is set up"),
         )
 
     def _privileged(self) -> bool:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from phaserlink.message.job_options import MEDIA, JobOptions
+
 UEL = b"\x1b%-12345X"  # Universal Exit Language: back to PJL from any language
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
 from phaserlink.limits import (  # noqa: E402
@@ -29,10 +31,46 @@ def job_name(job_id: str) -> str:
     return ("phaserlink-" + clean)[:NAME_MAX]
 
 
-def header(name: str, copies: int = 1) -> bytes:
+#: PJL PAPER values (HP PJL Technical Reference, environment variables) for
+#: the short media names of job_options.MEDIA.
+PAPER = {"a3": "A3", "a4": "A4", "a5": "A5", "letter": "LETTER", "legal": "LEGAL", "tabloid": "LEDGER"}
+_PAPER_BY_PWG = {pwg: PAPER[short] for short, pwg in MEDIA.items() if short in PAPER}
+#: sides= -> the PJL DUPLEX and BINDING settings.
+SIDES = {
+    "one-sided": (b"@PJL SET DUPLEX=OFF",),
+    "two-sided-long-edge": (b"@PJL SET DUPLEX=ON", b"@PJL SET BINDING=LONGEDGE"),
+    "two-sided-short-edge": (b"@PJL SET DUPLEX=ON", b"@PJL SET BINDING=SHORTEDGE"),
+}
+#: color= -> RENDERMODE.
+RENDERMODE = {"color": b"@PJL SET RENDERMODE=COLOR", "monochrome": b"@PJL SET RENDERMODE=GRAYSCALE"}
+
+
+def job_settings(options: JobOptions) -> tuple[list[bytes], list[str]]:
+    """The ``@PJL SET`` lines for the job options sides, media and color
+    (copies are QTY, in :func:`header`), and what PJL cannot say here (a
+    PWG media name without a PJL PAPER value) for the status mail."""
+    lines: list[bytes] = []
+    notes: list[str] = []
+    if options.sides:
+        lines += SIDES[options.sides]
+    if options.media:
+        paper = PAPER.get(options.media) or _PAPER_BY_PWG.get(options.media)
+        if paper:
+            lines.append(b"@PJL SET PAPER=" + paper.encode("ascii"))
+        else:
+            notes.append(f"media={options.media} has no PJL paper name; printed on the printer's default paper")
+    if options.color:
+        lines.append(RENDERMODE[options.color])
+    return lines, notes
+
+
+def header(name: str, copies: int = 1, settings: list[bytes] | tuple[bytes, ...] = ()) -> bytes:
+    """The PJL job start: name, status reports, then copies and *settings*
+    (``@PJL SET`` lines: inside a PJL job they last until its EOJ)."""
     lines = [b'@PJL JOB NAME="%s"' % name.encode("ascii"), b"@PJL USTATUS JOB=ON"]
     if copies > 1:
         lines.append(b"@PJL SET QTY=%d" % copies)  # collated copies of the job
+    lines += settings
     return UEL + b"".join(line + b"\r\n" for line in lines)
 
 

@@ -22,7 +22,10 @@ again would print it twice.
 
 Copies: with PJL, ``@PJL SET QTY=n``; without, the data is sent n times
 in the same connection, except for PDF (two PDFs end to end are not a
-PDF): then it is sent once and the result says so.
+PDF): then it is sent once and the result says so.  The other job options
+(sides, media, color) are ``@PJL SET`` lines with PJL (:func:`pjl.job_settings`);
+without PJL a raw socket cannot say them, and the result's notes say so
+(docs/options.md).
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from phaserlink.message.job_options import JobOptions
+
 from . import pjl
+from .option_notes import not_said
 from .interfaces import (
     REASON_CONNECTING,
     IPrinterOutput,
@@ -111,10 +117,11 @@ class RawJobProtocol(JobProtocol):
 
     def __init__(self, clock, timeout: float, *, data_file, data_size: int,
                  pjl_name: str | None, pjl_copies: int = 1,
-                 pjl_end_timeout: float = PJL_END_TIMEOUT) -> None:
+                 pjl_end_timeout: float = PJL_END_TIMEOUT, pjl_settings: list[bytes] | None = None) -> None:
         super().__init__(clock, timeout)
         self.data_file, self.data_size = data_file, data_size
         self.pjl_name, self.pjl_copies = pjl_name, pjl_copies
+        self.pjl_settings = pjl_settings or []
         self.pjl_end_timeout = pjl_end_timeout
         self.parser = pjl.StatusParser()
         self.state = "connecting"
@@ -134,7 +141,7 @@ class RawJobProtocol(JobProtocol):
         self.state = "sending"
         self._probe = _probe_socket(self.transport)
         if self.pjl_name is not None:
-            self._write(pjl.header(self.pjl_name, self.pjl_copies))
+            self._write(pjl.header(self.pjl_name, self.pjl_copies, self.pjl_settings))
         self.watch("sending the job (the printer stopped reading)")
         self.producer = FileProducer(self.data_file, self.data_size, self.transport,
                                      progress=self.alive)
@@ -287,12 +294,25 @@ class SocketOutput:
     async def _send(self, job: OutputJob) -> OutputResult:
         copies = max(1, job.copies)
         repeat = 1 if self.pjl or job.format in NOT_REPEATABLE else copies
+        options = JobOptions.parse(job.options)
+        unsaid: list[str] = []
+        settings: list[bytes] = []
+        if self.pjl:
+            settings, unsaid = pjl.job_settings(options)
+        else:
+            unsaid = list(not_said(job, ("sides", "media", "color"),
+                                   "a raw socket printer without PJL (pjl = no) cannot be told it"))
+        # Pages are chosen before (Ghostscript); any left here cannot be said.
+        unsaid += not_said(job, ("pages",), "a raw socket printer cannot select pages")
+        if copies > 1 and repeat == 1 and not self.pjl:
+            unsaid.append(f"copies={copies} not applied: {job.format} cannot be repeated on a raw socket "
+                          "without PJL; printed once")
         data, size = repeat_reader(job.path, repeat)
         try:
             protocol = RawJobProtocol(
                 self.reactor, self.timeout, data_file=data, data_size=size,
                 pjl_name=pjl.job_name(job.job_id) if self.pjl else None,
-                pjl_copies=copies, pjl_end_timeout=self.pjl_end_timeout)
+                pjl_copies=copies, pjl_end_timeout=self.pjl_end_timeout, pjl_settings=settings)
             await connect(self.reactor, self.host, self.port, protocol,
                           timeout=self.connect_timeout)
             await protocol.finished
@@ -304,6 +324,8 @@ class SocketOutput:
                 "as PJL QTY" if self.pjl else
                 "sent one after another" if repeat > 1 else
                 f"not applied ({job.format} cannot be repeated on a raw socket)"))
+        if settings:
+            notes.append(" ".join(line.decode("ascii").removeprefix("@PJL SET ") for line in settings))
         if self.pjl:
             notes.append("PJL job end reported" if protocol.end_reported
                          else "no PJL job end report")
@@ -317,4 +339,4 @@ class SocketOutput:
         log.info("job {job_id} sent to {where}: {ack}", job_id=job.job_id,
                  where=self.where, ack=acknowledged)
         return OutputResult(acknowledged=acknowledged, pages=protocol.pages,
-                            detail="; ".join(notes))
+                            detail="; ".join(notes), notes=tuple(unsaid))

@@ -18,9 +18,13 @@ box B stopped, its SMTP-fed printers' mail waits in Postfix's queue
 (``postqueue -p`` lists it) and its Dovecot-held printers' mail waits in
 Dovecot, while box A keeps printing both kinds; B's mail prints when B is
 back; every status mail arrives at big.test's MX with OpenDKIM's
-``dkim=pass`` for big.test.  A second test gives two appliances one Dovecot
-mailbox: POP3's lock lets one in at a time, the other says so in its log,
-and every job prints once.
+``dkim=pass`` for big.test.  The other tests: two appliances given one
+Dovecot mailbox (POP3's lock lets one in at a time, the other says so in
+its log, every job prints once); 80 Dovecot-held printers on one box
+within Dovecot's login limit (``mailbox_sessions``); a lost box's printers
+moved to the other box by configuration, with what waited in Postfix and
+Dovecot printed once on the new owner.  docs/scaling.md describes the
+layout these tests run.
 """
 
 from __future__ import annotations
@@ -96,6 +100,21 @@ def until(predicate, timeout: float, what: str, logs=()):
     raise AssertionError(f"timed out waiting for {what}{tails}")
 
 
+class LockingDovecot(Dovecot):
+    """Dovecot as a site runs it for shared POP3 mailboxes: one POP3
+    session per mailbox at a time (``pop3_lock_session = yes``; a second
+    login waits for the lock, about 10 s here, then gets ``-ERR [IN-USE]``)."""
+
+    def _config(self) -> str:
+        return super()._config() + "pop3_lock_session = yes\n"
+
+    def sessions(self, user: str) -> tuple[int, int]:
+        """(logins, POP3 sessions ended) for *user*, from Dovecot's own log."""
+        text = self.log_text
+        return (len(self.logins(user)),
+                sum(1 for line in text.splitlines() if line.startswith(f"pop3({user})") and "Disconnected" in line))
+
+
 def lda_service(dovecot: Dovecot) -> str:
     """master.cf's ``dovecot`` pipe service: Postfix hands each recipient to
     dovecot-lda, which files it in that user's Maildir.  Its log is a file
@@ -123,7 +142,7 @@ def test_two_appliances_behind_postfix_with_printers_on_dovecot(tmp_path, capsys
     status_mx = Postfix(tmp_path / "status-mx", port=mx_port, myhostname="mx.big.test", address=STATUS_MX,
                         main_extra={"smtpd_milters": "", "milter_default_action": "tempfail"})
     passwords = {p: f"secret-{p}" for box in ON_DOVECOT.values() for p in box}
-    dovecot = Dovecot(cert=test_ca.issue())
+    dovecot = LockingDovecot(cert=test_ca.issue())  # as docs/scaling.md configures it
     transport = tmp_path / "transport"
     transport.write_text("".join(f"{p}@printers.test smtp:[{addr}]:{smtp_port}\n"
                                  for addr, names in SMTP_FED.items() for p in names)
@@ -236,21 +255,6 @@ def test_two_appliances_behind_postfix_with_printers_on_dovecot(tmp_path, capsys
             peer.stop()
 
 
-class LockingDovecot(Dovecot):
-    """Dovecot as a site runs it for shared POP3 mailboxes: one POP3
-    session per mailbox at a time (``pop3_lock_session = yes``; a second
-    login waits for the lock, about 10 s here, then gets ``-ERR [IN-USE]``)."""
-
-    def _config(self) -> str:
-        return super()._config() + "pop3_lock_session = yes\n"
-
-    def sessions(self, user: str) -> tuple[int, int]:
-        """(logins, POP3 sessions ended) for *user*, from Dovecot's own log."""
-        text = self.log_text
-        return (len(self.logins(user)),
-                sum(1 for line in text.splitlines() if line.startswith(f"pop3({user})") and "Disconnected" in line))
-
-
 def test_two_appliances_never_both_retrieve_one_dovecot_mailbox(tmp_path, test_ca):
     """Both appliances are (wrongly) given the same Dovecot mailbox.  Box A
     is frozen (SIGSTOP) in the middle of its session, retrieving a 24 MB
@@ -333,9 +337,9 @@ def test_two_appliances_never_both_retrieve_one_dovecot_mailbox(tmp_path, test_c
         dovecot.stop()
 
 
-class LimitedDovecot(Dovecot):
+class LimitedDovecot(LockingDovecot):
     """Dovecot with a small login limit, standing for a site's Dovecot
-    (Debian ships pop3-login with ``process_limit = 100``) facing more
+    (Dovecot's default ``process_limit`` is 100) facing more
     appliance printers than that: beyond the limit it drops connections
     and logs "process_limit (N) reached"."""
 
@@ -428,7 +432,7 @@ def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):
         why = f"{LDA} is missing (apt-get install dovecot-core)"
         pytest.fail(f"CI=true and {why}") if in_ci() else pytest.skip(why)
     smtp_port = free_port()
-    dovecot = Dovecot(cert=test_ca.issue())
+    dovecot = LockingDovecot(cert=test_ca.issue())
     transport = tmp_path / "transport"
     # c1 is an inventory mistake: mapped to A, configured on no box.
     transport.write_text(f"a1@printers.test smtp:[{BOX_A}]:{smtp_port}\nb1@printers.test smtp:[{BOX_B}]:{smtp_port}\n"

@@ -23,7 +23,8 @@ Dovecot mailbox (POP3's lock lets one in at a time, the other says so in
 its log, every job prints once); 80 Dovecot-held printers on one box
 within Dovecot's login limit (``mailbox_sessions``); a lost box's printers
 moved to the other box by configuration, with what waited in Postfix and
-Dovecot printed once on the new owner.  docs/scaling.md describes the
+Dovecot printed once on the new owner; Dovecot down and back with a job
+on its way, nothing lost.  docs/scaling.md describes the
 layout these tests run.
 """
 
@@ -502,5 +503,52 @@ def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):
     finally:
         for box in boxes.values():
             box.stop()
+        site_mx.stop()
+        dovecot.stop()
+
+
+def test_dovecot_down_and_back_loses_nothing(tmp_path, test_ca):
+    """Dovecot stops with a job for a Dovecot-held printer on its way:
+    Postfix's pipe to dovecot-lda is deferred (the job waits in Postfix's
+    queue), the owning box's polls fail and say so; Dovecot comes back on
+    the same ports and the job prints once, with no one's help."""
+    if not Path(LDA).exists():
+        why = f"{LDA} is missing (apt-get install dovecot-core)"
+        pytest.fail(f"CI=true and {why}") if in_ci() else pytest.skip(why)
+    transport = tmp_path / "transport"
+    transport.write_text("rb1@printers.test dovecot:\n")
+    site_mx = Postfix(tmp_path / "site-mx", myhostname="mx.printers.test", relayhost="[127.0.0.9]:9", main_extra={
+        "relay_domains": "printers.test", "transport_maps": f"texthash:{transport}",
+        "dovecot_destination_recipient_limit": "1",
+    })
+    dovecot = LockingDovecot(cert=test_ca.issue())
+    box = BoxAppliance(tmp_path / "box")
+    box.directory.mkdir()
+    box.address = BOX_B
+    out = tmp_path / "printed"
+    try:
+        dovecot.start(users={"rb1": "pw"})
+        password = tmp_path / "rb1.password"
+        password.write_text("pw\n")
+        site_mx.master_extra.append(lda_service(dovecot))
+        site_mx.start()
+        box.sections = printer_section("rb1", out, dovecot, password, test_ca.ca_path)
+        box.start()
+        logs = [("site MX", site_mx.log), ("Dovecot", lambda: dovecot.log_text), ("box", box.log)]
+        dovecot.halt()
+        with smtplib.SMTP("127.0.0.1", site_mx.port, timeout=10) as smtp:
+            smtp.send_message(job_mail(sender="alice@big.test", to="rb1@printers.test"))
+        until(lambda: re.search(r"to=<rb1@printers\.test>, relay=dovecot.*status=deferred", site_mx.log()), 30,
+              "Postfix to defer rb1's mail", logs)
+        until(lambda: "rb1@printers.test" in mailq(site_mx), 30, "rb1's mail in Postfix's queue", logs)
+        until(lambda: "retrieving from pop3s://rb1@" in box.log(), 30, "the box's failed poll in its log", logs)
+        assert printed_files(out) == []
+        dovecot.start(users={"rb1": "pw"})  # back, same ports, same Maildirs
+        until(lambda: printed_files(out), 60, "rb1's job after Dovecot came back", logs)
+        until(lambda: "rb1@printers.test" not in mailq(site_mx), 30, "Postfix's queue empty", logs)
+        time.sleep(2.5)
+        assert len(printed_files(out)) == 1 and dovecot.messages("rb1") == []
+    finally:
+        box.stop()
         site_mx.stop()
         dovecot.stop()

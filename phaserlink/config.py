@@ -134,6 +134,8 @@ class ApplianceConfig:
     max_conversions: int = 1  # LibreOffice/Chromium conversions at once (docs/convert.md)
     # Sender verification's worker processes (task authperf, docs/trust.md)
     verify_processes: int = 1  # 0: verify in the lookup threads of the SMTP process
+    # Scaling out (issue 11, multibox; docs/scaling.md): remote mailboxes
+    mailbox_sessions: int = 10  # POP3 sessions to remote mailboxes (Dovecot) at once, all printers together
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,9 @@ APPLIANCE_KEYS = {
     "postmaster", "postmaster_pop3_password",
     "max_conversions",
 }
+# Scaling out (issue 11, multibox; docs/scaling.md): how many remote-mailbox
+# sessions one appliance opens at once, so a site sizes Dovecot's limits.
+APPLIANCE_KEYS |= {"mailbox_sessions"}
 # Outbound mail by MX, DKIM signing (docs/outbound.md); parsed by _Loader.outbound.
 APPLIANCE_KEYS |= {"dns_servers", "mx_port", "outbound_tls", "outbound_tls_ca", "dkim_key", "dkim_selector",
                    "dkim_domain"}
@@ -558,6 +563,7 @@ class _Loader:
             postmaster=s.addresses("postmaster")[0] if s.get("postmaster") else None,
             postmaster_pop3_password=self.password(s, "postmaster_pop3_password"),
             max_conversions=s.typed("max_conversions", "1", _positive_int),
+            mailbox_sessions=s.typed("mailbox_sessions", "10", _positive_int),  # multibox (docs/scaling.md)
         )
 
     def outbound(self, s: _Section, appliance: ApplianceConfig) -> ApplianceConfig:

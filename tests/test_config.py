@@ -231,3 +231,16 @@ def test_sender_auth_defaults_and_values(tmp_path):
     assert site.appliance.verify_processes == 1  # one verifier worker process (docs/trust.md)
     path.write_text(path.read_text().replace("max_jobs_per_hour = 50\n", "max_jobs_per_hour = 50\nverify_processes = 0\n"))
     assert config.load(path).appliance.verify_processes == 0
+
+
+def test_mailbox_sessions_bounds_remote_mailbox_logins(tmp_path):
+    """[appliance] mailbox_sessions (docs/scaling.md): how many POP3 sessions
+    to remote mailboxes one appliance opens at once; 10 unless set, and a
+    bad value names file, section and key."""
+    body = "[printer:lab]\naddresses = lab@example.com\noutput = file:out\nallowed_senders = *\n"
+    appliance = f"[appliance]\nspool = {tmp_path / 'var'}\nsmtp_listen = tcp:0\npop3_listen = tcp:0\n"
+    assert config.load(write(tmp_path, body)).appliance.mailbox_sessions == 10
+    site = config.load(write(tmp_path, body, appliance + "mailbox_sessions = 40\n"))
+    assert site.appliance.mailbox_sessions == 40
+    e = error_of(write(tmp_path, body, appliance + "mailbox_sessions = 0\n"))
+    assert "site.ini" in str(e) and "[appliance]" in str(e) and "mailbox_sessions" in str(e)

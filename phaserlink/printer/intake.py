@@ -108,6 +108,7 @@ class Intake:
             job_id=new_job_id(now), printer=self.printer.name, state=state, reasons=reasons,
             created=now, changed=now, source=source, uidls=[uidl], message_id=facts.message_id,
             sender=facts.sender, client_job_id=facts.client_job_id, notify=facts.notify,
+            auth=getattr(facts, "auth", None),
         )
         self._take_options(job, facts)
         return job

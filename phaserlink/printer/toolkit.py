@@ -7,6 +7,7 @@ on a :class:`task.Clock` and so that the mail parsing stays in
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,7 @@ class MessageFacts:
     options: str | None = None  # X-PhaserLink-Options (sides, media, color, pages)
     subject: str | None = None  # the Subject on one line: options in it when the printer has subject_options
     copies_given: bool = False  # X-PhaserLink-Copies was in the header (it wins over the Subject)
+    auth: str | None = None  # our own Authentication-Results (its results, after the authserv-id), for the console
 
 
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
@@ -86,7 +88,23 @@ def notify_words(value: str | None) -> list[str] | None:
     return parse_notify(value)
 
 
-def inspect_message(path: Path) -> MessageFacts:
+def our_results(values: list[str], authserv_id: str | None) -> str | None:
+    """The results of the first Authentication-Results whose authserv-id
+    is ours (the SMTP session wrote it first and removed forged ones of our
+    id), unfolded, without the id: what the console shows as a job's
+    ``auth``.  None when we wrote none (``sender_auth = none``) or the id
+    is not known: another verifier's claim is not shown as ours."""
+    if not authserv_id:
+        return None
+    for value in values:
+        ident, sep, results = value.partition(";")
+        words = ident.split()  # the id, and an optional version (RFC 8601 2.2)
+        if sep and words and words[0].lower() == authserv_id.lower():
+            return " ".join(results.split()) or None
+    return None
+
+
+def inspect_message(path: Path, authserv_id: str | None = None) -> MessageFacts:
     from phaserlink.message import fields
     from phaserlink.message.extract import job_request
     from phaserlink.message.mime import read_headers
@@ -105,6 +123,7 @@ def inspect_message(path: Path) -> MessageFacts:
         options=request.options,
         subject=request.subject,
         copies_given=request.copies_given,
+        auth=our_results(headers.get_all("Authentication-Results"), authserv_id),
     )
 
 
@@ -136,7 +155,7 @@ def _partial_of(headers) -> tuple[str, int, int | None] | None:
     return (pid, n, number(params.get("total")))
 
 
-def default_toolkit() -> Toolkit:
+def default_toolkit(authserv_id: str | None = None) -> Toolkit:
     from phaserlink.message.extract import ExtractError, extract_documents
     from phaserlink.printer.convert import ConversionError, convert, count_pages, needs_conversion, select_pages
 
@@ -151,7 +170,7 @@ def default_toolkit() -> Toolkit:
         write_status_report(out, **fields)
 
     return Toolkit(
-        inspect=inspect_message,
+        inspect=functools.partial(inspect_message, authserv_id=authserv_id),
         extract=extract_documents,
         reassemble=reassemble,
         needs_conversion=needs_conversion,

@@ -157,6 +157,12 @@ class Intake:
         facts, unreadable = self._inspect(path)
         if unreadable is not None:
             return await self._unreadable(path, uidl, source, facts, unreadable)
+        automatic = getattr(facts, "automatic", None)
+        if automatic and self.printer.mailbox is not None:
+            # Only a remote mailbox: our SMTP session already refused such
+            # mail to a printer (docs/trust.md).  Not printed, not answered.
+            return await self._drop(path, source, uidl, f"{automatic}: a bounce or an automatic message is "
+                                                        f"never printed nor answered (it would start a mail loop)")
         if facts.partial is not None:
             return await self._fragment(path, uidl, source, facts)
         if facts.message_id and self.seen.has_message_id(facts.message_id):

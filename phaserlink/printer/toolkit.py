@@ -30,6 +30,7 @@ class MessageFacts:
     subject: str | None = None  # the Subject on one line: options in it when the printer has subject_options
     copies_given: bool = False  # X-PhaserLink-Copies was in the header (it wins over the Subject)
     auth: str | None = None  # our own Authentication-Results (its results, after the authserv-id), for the console
+    automatic: str | None = None  # why it is a bounce or an auto-reply (never printed from a remote mailbox)
 
 
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
@@ -104,6 +105,25 @@ def our_results(values: list[str], authserv_id: str | None) -> str | None:
     return None
 
 
+def automatic_reason(headers) -> str | None:
+    """Why the message is a bounce (``Return-Path: <>``) or an automatic
+    message (``Auto-Submitted`` other than ``no``, RFC 3834), or None.
+
+    The SMTP session refuses such mail to a printer (phaserlink.trust);
+    this is for a remote mailbox, whose mail never passed that session:
+    printing it and answering with a status mail would start a loop."""
+    from types import SimpleNamespace
+
+    from phaserlink.trust.headers import auto_submitted
+
+    keyword = auto_submitted([SimpleNamespace(name=f.name.lower(), value=f.value) for f in headers])
+    if keyword is not None:
+        return f"Auto-Submitted: {keyword}"
+    if any(value.strip() == "<>" for value in headers.get_all("Return-Path")):
+        return "a null reverse-path (Return-Path: <>)"
+    return None
+
+
 def inspect_message(path: Path, authserv_id: str | None = None) -> MessageFacts:
     from phaserlink.message import fields
     from phaserlink.message.extract import job_request
@@ -124,6 +144,7 @@ def inspect_message(path: Path, authserv_id: str | None = None) -> MessageFacts:
         subject=request.subject,
         copies_given=request.copies_given,
         auth=our_results(headers.get_all("Authentication-Results"), authserv_id),
+        automatic=automatic_reason(headers),
     )
 
 

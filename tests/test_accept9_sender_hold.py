@@ -126,6 +126,23 @@ notify = none
     time.sleep(1)
     assert len(list(out.glob("*"))) == 1
     assert metric(port, "phaserlink_jobs_total", printer="lp", state="completed") == 1
+    assert metric(port, "phaserlink_jobs_total", printer="lp", state="canceled") == 0
+    # The histograms a monitoring person expects saw the one finished job.
+    assert metric(port, "phaserlink_job_latency_seconds_count", printer="lp") == 1
+    assert metric(port, "phaserlink_job_size_bytes_count", printer="lp") == 1
+    assert metric(port, "phaserlink_job_size_bytes_sum", printer="lp") == len(POSTSCRIPT)
+    assert metric(port, "phaserlink_smtp_messages_total", stage="data", outcome="accepted", status="2.0.0") == 2
+
+    # The release mail waits in the outbound queue (console_config's smarthost
+    # does not answer): the queue in the API, the CLI and the metrics.
+    queued = wait_until(lambda: call(port, "GET", "/api/v1/queue").json()["messages"], 20, "the release mail")
+    assert [m["recipients"] for m in queued] == [["alice@good.test"]], queued
+    assert {"attempts", "next_attempt", "last_reply"} <= set(queued[0]), queued[0]
+    assert metric(port, "phaserlink_outbound_queue_depth") == 1
+    assert metric(port, "phaserlink_outbound_queue_oldest_age_seconds") > 0
+    listed = admin_cli(port, "queue")
+    assert listed.returncode == 0 and queued[0]["id"] in listed.stdout and "alice@good.test" in listed.stdout
+    assert admin_cli(port, "queue", "retry", "no-such-message").returncode == 1
 
     # Retry-now of a job waiting for a printer that is down: 200 with its state.
     [waiting] = wait_until(lambda: [j for j in jobs(port, printer="down") if j["state"] == "pending-held"] or None,

@@ -155,3 +155,47 @@ notify = none
     retried = admin_cli(port, "retry", waiting["id"])
     assert retried.returncode in (0, 1), retried.stderr  # 409 if the retry above is still running
     appliance.stop()
+
+
+def test_a_held_job_canceled_in_the_console_never_prints_when_its_owner_replies(appliance, dns, tmp_path):
+    """Cancel is final: the owner's reply to the release mail, arriving after
+    an operator canceled the held job, prints nothing."""
+    import re
+
+    out = tmp_path / "printed"
+    appliance.appliance_extra = f"dns_servers = {dns.address}\n"
+    appliance.sections = f"""\
+[printer:lp]
+addresses = lp@phaserlink.test
+output = file:{out}
+allowed_senders = *@good.test
+sender_auth = dmarc
+unauthenticated = hold
+formats = postscript
+notify = none
+
+"""
+    port = console_config(appliance)
+    appliance.start()
+    wait_console(appliance)
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=30) as client:
+        assert client.sendmail("alice@good.test", ["lp@phaserlink.test"],
+                               message("alice@good.test", "lp@phaserlink.test", "cancel-me")) == {}
+    [held] = wait_until(lambda: [j for j in jobs(port, printer="lp") if j["state"] == "pending-held"] or None,
+                        30, "the held job", appliance.log)
+    queued = appliance.wait_for(lambda: [p for p in (appliance.spool / "queue" / "data").glob("*")
+                                         if b"release+" in p.read_bytes()], timeout=20, what="the release mail")
+    address = re.search(rb"Reply-To: <(release\+[A-Za-z0-9_-]+@phaserlink\.test)>", queued[0].read_bytes())
+    assert address, queued[0].read_bytes()[:2000]
+    done = admin_cli(port, "cancel", held["id"])
+    assert done.returncode == 0, done.stderr
+    assert job(port, held["id"])["state"] == "canceled"
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=30) as client:
+        try:
+            client.sendmail("alice@good.test", [address.group(1).decode()], b"Subject: Re: release\r\n\r\nyes\r\n")
+        except smtplib.SMTPRecipientsRefused:
+            pass  # refusing the release address is as good: nothing is held under it
+    time.sleep(2)
+    assert job(port, held["id"])["state"] == "canceled"
+    assert not out.exists() or list(out.glob("*")) == []
+    appliance.stop()

@@ -246,10 +246,13 @@ def _tree(root: int) -> dict[int, str]:
             name = names[pid]
             if name.startswith("python"):
                 try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                    name = next((c.decode().rsplit(".", 1)[-1] for c in cmd if c.startswith(b"phaserlink.")), name)
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
-                    pass
+                    continue
+                if b"twisted.scripts.twistd" in cmd:
+                    continue  # twistd's own fork before the exec: its pages are twistd's
+                name = next((c.decode().rsplit(".", 1)[-1] for c in cmd.split(b"\0")
+                             if c.startswith(b"phaserlink.")), name)
             found[pid] = name
         frontier = nxt
     return found

@@ -103,3 +103,54 @@ def test_200mb_job_streams_with_flat_memory(tmp_path: Path) -> None:
     assert r["fragments"] == 5 and r["message"] > 200 << 20
     growth = r["peak"] - r["base"]
     assert growth < MAX_GROWTH_MB, f"peak RSS grew by {growth:.0f} MB for a {r['message'] >> 20} MB job"
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.timeout(120)
+def test_the_appliance_takes_a_large_mail_without_holding_it_in_memory(appliance, tmp_path: Path) -> None:
+    """A mail of 80 MB (20 phone photos are more) gets its 250 and prints
+    while twistd's peak RSS grows by far less than the mail: sender
+    verification reads the header block, not the body, and stamps its
+    Authentication-Results in front of the body without reading it."""
+    import base64
+    import hashlib
+    import smtplib
+    import time
+
+    printed = tmp_path / "printed"
+    printed.mkdir()
+    appliance.appliance_extra = "max_message_size = 200M\n"
+    appliance.sections = (f"[printer:big]\naddresses = big@phaserlink.test\noutput = file:{printed}\n"
+                          "allowed_senders = *\nsender_auth = none\nformats = pdf\nnotify = none\n")
+    appliance.start()
+    pid = appliance.proc.pid
+    pdf = bytearray(b"%PDF-1.4\n1 0 obj<</Type /Catalog /Pages 2 0 R>>endobj\n"
+                    b"2 0 obj<</Type /Pages /Kids [3 0 R] /Count 1>>endobj\n"
+                    b"3 0 obj<</Type /Page /Parent 2 0 R /MediaBox [0 0 595 842]>>endobj\n")
+    line = b"%" + b"x" * 1022 + b"\n"
+    while len(pdf) < 60 << 20:
+        pdf += line
+    pdf += b"trailer<</Root 1 0 R>>\n%%EOF\n"
+    boundary = "=_big"
+    mail = (f"From: a@client.test\r\nTo: big@phaserlink.test\r\nSubject: big\r\nMessage-ID: <big@client.test>\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
+            f"--{boundary}\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+            f"Content-Disposition: attachment; filename=\"big.pdf\"\r\n\r\n").encode()
+    mail += base64.encodebytes(bytes(pdf)).replace(b"\n", b"\r\n") + f"--{boundary}--\r\n".encode()
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # a new high-water mark from here
+    base = _vm_hwm_mb(pid)
+    with smtplib.SMTP("127.0.0.1", appliance.smtp_port) as smtp:
+        smtp.sendmail("a@client.test", ["big@phaserlink.test"], mail)
+    grown = _vm_hwm_mb(pid) - base
+    deadline = time.monotonic() + 60
+    while not [p for p in printed.iterdir() if not p.name.startswith(".")] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [job] = [p for p in printed.iterdir() if not p.name.startswith(".")]
+    assert hashlib.sha256(job.read_bytes()).digest() == hashlib.sha256(pdf).digest()
+    assert grown < MAX_GROWTH_MB, f"twistd's peak RSS grew by {grown:.0f} MB for a {len(mail) >> 20} MB mail"

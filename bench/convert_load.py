@@ -293,9 +293,10 @@ class MemoryWatch(threading.Thread):
                 self.converters_at_once = max(self.converters_at_once, together)
 
 
-def wait_for_print(printer: P910ndPrinter, app: Appliance, timeout: float) -> float:
+def wait_for_print(printer: P910ndPrinter, app: Appliance, timeout: float, reported: set[str]) -> float:
     """Poll (1 ms) for the job file at *printer*; fail early, with the
-    appliance's words, when the job is aborted or the appliance exits."""
+    appliance's words, when the job is aborted or the appliance exits (a
+    finished job's state leaves the spool, so its log line tells)."""
     deadline = time.monotonic() + timeout
     checked = 0.0
     while time.monotonic() < deadline:
@@ -305,13 +306,11 @@ def wait_for_print(printer: P910ndPrinter, app: Appliance, timeout: float) -> fl
             checked = time.monotonic()
             if app.proc.poll() is not None:
                 raise RuntimeError(f"the appliance exited\n{app.log()[-3000:]}")
-            for state in (app.spool / "jobs" / CONVERT).glob("*/state.json"):
-                try:
-                    job = json.loads(state.read_text())
-                except (OSError, ValueError):
-                    continue
-                if job["state"] in ("aborted", "canceled") or "printer-stopped" in job["reasons"]:
-                    raise RuntimeError(f"the job is {job['state']} {job['reasons']}: {job['detail']}")
+            for line in app.log().splitlines():
+                if f"printer {CONVERT} job" in line and (": aborted: " in line or ": canceled: " in line):
+                    if line not in reported:  # not an earlier phase's
+                        reported.add(line)
+                        raise RuntimeError(line.split("] ", 1)[-1])
         time.sleep(0.001)
     raise TimeoutError(f"nothing reached the printer in {timeout:g} s\n{app.log()[-3000:]}")
 
@@ -413,12 +412,20 @@ def main() -> int:
         time.sleep(idle_s)
         print(f"idle ({idle_s:g} s): {report_probe(probe, 'idle')}; {report_memory(watch)}", flush=True)
         sender = SMTPSender(app.smtp_port)
+        reported: set[str] = set()
         for phase, mail, what in (("photos", photo_mail, f"{photos_n} photos"),
                                   ("docx", docx_mail, f"a {pages_n}-page .docx")):
             watch.new_phase()
             probe.phase = phase
             started, accepted = sender.send(mail, recipient=CONVERT_ADDRESS)
-            done = wait_for_print(printers[CONVERT], app, timeout=900)
+            try:
+                done = wait_for_print(printers[CONVERT], app, timeout=900, reported=reported)
+            except RuntimeError as e:
+                probe.phase = f"after {phase}"
+                print(f"{what}: NOT PRINTED after {time.monotonic() - accepted:.1f} s: {e}", flush=True)
+                print(f"  {report_probe(probe, phase)}", flush=True)
+                print(f"  {report_memory(watch)}", flush=True)
+                continue
             probe.phase = f"after {phase}"
             [printed] = printers[CONVERT].out.glob("job-*.data")
             print(f"{what} ({mail.stat().st_size / 1e6:.1f} MB mail): 250 after {accepted - started:.2f} s, "

@@ -5,7 +5,9 @@
     python3 bench/convert_load.py --formats postscript   # to a PostScript printer (then ps2write too)
 
 The appliance runs as a user runs it (``twistd -n phaserlink``) with two
-printers, each ``socket://`` to its own real p910nd on loopback:
+printers, each ``socket://`` to its own real p910nd on loopback (writing
+what it receives to /dev/shm, so the printers' disk writes are not the
+appliance's):
 
 - ``convert``, taking ``--formats`` (default ``pdf``): gets one plain mail
   with the photos as JPEG attachments (camera resolution, 4032 x 3024, made
@@ -191,6 +193,7 @@ class Probe(threading.Thread):
         self.port, self.printer, self.work = port, printer, work
         self.phase = "idle"
         self.latencies: dict[str, list[float]] = {}
+        self.timeline: list[tuple[float, float]] = []  # (the 250, latency ms) of each probe
         self.stopping = threading.Event()
         self.error: BaseException | None = None
 
@@ -213,6 +216,7 @@ class Probe(threading.Thread):
                         raise TimeoutError("a probe job did not reach its printer in 60 s")
                     time.sleep(0.001)
                 self.latencies.setdefault(phase, []).append((time.monotonic() - accepted) * 1000)
+                self.timeline.append((accepted, (time.monotonic() - accepted) * 1000))
                 tick += PROBE_INTERVAL
                 now = time.monotonic()
                 if tick < now:  # late: the next tick from now
@@ -386,10 +390,16 @@ def main() -> int:
           f"{min(sizes):.1f}-{max(sizes):.1f} MB ({sum(sizes):.0f} MB, mail {photo_mail.stat().st_size / 1e6:.0f} MB); "
           f"a {pages_n}-page .docx of {docx.stat().st_size / 1e3:.0f} KB", flush=True)
 
+    # The printers write what they receive to tmpfs: a real printer's disk
+    # is not the appliance's, and 1 GB of PostScript landing on the spool's
+    # disk would stall the appliance's fsyncs for the printer's sake.
+    shm = Path("/dev/shm")
+    printer_dir = Path(tempfile.mkdtemp(prefix="phaserlink-convbench-printers-",
+                                        dir=shm if shm.is_dir() else work))
     printers = {}
     for name in (CONVERT, PROBE):
-        (work / name).mkdir()
-        printers[name] = P910ndPrinter(work / name)
+        (printer_dir / name).mkdir()
+        printers[name] = P910ndPrinter(printer_dir / name)
         printers[name].start()
     app = Appliance(work / "appliance")
     app.directory.mkdir()
@@ -433,6 +443,10 @@ def main() -> int:
                   f"({pages_of(printed)} pages, {printed.stat().st_size / 1e6:.1f} MB of {args.formats}); {load()}",
                   flush=True)
             print(f"  {report_probe(probe, phase)}", flush=True)
+            slow = sorted((ms, at - accepted) for at, ms in probe.timeline if accepted <= at <= done)[-3:]
+            if slow:
+                print("  slowest probes: " + ", ".join(f"{ms:.0f} ms at {t:.1f} s" for ms, t in reversed(slow)),
+                      flush=True)
             print(f"  {report_memory(watch)}", flush=True)
             printed.unlink()
             if probe.error:
@@ -449,6 +463,7 @@ def main() -> int:
         for printer in printers.values():
             printer.stop()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(printer_dir, ignore_errors=True)
     return 0
 
 

@@ -104,8 +104,9 @@ _WORDS = ("printer appliance mail photo office document conversion page paper to
 def make_docx(path: Path, pages: int) -> None:
     """A .docx of *pages* pages of text: the three parts Word and
     LibreOffice need ([Content_Types].xml, the package relationship,
-    word/document.xml), a heading and 8 paragraphs a page, a page break
-    between pages (python-docx is not installed, and not needed for this)."""
+    word/document.xml), a heading, 4 paragraphs and a table of 16 x 5 cells
+    a page, a page break between pages (python-docx is not installed, and
+    not needed for this)."""
     rnd = random.Random(4711)
     w = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
     body = []
@@ -113,9 +114,10 @@ def make_docx(path: Path, pages: int) -> None:
         if page:
             body.append('<w:p><w:r><w:br w:type="page"/></w:r></w:p>')
         body.append(f'<w:p><w:r><w:rPr><w:b/><w:sz w:val="32"/></w:rPr><w:t>Chapter {page + 1}</w:t></w:r></w:p>')
-        for _ in range(8):
+        for _ in range(4):
             text = " ".join(rnd.choice(_WORDS) for _ in range(45)).capitalize() + "."
             body.append(f"<w:p><w:r><w:t>{escape(text)}</w:t></w:r></w:p>")
+        body.append(_table(rnd, rows=16, cols=5))
     document = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:document {w}><w:body>'
                 + "".join(body)
                 + '<w:sectPr><w:pgSz w:w="11906" w:h="16838"/><w:pgMar w:top="1440" w:right="1440" '
@@ -135,6 +137,24 @@ def make_docx(path: Path, pages: int) -> None:
         z.writestr("[Content_Types].xml", types)
         z.writestr("_rels/.rels", rels)
         z.writestr("word/document.xml", document)
+
+
+def _table(rnd: random.Random, rows: int, cols: int) -> str:
+    """A bordered table of figures, as reports have: LibreOffice's layout
+    works harder on tables than on paragraphs."""
+    border = "".join(f'<w:{side} w:val="single" w:sz="4" w:space="0" w:color="000000"/>'
+                     for side in ("top", "left", "bottom", "right", "insideH", "insideV"))
+    grid = "".join(f'<w:gridCol w:w="{9000 // cols}"/>' for _ in range(cols))
+    cells = []
+    for r in range(rows):
+        row = "".join(
+            f"<w:tc><w:p><w:r>{'<w:rPr><w:b/></w:rPr>' if r == 0 else ''}<w:t>"
+            f"{escape(rnd.choice(_WORDS).capitalize() if r == 0 or c == 0 else f'{rnd.uniform(0, 9999):.2f}')}"
+            "</w:t></w:r></w:p></w:tc>"
+            for c in range(cols))
+        cells.append(f"<w:tr>{row}</w:tr>")
+    return (f'<w:tbl><w:tblPr><w:tblW w:w="5000" w:type="pct"/><w:tblBorders>{border}</w:tblBorders></w:tblPr>'
+            f"<w:tblGrid>{grid}</w:tblGrid>{''.join(cells)}</w:tbl><w:p/>")
 
 
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"

@@ -129,6 +129,9 @@ def test_full_spool_disk_in_data_is_451_then_accepted_and_printed_once(small_dis
     app.sections = printer_section("demo", f"file:{out}", notify="none")
     app.start()
     try:
+        # The printer opens its spool and seen index after SMTP listens: fill
+        # the disk only once it has (else it is the start-up that hits ENOSPC).
+        app.wait_for(lambda: "resumed from the spool" in app.log(), timeout=20, what="the printer started")
         job = job_mail(POSTSCRIPT + b"%" + b"x" * 200_000 + b"\n")  # more than the write buffer
         small_disk.fill(leave=0)
         with smtplib.SMTP("127.0.0.1", app.smtp_port, timeout=10) as smtp:

@@ -1,0 +1,239 @@
+"""Acceptance (issue 10, "Tests on real peers"): photos and Office documents
+mailed to the real appliance (twistd), printed at real printers, and what
+reached each printer read back the way a person would check it.
+
+- ``office``: ippeveprinter taking only PDF (``-f application/pdf``, ``-2``
+  for duplex), ``-k`` keeping every document it received;
+- ``laser``: p910nd as a raw 9100 PostScript printer.
+
+Checked on the bytes the printer got (not on the appliance's spool): a JPEG
+whose EXIF orientation is 6 is one portrait page (rendered by Ghostscript,
+at both printers); a HEIC is one page; a 3-page TIFF is 3 pages; a .docx,
+.xlsx, .pptx and .odt made here by LibreOffice print, and ``pdftotext`` of
+what reached the printer holds each document's text; ``phaserlink send
+--sides two-sided-long-edge --copies 2`` (the command a user runs) reaches
+ippeveprinter as ``sides`` and ``copies``.  Status mail (at smtp-sink) says
+printed with the page count.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import smtplib
+import subprocess
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import pytest
+
+from support.appliance import Appliance
+from support.e2e import SENDER, phaserlink, printer_section, user_env, wait_until
+from support.ippeveprinter import IppEvePrinter
+from support.p910nd import P910ndPrinter
+from support.peers import require_program
+from support.smtp_sink import SmtpSink
+from test_convert_e2e import MARKER, jpeg_rotated_6, office_document
+from test_ipp_e2e import pdf_bytes
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(240)]
+
+
+class Site:
+    """The appliance, its two printers and the status-mail sink."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.ipp = IppEvePrinter(base / "ippeve", formats="application/pdf", duplex=True)
+        self.raw = P910ndPrinter()
+        self.sink = SmtpSink(base / "sink")
+        self.appliance = Appliance(base / "appliance")
+        self.appliance.directory.mkdir()
+
+    def start(self) -> "Site":
+        self.ipp.start()
+        self.raw.start()
+        self.sink.start()
+        self.appliance.appliance_extra = f"""\
+            smarthost = 127.0.0.1:{self.sink.port}
+            smarthost_tls = none
+            status_sender = postmaster@phaserlink.test
+            queue_retry_min = 1s
+            queue_retry_max = 2s
+            """
+        self.appliance.sections = (printer_section("office", self.ipp.uri, formats="pdf")
+                                   + printer_section("laser", self.raw.uri(), formats="postscript"))
+        self.appliance.start()
+        return self
+
+    def stop(self) -> None:
+        for stop in (self.appliance.stop, self.sink.stop, self.ipp.close, self.raw.cleanup):
+            try:
+                stop()
+            except Exception:
+                pass
+
+    def log(self) -> str:
+        return self.appliance.log()[-5000:]
+
+    def mail(self, to: str, *attachments: tuple[bytes, str, str, str], subject: str = "Please print") -> str:
+        """A plain mail with *attachments* as a phone or mail program sends
+        it; returns its Message-ID."""
+        msg = EmailMessage()
+        msg["From"] = SENDER
+        msg["To"] = f"{to}@phaserlink.test"
+        msg["Subject"] = subject
+        msg["Message-ID"] = message_id = make_msgid(domain="example.com")
+        msg.set_content("Please print the attached.\n")
+        for data, maintype, subtype, name in attachments:
+            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+        with smtplib.SMTP("127.0.0.1", self.appliance.smtp_port, timeout=30) as smtp:
+            smtp.send_message(msg)
+        return message_id
+
+    def status_text(self, needle: str, words: str = "delivered", timeout: float = 90) -> str:
+        """The human text of the status mail whose raw text holds *needle*
+        (a Message-ID, a file name) and says *words*."""
+        def find():
+            for saved in self.sink.messages():
+                if not saved.raw.rstrip().endswith(b"--") or needle.encode() not in saved.raw:
+                    continue
+                for part in saved.message.walk():
+                    if part.get_content_type() == "text/plain" and words in part.get_content():
+                        return part.get_content()
+            return None
+        return wait_until(find, timeout, f"the status mail about {needle} saying {words!r}", self.log)
+
+    def new_ipp_document(self, before: int) -> Path:
+        docs = self.ipp.wait_documents(before + 1, timeout=90)
+        assert len(docs) == before + 1, docs
+        return docs[-1]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    s = Site(tmp_path_factory.mktemp("accept-formats"))
+    try:
+        yield s.start()
+    finally:
+        s.stop()
+
+
+def render(path: Path, tmp: Path) -> list[tuple[int, int]]:
+    """Each page's (width, height) as Ghostscript renders *path* at 10 dpi."""
+    from PIL import Image
+
+    gs = require_program("gs", "ghostscript")
+    out = tmp / f"render-{path.name}"
+    out.mkdir()
+    subprocess.run([gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=png16m", "-r10",
+                    f"-sOutputFile={out}/p%03d.png", str(path)], check=True, capture_output=True, timeout=120)
+    sizes = []
+    for png in sorted(out.iterdir()):
+        with Image.open(png) as im:
+            sizes.append(im.size)
+    return sizes
+
+
+def pages_said(text: str) -> int:
+    found = re.search(r"\((\d+) pages?\)", text)
+    assert found, text
+    return int(found.group(1))
+
+
+def test_a_jpeg_with_exif_orientation_6_prints_as_one_portrait_page_at_an_ipp_pdf_printer(site, tmp_path):
+    before = len(site.ipp.documents())
+    message_id = site.mail("office", (jpeg_rotated_6(1200, 800), "image", "jpeg", "IMG_0001.JPG"))
+    text = site.status_text(message_id)
+    doc = site.new_ipp_document(before)
+    assert doc.read_bytes().startswith(b"%PDF")
+    [(w, h)] = render(doc, tmp_path)
+    assert h > w, (w, h)  # portrait, as the phone showed it
+    assert pages_said(text) == 1
+
+
+def test_a_jpeg_with_exif_orientation_6_prints_as_one_portrait_page_at_a_postscript_printer(site, tmp_path):
+    site.raw.clear_jobs()
+    message_id = site.mail("laser", (jpeg_rotated_6(1600, 900), "image", "jpeg", "IMG_0002.JPG"))
+    text = site.status_text(message_id)
+    [job] = site.raw.wait_for_jobs(1, timeout=60)
+    assert job.read_bytes().lstrip(b"\x04").startswith((b"%!", b"\x1b%-12345X"))
+    [(w, h)] = render(job, tmp_path)
+    assert h > w, (w, h)
+    assert pages_said(text) == 1
+
+
+def test_a_heic_photo_prints_as_one_page(site, tmp_path):
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    heic = io.BytesIO()
+    Image.new("RGB", (480, 640), "blue").save(heic, "HEIF")
+    assert heic.getvalue()[4:8] == b"ftyp"
+    before = len(site.ipp.documents())
+    message_id = site.mail("office", (heic.getvalue(), "image", "heic", "IMG_0003.HEIC"))
+    text = site.status_text(message_id)
+    doc = site.new_ipp_document(before)
+    [(w, h)] = render(doc, tmp_path)
+    assert h > w, (w, h)
+    assert pages_said(text) == 1
+
+
+def test_a_three_page_tiff_gives_three_pages_at_the_printer(site, tmp_path):
+    from PIL import Image
+
+    tiff = io.BytesIO()
+    frames = [Image.new("L", (200, 300), v) for v in (0, 128, 255)]
+    frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:])
+    before = len(site.ipp.documents())
+    message_id = site.mail("office", (tiff.getvalue(), "image", "tiff", "fax.tif"))
+    text = site.status_text(message_id)
+    doc = site.new_ipp_document(before)
+    assert len(render(doc, tmp_path)) == 3
+    assert pages_said(text) == 3
+
+
+def test_several_photos_in_one_mail_are_one_job_of_several_pages(site, tmp_path):
+    before = len(site.ipp.documents())
+    message_id = site.mail("office", (jpeg_rotated_6(600, 400), "image", "jpeg", "a.jpg"),
+                           (jpeg_rotated_6(640, 480), "image", "jpeg", "b.jpg"))
+    text = site.status_text(message_id)
+    doc = site.new_ipp_document(before)
+    assert len(render(doc, tmp_path)) == 2
+    assert pages_said(text) == 2
+    assert len(site.ipp.documents()) == before + 1  # one document, not two jobs
+
+
+@pytest.mark.parametrize("kind", ["docx", "xlsx", "pptx", "odt"])
+def test_an_office_document_prints_and_pdftotext_of_what_reached_the_printer_has_its_text(site, tmp_path, kind):
+    soffice = require_program("soffice", "libreoffice-writer-nogui")
+    pdftotext = require_program("pdftotext", "poppler-utils")
+    marker = f"{MARKER}{kind}"
+    data = office_document(soffice, tmp_path, kind, marker)
+    before = len(site.ipp.documents())
+    # Labelled as many mail programs do; the bytes and the name say what it is.
+    message_id = site.mail("office", (data, "application", "octet-stream", f"report.{kind}"))
+    text = site.status_text(message_id, timeout=150)
+    doc = site.new_ipp_document(before)
+    assert doc.read_bytes().startswith(b"%PDF")
+    printed = subprocess.run([pdftotext, str(doc), "-"], check=True, capture_output=True, timeout=60).stdout.decode()
+    assert marker in printed, printed[:500]
+    assert pages_said(text) >= 1
+
+
+def test_phaserlink_send_sides_and_copies_reach_ippeveprinter_as_sides_and_copies(site, tmp_path):
+    document = tmp_path / "minutes.pdf"
+    document.write_bytes(pdf_bytes(2, "accept-sides-copies"))
+    before = len(site.ipp.documents())
+    out = phaserlink(user_env(tmp_path / "home"), "send", str(document), "--to", "office@phaserlink.test",
+                     "--from", SENDER, "--server", f"127.0.0.1:{site.appliance.smtp_port}",
+                     "--sides", "two-sided-long-edge", "--copies", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    site.status_text("minutes.pdf")
+    doc = site.new_ipp_document(before)
+    env = site.ipp.environment(doc)
+    assert env.get("IPP_SIDES") == "two-sided-long-edge", env
+    assert env.get("IPP_COPIES") == "2", env
+    assert doc.read_bytes() == document.read_bytes()

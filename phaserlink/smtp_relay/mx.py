@@ -410,6 +410,10 @@ class MXDelivery:
                 still.append(r.address)
                 attempt.last = Outcome("", False, reply.code, reply.enhanced, reply.text, False, used.name)
         attempt.remaining = still
+        if still:  # a 4xx to RCPT (or to DATA): said like a refused connection, so the log shows every host tried
+            log.info("MX {domain}: {where}: next host for {n} recipient(s) ({code} {why})", domain=attempt.domain,
+                     where=where, n=len(still), code=attempt.last.code if attempt.last else None,
+                     why=attempt.last.text if attempt.last else "")
         return True
 
 

@@ -1,0 +1,170 @@
+"""Acceptance (issue 11, "Outbound mail without a smarthost" and "Tests on
+real peers"): the real appliance (twistd) with no ``smarthost`` sends a
+printed job's status mail by MX, DKIM-signed with a key made by the
+``phaserlink-dkim-keygen`` command, and an independent verifier takes it.
+
+Peers, all real and none ours:
+
+- dnsmasq serving big.test's MX records (preferences 10, 20, 30), the
+  hosts' A records and the DKIM TXT record exactly as
+  ``phaserlink-dkim-keygen`` printed it;
+- MX 10 (127.0.0.2): ``smtp-sink -r RCPT`` (450 to every RCPT);
+- MX 20 (127.0.0.3): nothing listening (down);
+- MX 30 (127.0.0.4): a real Postfix, the final destination, delivering into
+  a Maildir; ``mx_port`` is the one port all three use.
+
+The mail Postfix delivered is checked by ``opendkim-testmsg`` (OpenDKIM's
+library, not dkimpy, which signs) and by dkimpy's ``dkimverify`` command,
+each in a private network and mount namespace whose /etc/resolv.conf points
+at a dnsmasq there publishing the printed record; a copy with one byte of
+the body changed must fail, so the verifier is really checking.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.dns_server import DnsServer
+from support.peers import free_port, require_program, require_root, wait_for_port
+from support.postfix import Postfix
+from test_mx_delivery import LoopbackSink
+from test_printer_appliance import job_mail, printed_files, send
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(180)]
+
+SELECTOR, DOMAIN = "pl1", "big.test"
+
+
+class PostfixMX(Postfix):
+    """A private Postfix taking mail on another loopback address (only its
+    master.cf listener moves: ``inet_interfaces`` wants an interface address)."""
+
+    listen: str = "127.0.0.4"
+
+    def master_cf(self) -> str:
+        return super().master_cf().replace(f"127.0.0.1:{self.port} inet", f"{self.listen}:{self.port} inet")
+
+    def start(self) -> "PostfixMX":
+        require_root("a private Postfix instance")
+        self.write_config()
+        result = self.postfix("start", check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"postfix start failed: {result.stdout}{result.stderr}{self.log()}")
+        self.running = True
+        wait_for_port(self.port, host=self.listen, timeout=20)
+        return self
+
+
+def dkim_keygen_command(directory: Path) -> tuple[Path, str, str]:
+    """Run ``phaserlink-dkim-keygen`` as an operator would; the key file,
+    the zone line it printed and the TXT value in it."""
+    key = directory / "dkim.pem"
+    out = subprocess.run([sys.executable, "-m", "phaserlink.dkim_keygen", "--selector", SELECTOR,
+                          "--domain", DOMAIN, str(key)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    [zone] = [line for line in out.stdout.splitlines() if " IN TXT " in line]
+    assert zone.startswith(f"{SELECTOR}._domainkey.{DOMAIN}. IN TXT")
+    txt = "".join(re.findall(r'"([^"]*)"', zone))
+    assert txt.startswith("v=DKIM1; k=rsa; p=")
+    return key, zone, txt
+
+
+def verify_independently(message: Path, txt: str) -> dict[str, subprocess.CompletedProcess]:
+    """``opendkim-testmsg`` and ``dkimverify`` on *message*, each looking
+    the key up through the system resolver, which in a private network and
+    mount namespace is a dnsmasq there publishing *txt*."""
+    require_root("a private network namespace for the verifier's DNS")
+    dnsmasq = require_program("dnsmasq", "dnsmasq-base")
+    testmsg = require_program("opendkim-testmsg", "opendkim-tools")
+    dkimverify = require_program("dkimverify", "dkimpy")
+    resolv = message.parent / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\n")
+    chunks = ",".join(txt[i:i + 250] for i in range(0, len(txt), 250))
+    results = {}
+    for name, verifier in (("opendkim-testmsg", testmsg), ("dkimverify", dkimverify)):
+        script = f"""
+            ip link set lo up || exit 90
+            {shlex.quote(dnsmasq)} -k --conf-file=/dev/null --no-resolv --no-hosts --port=53 \
+                --listen-address=127.0.0.1 --bind-interfaces --local=/test/ --user=root --pid-file= \
+                {shlex.quote(f"--txt-record={SELECTOR}._domainkey.{DOMAIN},{chunks}")} 2>/dev/null &
+            dns=$!
+            mount --bind {shlex.quote(str(resolv))} /etc/resolv.conf || exit 91
+            for i in $(seq 50); do
+                {shlex.quote(sys.executable)} -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 53))' 2>/dev/null || break
+                sleep 0.05
+            done
+            {shlex.quote(verifier)} < {shlex.quote(str(message))}
+            rc=$?
+            kill $dns
+            exit $rc
+            """
+        results[name] = subprocess.run(["unshare", "-m", "-n", "sh", "-c", script], capture_output=True,
+                                       text=True, timeout=60)
+    return results
+
+
+def test_status_mail_goes_by_mx_past_a_refusing_and_a_dead_mx_to_postfix_and_verifies_with_opendkim(
+        appliance, tmp_path):
+    key, zone, txt = dkim_keygen_command(tmp_path)
+    port = free_port()
+    dns = DnsServer(tmp_path / "dns")
+    dns.mx(DOMAIN, "mx1.big.test", 10).mx(DOMAIN, "mx2.big.test", 20).mx(DOMAIN, "mx3.big.test", 30)
+    dns.host("mx1.big.test", "127.0.0.2").host("mx2.big.test", "127.0.0.3").host("mx3.big.test", "127.0.0.4")
+    dns.txt(f"{SELECTOR}._domainkey.{DOMAIN}", txt)
+    refusing = LoopbackSink(tmp_path / "mx1", "127.0.0.2", port, soft_reject=["RCPT"])
+    assert "-r" in refusing.command_line()  # smtp-sink's own 450-to-RCPT switch
+    postfix = PostfixMX(tmp_path / "mx3", port=port, myhostname="mx3.big.test")
+    out = tmp_path / "printed"
+    try:
+        dns.start()
+        refusing.start()
+        postfix.start()
+        appliance.appliance_extra = (
+            f"status_sender = printers@{DOMAIN}\n"
+            f"dns_servers = 127.0.0.1:{dns.port}\n"
+            f"mx_port = {port}\n"
+            f"dkim_key = {key}\ndkim_selector = {SELECTOR}\ndkim_domain = {DOMAIN}\n"
+            "queue_retry_min = 30s\n")
+        appliance.sections = ("[printer:demo]\naddresses = demo@phaserlink.test\n"
+                              f"output = file:{out}\nallowed_senders = *@big.test\nsender_auth = none\n"
+                              "formats = postscript\nnotify = printed, errors\n")
+        appliance.start()
+        log = appliance.log()
+        assert "no smarthost configured; delivering by MX records" in log, log[-3000:]
+        send(appliance, job_mail(sender="alice@big.test", subject="MX acceptance"))
+        [path] = postfix.wait_for(1, timeout=60)
+        assert printed_files(out)
+        raw = path.read_bytes()
+        assert b"MX acceptance" in raw
+        assert re.search(rb"^To:.*alice@big\.test", raw, re.MULTILINE | re.IGNORECASE), raw[:2000]
+        assert refusing.messages() == []  # it was asked first and said 450
+        log = appliance.log()
+        assert "mx1.big.test [127.0.0.2]" in log and "next host" in log, log[-3000:]
+        assert "mx2.big.test [127.0.0.3]" in log, log[-3000:]  # tried, refused the connection
+        signature = re.search(rb"^DKIM-Signature:(.*(?:\n[ \t].*)*)", raw, re.MULTILINE)
+        assert signature, raw[:2000]
+        fields = re.sub(rb"\s+", b"", signature.group(1))
+        assert b"d=big.test" in fields and b"s=pl1" in fields and b"c=relaxed/relaxed" in fields, fields
+        assert b"a=rsa-sha256" in fields, fields
+
+        message = tmp_path / "delivered.eml"
+        message.write_bytes(raw)
+        for name, result in verify_independently(message, txt).items():
+            assert result.returncode == 0, (name, result.returncode, result.stdout, result.stderr)
+        tampered = tmp_path / "tampered.eml"
+        body_at = raw.index(b"\n\n") + 2
+        tampered.write_bytes(raw[:body_at] + raw[body_at:].replace(b"a", b"e", 1))
+        assert tampered.read_bytes() != raw
+        for name, result in verify_independently(tampered, txt).items():
+            assert result.returncode != 0, (name, "took a tampered message", result.stdout)
+    finally:
+        appliance.stop()
+        postfix.stop()
+        refusing.stop()
+        dns.stop()

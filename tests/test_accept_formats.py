@@ -22,6 +22,7 @@ import io
 import re
 import smtplib
 import subprocess
+import sys
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -237,3 +238,57 @@ def test_phaserlink_send_sides_and_copies_reach_ippeveprinter_as_sides_and_copie
     assert env.get("IPP_SIDES") == "two-sided-long-edge", env
     assert env.get("IPP_COPIES") == "2", env
     assert doc.read_bytes() == document.read_bytes()
+
+
+def legacy_office_document(soffice: str, tmp: Path, kind: str, text: str) -> bytes:
+    """A .doc (Word 97) or .xls made by LibreOffice: an OLE2 file whose head
+    alone does not say which kind it is."""
+    src_dir = tmp / f"make-{kind}"
+    src_dir.mkdir()
+    if kind == "xls":
+        src, target = src_dir / "doc.csv", "xls:MS Excel 97"
+        src.write_text(f"name,value\n{text},42\n")
+    else:
+        src, target = src_dir / "doc.txt", "doc:MS Word 97"
+        src.write_text(f"Dear printer,\n{text}\n")
+    subprocess.run([soffice, f"-env:UserInstallation=file://{src_dir}/profile", "--headless",
+                    "--convert-to", target, "--outdir", str(src_dir), str(src)],
+                   check=True, capture_output=True, timeout=90)
+    data = (src_dir / f"doc.{kind}").read_bytes()
+    assert data.startswith(b"\xd0\xcf\x11\xe0")
+    return data
+
+
+@pytest.mark.parametrize("kind", ["doc", "xls"])
+def test_phaserlink_send_prints_an_old_office_file_and_a_photo(site, tmp_path, kind):
+    """What a user runs: ``phaserlink send letter.doc`` (the client tells
+    the Office kind by the file's name, as the appliance does) and
+    ``phaserlink send --type`` naming any format the appliance prints from."""
+    soffice = require_program("soffice", "libreoffice-writer-nogui")
+    pdftotext = require_program("pdftotext", "poppler-utils")
+    marker = f"{MARKER}{kind}send"
+    document = tmp_path / f"letter.{kind}"
+    document.write_bytes(legacy_office_document(soffice, tmp_path, kind, marker))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_rotated_6(600, 400))
+    env = user_env(tmp_path / "home")
+    server = f"127.0.0.1:{site.appliance.smtp_port}"
+    before = len(site.ipp.documents())
+    out = phaserlink(env, "send", str(document), "--to", "office@phaserlink.test", "--from", SENDER,
+                     "--server", server)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = site.status_text(document.name, timeout=150)
+    doc = site.new_ipp_document(before)
+    printed = subprocess.run([pdftotext, str(doc), "-"], check=True, capture_output=True, timeout=60).stdout.decode()
+    assert marker in printed, printed[:500]
+    assert pages_said(text) >= 1
+
+    with open(photo, "rb") as stdin:  # from a pipe: only --type says what it is
+        out = subprocess.run([sys.executable, "-m", "phaserlink.client.cli", "send", "-", "--type", "jpeg",
+                              "--title", f"photo-{kind}", "--to", "office@phaserlink.test", "--from", SENDER,
+                              "--server", server], env=env, stdin=stdin, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    site.status_text(f"photo-{kind}")
+    doc = site.new_ipp_document(before + 1)
+    [(w, h)] = render(doc, tmp_path)
+    assert h > w, (w, h)

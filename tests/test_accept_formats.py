@@ -64,7 +64,11 @@ class Site:
             queue_retry_max = 2s
             """
         self.appliance.sections = (printer_section("office", self.ipp.uri, formats="pdf")
-                                   + printer_section("laser", self.raw.uri(), formats="postscript"))
+                                   + printer_section("laser", self.raw.uri(), formats="postscript")
+                                   + printer_section("capped", self.ipp.uri, formats="pdf", max_pages_per_job="2"))
+        from support.console_http import console_config
+
+        self.admin_port = console_config(self.appliance)
         self.appliance.start()
         return self
 
@@ -189,11 +193,32 @@ def test_a_three_page_tiff_gives_three_pages_at_the_printer(site, tmp_path):
     frames = [Image.new("L", (200, 300), v) for v in (0, 128, 255)]
     frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:])
     before = len(site.ipp.documents())
-    message_id = site.mail("office", (tiff.getvalue(), "image", "tiff", "fax.tif"))
+    message_id = site.mail("office", (tiff.getvalue(), "image", "tiff", "fax.tif"), subject="fax-3")
     text = site.status_text(message_id)
     doc = site.new_ipp_document(before)
     assert len(render(doc, tmp_path)) == 3
     assert pages_said(text) == 3
+    # The job record (the console's JSON API) keeps the count too.
+    from support.console_http import jobs
+
+    [record] = wait_until(lambda: [j for j in jobs(site.admin_port, printer="office") if j["title"] == "fax-3"
+                                   and j["state"] == "completed"], 30, "the job record", site.log)
+    assert record["pages"] == 3, record
+
+
+def test_the_page_cap_counts_the_pages_of_a_converted_picture(site, tmp_path):
+    """max_pages_per_job = 2 and a 3-page TIFF: counted before it is sent,
+    refused with the count and the cap, nothing at the printer."""
+    from PIL import Image
+
+    tiff = io.BytesIO()
+    frames = [Image.new("L", (200, 300), v) for v in (0, 128, 255)]
+    frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:])
+    before = len(site.ipp.documents())
+    message_id = site.mail("capped", (tiff.getvalue(), "image", "tiff", "long-fax.tif"))
+    text = site.status_text(message_id, words="the job has 3 pages")
+    assert "prints at most 2 pages per job" in text, text
+    assert len(site.ipp.documents()) == before
 
 
 def test_several_photos_in_one_mail_are_one_job_of_several_pages(site, tmp_path):
@@ -292,3 +317,55 @@ def test_phaserlink_send_prints_an_old_office_file_and_a_photo(site, tmp_path, k
     doc = site.new_ipp_document(before + 1)
     [(w, h)] = render(doc, tmp_path)
     assert h > w, (w, h)
+
+
+def test_an_html_only_mail_prints_as_the_page_it_shows_without_fetching_remote_content(site, tmp_path):
+    """An order confirmation: HTML only, with a remote image and a style
+    sheet on a local port that counts every connection: none is made."""
+    import socket
+    import threading
+
+    require_program("chromium", "chromium")
+    pdftotext = require_program("pdftotext", "poppler-utils")
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", 0))
+    trap.listen(8)
+    trap.settimeout(0.2)
+    hits: list[int] = []
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            try:
+                conn, _ = trap.accept()
+                hits.append(1)
+                conn.close()
+            except OSError:
+                continue
+
+    watcher = threading.Thread(target=count, daemon=True)
+    watcher.start()
+    port = trap.getsockname()[1]
+    marker = f"{MARKER}order"
+    msg = EmailMessage()
+    msg["From"] = SENDER
+    msg["To"] = "office@phaserlink.test"
+    msg["Subject"] = "Your order"
+    msg["Message-ID"] = message_id = make_msgid(domain="example.com")
+    msg.set_content(f"<html><head><link rel=stylesheet href='http://127.0.0.1:{port}/s.css'></head><body>"
+                    f"<h1>Order {marker}</h1><img src='http://127.0.0.1:{port}/logo.png'>"
+                    "<p>Thank you.</p></body></html>", subtype="html")
+    before = len(site.ipp.documents())
+    try:
+        with smtplib.SMTP("127.0.0.1", site.appliance.smtp_port, timeout=30) as smtp:
+            smtp.send_message(msg)
+        text = site.status_text(message_id, timeout=120)
+        doc = site.new_ipp_document(before)
+    finally:
+        stop.set()
+        watcher.join(2)
+        trap.close()
+    printed = subprocess.run([pdftotext, str(doc), "-"], check=True, capture_output=True, timeout=60).stdout.decode()
+    assert f"Order {marker}" in printed and "<h1>" not in printed, printed[:500]
+    assert hits == []  # no converter fetched anything
+    assert pages_said(text) == 1

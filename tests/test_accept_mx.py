@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 
 from support.dns_server import DnsServer
 from support.peers import free_port, require_program, require_root, wait_for_port
@@ -168,3 +169,77 @@ def test_status_mail_goes_by_mx_past_a_refusing_and_a_dead_mx_to_postfix_and_ver
         postfix.stop()
         refusing.stop()
         dns.stop()
+
+
+# -- many recipients at few domains: bounded concurrency, shared connections ---------
+
+
+def established(address: str, port: int) -> int:
+    """Established TCP connections to *address*:*port* right now (ss)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", "dst", f"{address}:{port}"],
+                         capture_output=True, text=True, timeout=10)
+    return len([line for line in out.stdout.splitlines() if line.strip()])
+
+
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
+async def test_concurrency_is_bounded_per_domain_and_overall_and_connections_carry_several_messages(tmp_path):
+    """smtp-sink answering DATA after 1 s (``-w 1``) as the one MX of many
+    domains; ss counts the connections open to it while the queue drains."""
+    import threading
+    from types import SimpleNamespace
+
+    from phaserlink.smtp_relay import mx
+    from test_mx_delivery import make_queue
+    from test_queue_delivery import enqueue, until
+
+    require_program("ss", "iproute2")
+    port = free_port()
+    address = "127.0.0.8"
+    dns = DnsServer(tmp_path / "dns")
+    domains = [f"d{i}.test" for i in range(3 * mx.MAX_SESSIONS_TOTAL)]
+    for d in ["one.test", *domains]:
+        dns.host(d, address)
+    sink = LoopbackSink(tmp_path / "slow", address, port, data_delay=1)
+    peak = [0]
+    sampling = threading.Event()
+
+    def sample():
+        while not sampling.is_set():
+            peak[0] = max(peak[0], established(address, port))
+            sampling.wait(0.02)
+
+    dns.start()
+    sink.start()
+    q = None
+    try:
+        q = make_queue(tmp_path / "spool", SimpleNamespace(dns=dns, port=port))
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        # Eight messages to one domain: at most MAX_SESSIONS_PER_DOMAIN at once, reused after RSET.
+        for i in range(8):
+            await enqueue(q, f"Subject: one {i}\n\n{i}\n".encode(), rcpts=(f"u{i}@one.test",))
+        await until(lambda: q.queued() == [], timeout=60)
+        assert len(sink.messages()) == 8
+        assert 1 <= peak[0] <= mx.MAX_SESSIONS_PER_DOMAIN, peak[0]
+        assert q.mx.connections_opened <= mx.MAX_SESSIONS_PER_DOMAIN  # one connection carried several
+        await task_sleep(mx.IDLE_SESSION_TIME + 1)  # parked sessions close
+        peak[0] = 0
+        # One message to each of many domains: parallel, but never more than MAX_SESSIONS_TOTAL.
+        for i, d in enumerate(domains):
+            await enqueue(q, f"Subject: many {i}\n\n{i}\n".encode(), rcpts=(f"u@{d}",))
+        await until(lambda: q.queued() == [], timeout=90)
+        assert len(sink.messages()) == 8 + len(domains)
+        assert mx.MAX_SESSIONS_PER_DOMAIN < peak[0] <= mx.MAX_SESSIONS_TOTAL, peak[0]
+    finally:
+        sampling.set()
+        if q is not None:
+            q.stopService()
+        sink.stop()
+        dns.stop()
+
+
+async def task_sleep(seconds: float) -> None:
+    from twisted.internet import reactor, task
+
+    await task.deferLater(reactor, seconds, lambda: None)

@@ -165,6 +165,8 @@ class PrinterConfig:
     subject_options: bool = False  # read [duplex] [copies=2] ... in a plain mail's Subject
     options_allowed: tuple[str, ...] = job_options.OPTION_NAMES  # what senders may set
     options_default: job_options.JobOptions = job_options.JobOptions()  # applied when the sender gave none
+    # The conversion target (issue 10, ippcaps; docs/convert.md "What the printer takes").
+    media: str = "a4"  # what pictures are fitted to when neither the job nor the IPP printer says
 
     def sender_allowed(self, sender: str) -> bool:
         return sender_matches(sender, self.allowed_senders)
@@ -302,6 +304,8 @@ PRINTER_KEYS |= {"sender_auth", "unauthenticated", "hold_timeout", "max_jobs_per
 USER_KEYS |= {"addresses"}
 # Job options (task "options", docs/options.md); parsed by _Loader.printer_options.
 PRINTER_KEYS |= {"subject_options", "options_allowed", "options_default"}
+# The conversion target (issue 10, ippcaps; docs/convert.md); parsed by _Loader.target_printer.
+PRINTER_KEYS |= {"media"}
 
 
 class _Section:
@@ -442,6 +446,7 @@ class _Loader:
                 printer = self.printer(section, short, appliance)
                 printer = self.trust_printer(section, printer)
                 printer = self.printer_options(section, printer)
+                printer = self.target_printer(section, printer)
                 for address in printer.addresses:
                     claim(section, "addresses", address)
                 printers[short] = printer
@@ -726,6 +731,22 @@ class _Loader:
             s.error("options_default", f"copies={defaults.copies} is more than copies_max ({printer.copies_max})")
         return replace(printer, subject_options=s.boolean("subject_options", False),
                        options_allowed=allowed, options_default=defaults)
+    def target_printer(self, s: _Section, printer: PrinterConfig) -> PrinterConfig:
+        """``media`` (what pictures are fitted to), and no ``formats`` on an
+        IPP printer: then the formats are what the printer says it takes
+        (phaserlink/printer/target.py)."""
+        from phaserlink.message.job_options import media_name, media_size
+
+        media = (s.get("media") or "a4").lower()
+        try:
+            media_size(media)
+            media = media_name(media)
+        except ValueError as e:
+            s.error("media", str(e))
+        formats = printer.formats
+        if s.get("formats") is None and urlsplit(printer.output).scheme in ("ipp", "ipps"):
+            formats = ()
+        return replace(printer, media=media, formats=formats)
 
     def trust_user(self, s: _Section, user: UserConfig) -> UserConfig:
         text = s.get("addresses")

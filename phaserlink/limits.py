@@ -357,12 +357,6 @@ MAX_AUTH_LINE = 12288
 MAX_HELD_INPUT = 256 * 1024
 PAUSE_HELD_INPUT = 64 * 1024
 
-# -- printer.pages ---------------------------------------------------------
-
-#: Seconds one count may take; a document that takes longer is not refused
-#: for its page count (its conversion or printing has its own limits).
-COUNT_TIMEOUT = 120
-
 # -- printer.convert -------------------------------------------------------
 
 #: Seconds one conversion may take before the child is killed.

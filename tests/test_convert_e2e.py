@@ -9,32 +9,19 @@ EXIF, a HEIC, a 3-frame TIFF), Office files by LibreOffice itself from text
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import subprocess
-import time
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 from support.peers import require_program
-from support.printer_fakes import FakeQueue, fake_report, make_site
-from twisted.internet import defer, task
+from support.live_printer import FilePrinter
+from support.message_samples import mail_with
 
-from phaserlink.pop3_store.maildir import MaildirStore
-from phaserlink.printer.output.file_output import FileOutput
-from phaserlink.printer.service import PrinterService
-from phaserlink.printer.toolkit import default_toolkit
 
 
 MARKER = "MARKERPHASERLINK4711"
-
-
-def reactor():
-    from twisted.internet import reactor as r
-
-    return r
 
 
 @pytest.fixture(scope="module")
@@ -47,71 +34,13 @@ def soffice():
     return require_program("soffice", "libreoffice-writer-nogui")
 
 
-@dataclasses.dataclass
-class Live:
-    """A PrinterService on the real reactor: real tools, a file: printer
-    taking *formats*."""
-
-    tmp: Path
-    formats: tuple[str, ...] = ("postscript",)
-    service: PrinterService | None = None
-    queue: FakeQueue = dataclasses.field(default_factory=FakeQueue)
-
-    def start(self) -> "Live":
-        site = make_site(self.tmp)
-        printer = dataclasses.replace(site.printers["lp"], formats=self.formats)
-        site = dataclasses.replace(site, printers={"lp": printer},
-                                   appliance=dataclasses.replace(site.appliance, spool=self.tmp / "var"))
-        self.store = MaildirStore(self.tmp / "mail", list(site.printers))
-        self.out_dir = self.tmp / "printed"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        output = FileOutput(f"file:{self.out_dir}", self.out_dir, reactor=reactor())
-        tools = dataclasses.replace(default_toolkit(), write_report=fake_report)
-        self.service = PrinterService(site, self.store, self.queue, reactor=reactor(), tools=tools,
-                                      outputs={"lp": output})
-        self.service.startService()
-        return self
-
-    def stop(self) -> defer.Deferred:
-        return defer.maybeDeferred(self.service.stopService)
-
-    def deliver(self, data: bytes) -> None:
-        d = self.store.deliver(["lp"])
-        d.write(data)
-        d.commit()
-
-    def printed(self) -> list[Path]:
-        return sorted(p for p in self.out_dir.iterdir() if not p.name.startswith("."))
-
-    async def until(self, predicate, what: str, timeout: float = 25.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                root = self.tmp / "var" / "jobs" / "lp"
-                states = [json.loads((d / "state.json").read_text()) for d in root.iterdir()
-                          if (d / "state.json").exists()]
-                raise AssertionError(f"timed out waiting for {what}; states: {states}; "
-                                     f"mail: {[m.text for m in self.queue.messages]}")
-            await task.deferLater(reactor(), 0.05, lambda: None)
-
-    async def print_mail(self, data: bytes) -> list[Path]:
-        self.deliver(data)
-        await self.until(lambda: "printed" in self.queue.events() or "failed" in self.queue.events(),
-                         "the job to finish")
-        assert "printed" in self.queue.events(), [m.text for m in self.queue.messages]
-        return self.printed()
+def Live(tmp: Path, formats: tuple[str, ...] = ("postscript",), **printer) -> FilePrinter:
+    """The live printer service with a file: printer taking *formats*."""
+    return FilePrinter(tmp, printer={"formats": formats, **printer})
 
 
 def mail(*attachments: tuple[bytes, str, str, str]) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "alice@example.com"
-    msg["To"] = "lp@phaserlink.test"
-    msg["Subject"] = "Holiday photos"
-    msg["Message-ID"] = f"<{time.monotonic_ns()}@example.com>"
-    msg.set_content("Please print.\n")
-    for data, maintype, subtype, name in attachments:
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return msg.as_bytes()
+    return mail_with(*attachments, subject="Holiday photos").as_bytes()
 
 
 def pages_of(gs: str, path: Path, tmp: Path) -> list[tuple[int, int]]:
@@ -312,5 +241,21 @@ async def test_a_printer_that_takes_jpeg_gets_each_photo_as_it_is(tmp_path):
                                              (photos[1], "image", "jpeg", "b.jpg")))
         assert [p.read_bytes() for p in printed] == photos  # both, byte for byte
         assert "(2 pages)" in live.queue.messages[-1].text
+    finally:
+        await live.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_photo_to_a_letter_printer_is_a_letter_page(tmp_path):
+    """``media = letter`` (no IPP printer to say its media-default): the
+    photo's PDF page is US letter, 612 x 792 points, not A4."""
+    pdfinfo = require_program("pdfinfo", "poppler-utils")
+    live = Live(tmp_path, formats=("pdf",), media="letter").start()
+    try:
+        [printed] = await live.print_mail(mail((jpeg_rotated_6(), "image", "jpeg", "IMG_0002.JPG")))
+        info = subprocess.run([pdfinfo, str(printed)], capture_output=True, text=True, check=True).stdout
+        # img2pdf keeps the pixels as stored and turns the page (/Rotate 90) for EXIF 6.
+        page = next(line for line in info.splitlines() if line.startswith("Page size:"))
+        assert page.split(":", 1)[1].strip() in ("612 x 792 pts (letter)", "792 x 612 pts (letter)"), info
     finally:
         await live.stop()

@@ -50,7 +50,7 @@ class Tools:
                 raise KeyError("a bug in the MIME walker")
             return fake_extract(message_path, out_dir)
 
-        def convert(reactor, src, dst, f, t):
+        def convert(reactor, src, dst, f, t, **_settings):
             if self.convert_failures:
                 from twisted.internet import defer
 

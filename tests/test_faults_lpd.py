@@ -10,32 +10,21 @@ temporary.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from support.printer_fakes import FakeQueue, fake_report, make_site
+from support.live_printer import LivePrinter, reactor
+from support.message_samples import mail_with
 from twisted.internet import defer, protocol, task
 
-from phaserlink.pop3_store.maildir import MaildirStore
 from phaserlink.printer import jobs as J
 from phaserlink.printer.output import OutputJob, PrinterUnavailable
 from phaserlink.printer.output.interfaces import REASON_SPOOL_FULL
 from phaserlink.printer.output.lpd import LPDOutput
-from phaserlink.printer.service import PrinterService
-from phaserlink.printer.toolkit import default_toolkit
 
 PS = b"%!PS-Adobe-3.0\n/Helvetica findfont 12 scalefont setfont 72 700 moveto (lpd fault test) show showpage\n%%EOF\n"
-
-
-def reactor():
-    from twisted.internet import reactor as r
-
-    return r
 
 
 class ScriptedLPD(protocol.Protocol):
@@ -107,51 +96,20 @@ class ScriptedLPDFactory(protocol.Factory):
 
 
 def ps_mail(msgid="<lpd@example.com>") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "alice@example.com"
-    msg["Subject"] = "LPD report"
-    msg["Message-ID"] = msgid
-    msg.set_content("Please print.\n")
-    msg.add_attachment(PS, maintype="application", subtype="postscript", filename="r.ps")
-    return msg.as_bytes()
+    return mail_with((PS, "application", "postscript", "r.ps"), subject="LPD report", message_id=msgid).as_bytes()
 
 
-@dataclasses.dataclass
-class LPDRig:
-    tmp: Path
-    uri: str
-    queue: FakeQueue = dataclasses.field(default_factory=FakeQueue)
+class LPDRig(LivePrinter):
+    """The live printer service, printing to an LPD server at *uri*."""
 
-    def start(self) -> "LPDRig":
-        site = make_site(self.tmp)
-        self.store = MaildirStore(self.tmp / "mail", list(site.printers))
+    def __init__(self, tmp: Path, uri: str) -> None:
+        super().__init__(tmp)
+        self.uri = uri
+
+    def make_output(self):
         host_port, _, q = self.uri[len("lpd://"):].partition("/")
         host, _, port = host_port.partition(":")
-        output = LPDOutput(self.uri, host, int(port), q, reactor=reactor(), source_port="any")
-        tools = dataclasses.replace(default_toolkit(), write_report=fake_report)
-        self.spool = site.appliance.spool
-        self.service = PrinterService(site, self.store, self.queue, reactor=reactor(), tools=tools,
-                                      outputs={"lp": output})
-        self.service.startService()
-        return self
-
-    def deliver(self, data: bytes) -> None:
-        d = self.store.deliver(["lp"])
-        d.write(data)
-        d.commit()
-
-    def states(self) -> list[dict]:
-        root = self.spool / "jobs" / "lp"
-        return [json.loads((d / "state.json").read_text()) for d in sorted(root.iterdir())
-                if d.is_dir() and (d / "state.json").exists()]
-
-    async def until(self, predicate, what: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; states {self.states()}; "
-                                     f"mail {self.queue.events()}")
-            await task.deferLater(reactor(), 0.05, lambda: None)
+        return LPDOutput(self.uri, host, int(port), q, reactor=reactor(), source_port="any")
 
 
 @pytest.fixture
@@ -201,7 +159,9 @@ async def test_lpd_without_the_queue_aborts_the_job_with_its_words(tmp_path, scr
         mail = rig.queue.messages[-1]
         assert "spool queue for 'raw' does not exist" in mail.text
         assert mail.field("reasons") == "['aborted-by-system', 'destination-uri-failed']"
-        assert rig.states() == [] and factory.jobs == []
+        # The status mail is queued before the job's folder is removed (in the durable pool).
+        await rig.until(lambda: rig.states() == [], "the job to leave the spool")
+        assert factory.jobs == []
     finally:
         await defer.maybeDeferred(rig.service.stopService)
 

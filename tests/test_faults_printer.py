@@ -15,26 +15,19 @@ renders; no "printed" mail before), and the status mail says what happened.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import subprocess
-import time
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 from support.peers import require_program
-from support.printer_fakes import FakeQueue, fake_report, make_site
-from twisted.internet import defer, task
+from support.live_printer import FilePrinter, reactor
+from support.message_samples import mail_with
 
-from phaserlink.pop3_store.maildir import MaildirStore
 from phaserlink.printer import convert as convert_mod
 from phaserlink.printer import jobs as J
 from phaserlink.printer.output.file_output import FileOutput
-from phaserlink.printer.service import PrinterService
-from phaserlink.printer.toolkit import default_toolkit
 
 MARKER = "MARKER-FAULTS-0815"
 
@@ -67,12 +60,6 @@ exit 0
 }
 
 
-def reactor():
-    from twisted.internet import reactor as r
-
-    return r
-
-
 @pytest.fixture(scope="module")
 def real_gs():
     return require_program("gs", "ghostscript")
@@ -90,14 +77,8 @@ def make_pdf(gs: str, directory: Path, pages: int = 2) -> bytes:
 
 
 def mail_with_pdf(pdf: bytes, msgid: str = "<pdf@example.com>") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "alice@example.com"
-    msg["To"] = "lp@phaserlink.test"
-    msg["Subject"] = "Quarterly report"
-    msg["Message-ID"] = msgid
-    msg.set_content("Please print.\n")
-    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="report.pdf")
-    return msg.as_bytes()
+    return mail_with((pdf, "application", "pdf", "report.pdf"), subject="Quarterly report",
+                     message_id=msgid).as_bytes()
 
 
 def text_of(gs: str, path: Path) -> str:
@@ -105,61 +86,7 @@ def text_of(gs: str, path: Path) -> str:
                            "-sOutputFile=-", str(path)], check=True, capture_output=True).stdout.decode()
 
 
-@dataclasses.dataclass
-class Live:
-    """A PrinterService on the real reactor: real tools, a file: printer."""
-
-    tmp: Path
-    spool: Path
-    out_dir: Path
-    service: PrinterService | None = None
-    queue: FakeQueue = dataclasses.field(default_factory=FakeQueue)
-
-    def start(self) -> "Live":
-        site = make_site(self.tmp)
-        site = dataclasses.replace(site, appliance=dataclasses.replace(site.appliance, spool=self.spool))
-        self.store = MaildirStore(self.tmp / "mail", list(site.printers))
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        output = FileOutput(f"file:{self.out_dir}", self.out_dir, reactor=reactor())
-        tools = dataclasses.replace(default_toolkit(), write_report=fake_report)
-        self.service = PrinterService(site, self.store, self.queue, reactor=reactor(), tools=tools,
-                                      outputs={"lp": output})
-        self.service.startService()
-        return self
-
-    def stop(self) -> defer.Deferred:
-        return defer.maybeDeferred(self.service.stopService)
-
-    @property
-    def dispatcher(self):
-        return self.service.runners["lp"].dispatcher
-
-    def deliver(self, data: bytes) -> None:
-        d = self.store.deliver(["lp"])
-        d.write(data)
-        d.commit()
-
-    def states(self) -> list[dict]:
-        root = self.spool / "jobs" / "lp"
-        return [json.loads((d / "state.json").read_text()) for d in sorted(root.iterdir())
-                if d.is_dir() and (d / "state.json").exists()]
-
-    def printed(self) -> list[Path]:
-        return sorted(p for p in self.out_dir.iterdir() if not p.name.startswith("."))
-
-    def leftovers(self) -> list[Path]:
-        return sorted(p for p in self.out_dir.iterdir() if p.name.startswith("."))
-
-    async def until(self, predicate, what: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; states: {self.states()}; "
-                                     f"mail: {self.queue.events()}")
-            await task.deferLater(reactor(), 0.05, lambda: None)
-
-
-def held(live: Live) -> bool:
+def held(live: FilePrinter) -> bool:
     s = live.states()
     return len(s) == 1 and s[0]["state"] == J.PENDING_HELD
 
@@ -184,7 +111,7 @@ def fake_gs(tmp_path, monkeypatch):
     return use
 
 
-def assert_printed_once_and_whole(live: Live, gs: str) -> None:
+def assert_printed_once_and_whole(live: FilePrinter, gs: str) -> None:
     [printed] = live.printed()
     data = printed.read_bytes()
     assert data.startswith(b"%!PS") and b"%%EOF" in data[-1024:]
@@ -202,7 +129,7 @@ async def test_a_failing_converter_holds_the_job_and_it_prints_once_when_fixed(
     pdf = make_pdf(real_gs, tmp_path)
     monkeypatch.setattr(convert_mod, "CONVERSION_TIMEOUT", 1.0)
     fake_gs(kind)
-    live = Live(tmp_path, tmp_path / "var", tmp_path / "printed").start()
+    live = FilePrinter(tmp_path, spool=tmp_path / "var", out_dir=tmp_path / "printed").start()
     try:
         live.deliver(mail_with_pdf(pdf))
         await live.until(lambda: held(live), "the job to be held")
@@ -227,7 +154,7 @@ async def test_a_failing_converter_holds_the_job_and_it_prints_once_when_fixed(
 
 @pytest_twisted.ensureDeferred
 async def test_a_document_ghostscript_rejects_is_aborted_with_its_words(real_gs, tmp_path):
-    live = Live(tmp_path, tmp_path / "var", tmp_path / "printed").start()
+    live = FilePrinter(tmp_path, spool=tmp_path / "var", out_dir=tmp_path / "printed").start()
     try:
         live.deliver(mail_with_pdf(b"%PDF-1.4\nthis is not a PDF at all\n"))
         await live.until(lambda: "failed" in live.queue.events(), "the failed mail")
@@ -253,7 +180,7 @@ async def test_conversion_on_a_full_disk_is_held_never_sent_and_prints_when_spac
     message = mail_with_pdf(pdf)
     # Room for the spooled message and the extracted PDF, not for the PostScript.
     small_disk.fill(leave=len(message) + len(pdf) + 64 * 1024)
-    live = Live(tmp_path, small_disk.path / "var", tmp_path / "printed").start()
+    live = FilePrinter(tmp_path, spool=small_disk.path / "var", out_dir=tmp_path / "printed").start()
     try:
         live.deliver(message)
         await live.until(lambda: held(live), "the job to be held", timeout=25)
@@ -277,14 +204,10 @@ async def test_file_printer_on_a_full_disk_holds_and_prints_once_when_space_is_b
     ps = ("%!PS-Adobe-3.0\n" + "".join(
         f"/Helvetica findfont 24 scalefont setfont 72 700 moveto ({MARKER} page {i + 1}) show showpage\n"
         for i in range(4000)) + "%%EOF\n").encode()
-    msg = EmailMessage()
-    msg["From"] = "alice@example.com"
-    msg["Subject"] = "Big PostScript"
-    msg["Message-ID"] = "<ps@example.com>"
-    msg.set_content("Please print.\n")
-    msg.add_attachment(ps, maintype="application", subtype="postscript", filename="big.ps")
+    msg = mail_with((ps, "application", "postscript", "big.ps"), subject="Big PostScript",
+                    message_id="<ps@example.com>")
     small_disk.fill(leave=len(ps) // 2)
-    live = Live(tmp_path, tmp_path / "var", small_disk.path / "printed").start()
+    live = FilePrinter(tmp_path, spool=tmp_path / "var", out_dir=small_disk.path / "printed").start()
     try:
         live.deliver(msg.as_bytes())
         await live.until(lambda: held(live), "the job to be held")

@@ -27,6 +27,7 @@ import pytest
 from support.appliance import Appliance
 from support.e2e import SENDER, job_states, printer_idle, printer_section, wait_until
 from support.ippeveprinter import IppEvePrinter
+from support.message_samples import mail_with
 from support.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,24 +44,19 @@ def pdf_bytes(pages: int, tag: str, padding: int = 0) -> bytes:
 
 
 def job_mail(printer: str, data: bytes, *, subject: str = "ipp job", message_id: str | None = None) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = SENDER
-    msg["To"] = f"{printer}@phaserlink.test"
-    msg["Subject"] = subject
-    msg["Message-ID"] = message_id or make_msgid(domain="example.com")
-    msg.set_content("Please print the attached file.\n")
-    msg.add_attachment(data, maintype="application", subtype="pdf", filename="report.pdf")
-    return msg
+    return mail_with((data, "application", "pdf", "report.pdf"), sender=SENDER, to=f"{printer}@phaserlink.test",
+                     subject=subject, message_id=message_id)
 
 
 class Site:
     """The appliance, status mail to smtp-sink, and the IPP printers."""
 
-    def __init__(self, base: Path, printers: dict[str, str]) -> None:
+    def __init__(self, base: Path, printers: dict[str, str], formats: str | None = "pdf, postscript") -> None:
         self.sink = SmtpSink(base / "sink")
         self.appliance = Appliance(base / "appliance")
         self.appliance.directory.mkdir()
         self.printers = printers
+        self.formats = formats  # None: no formats key, what the IPP printer says
 
     def start(self) -> "Site":
         self.sink.start()
@@ -71,7 +67,7 @@ class Site:
             queue_retry_min = 1s
             queue_retry_max = 2s
             """
-        self.appliance.sections = "".join(printer_section(name, uri, formats="pdf, postscript")
+        self.appliance.sections = "".join(printer_section(name, uri, formats=self.formats)
                                           for name, uri in self.printers.items())
         self.appliance.start()
         return self
@@ -127,8 +123,8 @@ def ippeve(tmp_path):
 def site_for(tmp_path):
     sites = []
 
-    def make(printers: dict[str, str]) -> Site:
-        s = Site(tmp_path / f"site-{len(sites)}", printers).start()
+    def make(printers: dict[str, str], **kw) -> Site:
+        s = Site(tmp_path / f"site-{len(sites)}", printers, **kw).start()
         sites.append(s)
         return s
 
@@ -239,3 +235,119 @@ def test_a_cups_queue_over_ipp_completes_and_cups_lists_it(site_for, tmp_path):
         assert printed.read_bytes() == data
     finally:
         cups.stop()
+
+
+# -- the printer says what it takes (no formats key): PDF through, raster made for it, photos on its media --
+
+
+def rendered_pdf(directory: Path, pages: int, tag: str) -> bytes:
+    """A PDF with text on each page, made by Ghostscript (what a raster printer must render)."""
+    import subprocess
+
+    from support.peers import require_program
+
+    gs = require_program("gs", "ghostscript")
+    ps = directory / f"{tag}.ps"
+    ps.write_text("%!PS-Adobe-3.0\n" + "".join(
+        f"/Helvetica findfont 36 scalefont setfont 72 700 moveto ({tag} page {i + 1}) show showpage\n"
+        for i in range(pages)))
+    pdf = directory / f"{tag}.pdf"
+    subprocess.run([gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=pdfwrite", f"-sOutputFile={pdf}",
+                    str(ps)], check=True)
+    return pdf.read_bytes()
+
+
+def attachment_mail(printer: str, data: bytes, maintype: str, subtype: str, filename: str, *,
+                    message_id: str, options: str | None = None) -> EmailMessage:
+    return mail_with((data, maintype, subtype, filename), sender=SENDER, to=f"{printer}@phaserlink.test",
+                     subject=f"{filename} to {printer}", message_id=message_id,
+                     headers={"X-PhaserLink-Options": options} if options else None)
+
+
+@pytest.mark.parametrize("mime, kind, dpi, colour", [
+    ("image/pwg-raster", "pwg", (300, 300), "sgray_8"),  # it lists 300dpi,600dpi and black_1,sgray_8
+    ("image/urf", "urf", (600, 600), "W8"),  # it says RS600, W8
+])
+def test_a_raster_only_printer_gets_raster_it_lists_and_completes_the_job(ippeve, site_for, tmp_path, mime, kind,
+                                                                          dpi, colour):
+    """No formats key: the appliance asks the printer, which takes only
+    raster, and Ghostscript makes it at a resolution and in a colour space
+    the printer listed; the printer's own completion command decodes every
+    page (support/raster.py) and would abort the job otherwise."""
+    from support.raster import pwg_pages, urf_pages
+
+    printer = ippeve(kind, formats=mime)
+    site = site_for({"raster": printer.uri}, formats=None)
+    data = rendered_pdf(tmp_path, 2, f"raster-{kind}")
+    message_id = make_msgid(domain="example.com")
+    site.send(attachment_mail("raster", data, "application", "pdf", "report.pdf", message_id=message_id))
+    fields = site.report(message_id, "printed", timeout=60)
+    assert "X-PhaserLink-Job-State: completed" in fields
+    assert "X-PhaserLink-Pages: 2" in fields
+    [doc] = printer.documents()
+    pages = (pwg_pages if kind == "pwg" else urf_pages)(doc)
+    assert [(p.dpi, p.kind) for p in pages] == [(dpi, colour)] * 2
+    # The A4 pages are fitted to the printer's media-default, US letter (8.5 x 11 in).
+    assert [p.size for p in pages] == [(round(8.5 * dpi[0]), round(11 * dpi[1]))] * 2
+    if kind == "pwg":
+        assert pages[0].page_size == (612, 792)
+    made = kind.replace("pwg", "pwg-raster")
+    assert f"printer raster: documents are made into {made}" in site.appliance.log()  # said at start
+    assert f"the printer takes {made}; pictures on letter" in site.appliance.log()  # and asked for the job
+
+
+def test_pdf_goes_straight_through_to_a_printer_that_says_it_takes_pdf(ippeve, site_for, tmp_path):
+    printer = ippeve("pdfonly", formats="application/pdf")
+    site = site_for({"office": printer.uri}, formats=None)
+    data = rendered_pdf(tmp_path, 3, "straight")
+    message_id = make_msgid(domain="example.com")
+    site.send(attachment_mail("office", data, "application", "pdf", "report.pdf", message_id=message_id))
+    fields = site.report(message_id, "printed", timeout=60)
+    assert "X-PhaserLink-Pages: 3" in fields
+    assert [d.read_bytes() for d in printer.documents()] == [data]
+
+
+def test_a_photo_is_fitted_to_the_printers_media_default_or_the_jobs_media(ippeve, site_for, tmp_path):
+    """ippeveprinter's media-default is na_letter_8.5x11in: a photo becomes a
+    letter page there, and an A4 page when the job asks for a4 (it lists A4)."""
+    import io
+    import subprocess
+
+    from PIL import Image
+    from support.peers import require_program
+
+    pdfinfo = require_program("pdfinfo", "poppler-utils")
+    out = io.BytesIO()
+    Image.new("RGB", (1200, 1600), (200, 30, 30)).save(out, "JPEG")
+    printer = ippeve("letter", formats="application/pdf")
+    site = site_for({"photo": printer.uri}, formats=None)
+    sizes = []
+    for n, options in enumerate((None, "media=a4")):
+        message_id = make_msgid(domain="example.com")
+        site.send(attachment_mail("photo", out.getvalue(), "image", "jpeg", "photo.jpg", message_id=message_id,
+                                  options=options))
+        site.report(message_id, "printed", timeout=60)
+        doc = printer.wait_documents(n + 1)[n]
+        info = subprocess.run([pdfinfo, str(doc)], capture_output=True, text=True, check=True).stdout
+        sizes.append(next(line.split(":", 1)[1].split("pts")[0].strip()
+                          for line in info.splitlines() if line.startswith("Page size")))
+    assert sizes == ["612 x 792", "595.28 x 841.89"], sizes
+
+
+def test_formats_that_allow_nothing_the_printer_takes_hold_the_job_and_say_so(ippeve, site_for, tmp_path):
+    """formats restricts what the printer says; sharing nothing is a site.ini
+    to fix: said at start, and the job waits (held) instead of being lost."""
+    printer = ippeve("mismatch", formats="image/pwg-raster")
+    site = site_for({"strict": printer.uri}, formats="postscript")
+    wait_until(lambda: "allow none of them" in site.appliance.log(), 30, "the error at start", site.log)
+    message_id = make_msgid(domain="example.com")
+    site.send(attachment_mail("strict", rendered_pdf(tmp_path, 1, "mismatch"), "application", "pdf", "r.pdf",
+                              message_id=message_id))
+
+    def held():
+        return [s for s in job_states(site.appliance, "strict").values()
+                if s["state"] == "pending-held" and "printer-stopped" in s["reasons"]]
+
+    [state] = wait_until(held, 30, "the job held", site.log)
+    assert "says it takes pwg-raster, but its formats in site.ini (postscript) allow none" in state["detail"]
+    assert printer.documents() == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 
 from phaserlink import config
-from phaserlink.printer.pages import count_pages
+from phaserlink.printer.convert import count_pages_blocking as count_pages
 from support.peers import require_program
 from support.printer_fakes import Rig, make_site, message
 

@@ -267,3 +267,18 @@ def _looks_like_text(data: bytes) -> bool:
             return True
     high = sum(1 for b in data if b >= 0x80)
     return high <= len(data) * 0.3
+
+
+def printer_formats_of(mime_types) -> tuple[str, ...]:
+    """What a printer's MIME types (IPP ``document-format-supported``) are in
+    the ``formats`` vocabulary (:data:`PRINTER_FORMATS`), in the printer's
+    order, each once.  ``application/octet-stream`` (auto-detect) and types
+    outside the vocabulary are left out; so is PCL XL, which is no PCL 5.
+    Parameters (``text/plain; charset=utf-8``) and case do not matter."""
+    found: dict[str, None] = {}
+    for mime in mime_types:
+        base = str(mime).split(";", 1)[0].strip().lower()
+        fmt = FORMAT_OF_TYPE.get(base)
+        if fmt in PRINTER_FORMATS and base != "application/vnd.hp-pclxl":
+            found[fmt] = None
+    return tuple(found)

@@ -84,6 +84,28 @@ def parse_copies(text: str) -> int:
 def format_pages(pages: tuple[tuple[int, int], ...]) -> str:
     """((1, 3), (7, 7)) -> ``"1-3,7"`` (the header's and Ghostscript's -sPageList form)."""
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in pages)
+#: PDF points per unit of a PWG self-describing name's size.
+_POINTS_PER = {"mm": 72 / 25.4, "in": 72.0}
+
+
+def media_size(text: str) -> tuple[float, float]:
+    """The (width, height) in PDF points of a media name: a short name
+    (``letter``) or any PWG 5101.1 self-describing name, whose last part
+    says its size (``na_letter_8.5x11in``, ``iso_a4_210x297mm``, what an IPP
+    printer's ``media-default`` says).  Photos are fitted to it
+    (docs/convert.md).  ValueError for anything else."""
+    name = MEDIA.get(media_name(text), text.strip().lower())
+    m = re.search(r"_([0-9.]+)x([0-9.]+)(mm|in)$", name)
+    if m is None:
+        raise ValueError(f"{text!r} does not say its size")
+    try:
+        width, height = float(m.group(1)), float(m.group(2))
+    except ValueError:
+        raise ValueError(f"{text!r} does not say its size") from None
+    if not (0 < width and 0 < height):
+        raise ValueError(f"{text!r} has no area")
+    scale = _POINTS_PER[m.group(3)]
+    return round(width * scale, 2), round(height * scale, 2)
 
 
 @dataclass(frozen=True)

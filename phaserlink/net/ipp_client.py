@@ -101,6 +101,8 @@ PRINTER_ATTRIBUTES = (
     "copies-supported", "sides-supported", "media-supported", "media-default",
     "print-color-mode-supported", "page-ranges-supported", "job-creation-attributes-supported",
     "printer-make-and-model", "ipp-versions-supported",
+    # What a raster-only printer takes (phaserlink/printer/target.py).
+    "pwg-raster-document-resolution-supported", "pwg-raster-document-type-supported", "urf-supported",
 )
 JOB_ATTRIBUTES = (
     "job-id", "job-name", "job-state", "job-state-reasons", "job-state-message",

@@ -58,6 +58,8 @@ __all__ = [
     "GhostscriptMissing",
     "check_output",
     "convert",
+    "count_pages",
+    "count_pages_blocking",
     "ghostscript_path",
     "needs_conversion",
     "select_pages",
@@ -123,10 +125,9 @@ EDGES: tuple[tuple[str, str, str, str], ...] = (
     ("html", "pdf", HTML, ""),
 )
 
-#: Resolution of the raster Ghostscript makes for pwg-raster / urf printers.
-RASTER_DPI = 300
-#: The media pictures are fitted to, when the printer says nothing else.
-DEFAULT_MEDIA = "a4"
+# The raster resolution and picture media when the printer says nothing
+# (what it says: phaserlink/printer/target.py, the policy).
+from phaserlink.printer.target import DEFAULT_MEDIA, RASTER_DPI, RasterMode  # noqa: E402
 #: The signal a process gets when it writes past RLIMIT_FSIZE.
 SIGXFSZ = 25
 #: Where LibreOffice is looked for (Debian's libreoffice-*-nogui).
@@ -238,16 +239,17 @@ def _device(from_format: str, to_format: str) -> str:
     return device
 
 
-def ghostscript_argv(gs: str, src: Path, dst: Path, from_format: str, to_format: str) -> list[str]:
-    """The command line: -dSAFER always; errors in a PDF stop it (exit 1)."""
+def ghostscript_argv(gs: str, src: Path, dst: Path, from_format: str, to_format: str,
+                     raster: RasterMode | None = None) -> list[str]:
+    """The command line: -dSAFER always; errors in a PDF stop it (exit 1).
+    *raster*: the resolution (and PWG colour space) the printer takes."""
     device = _device(from_format, to_format)
     argv = [
         gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-dPDFSTOPONERROR",
         "-sstdout=%stderr", f"-sDEVICE={device}",
         f"-sOutputFile={dst}",
     ]
-    if device in ("pwgraster", "urf"):
-        argv += [f"-r{RASTER_DPI}"]
+    argv += raster_argv(device, raster)
     if from_format == "text":
         # gslp.ps (in Ghostscript's library) typesets the file named after
         # "--"; under -dSAFER it may only read the file we permit.
@@ -255,6 +257,14 @@ def ghostscript_argv(gs: str, src: Path, dst: Path, from_format: str, to_format:
     else:
         argv += ["--", str(src)]
     return argv
+
+
+def raster_argv(device: str, raster: RasterMode | None) -> list[str]:
+    """Ghostscript's resolution and colour arguments for a raster *device*
+    (pwgraster, urf): what the printer listed, else RASTER_DPI."""
+    if device not in ("pwgraster", "urf"):
+        return []
+    return (raster or RasterMode()).ghostscript_args(device)
 
 
 def _sandbox_prefix(memory: bool = True) -> list[str]:
@@ -414,6 +424,7 @@ def convert(
     *,
     timeout: float | None = None,
     media: str = DEFAULT_MEDIA,
+    raster: RasterMode | None = None,
 ) -> defer.Deferred:
     """Convert *src* (of *from_format*) into *dst* (of *to_format*), along
     the shortest path of :data:`EDGES` (e.g. docx -> pdf -> pwg-raster).
@@ -421,14 +432,16 @@ def convert(
 
     Fires with *dst* once it is complete and checked (written under a
     temporary name, checked by :func:`check_output`, renamed: *dst* never
-    holds half a document).  Fails with :class:`ConversionError` when a
+    holds half a document).  *media*: what pictures are fitted to; *raster*:
+    the resolution a pwg-raster / urf printer takes (phaserlink/printer/target.py).
+    Fails with :class:`ConversionError` when a
     converter rejected the document (its words in ``reason``), with
     :class:`ConverterUnavailable` or :class:`ConverterFailed` (temporary
     faults) when it could not do its work."""
-    return defer.ensureDeferred(_convert(reactor, src, dst, from_format, to_format, timeout, media))
+    return defer.ensureDeferred(_convert(reactor, src, dst, from_format, to_format, timeout, media, raster))
 
 
-async def _convert(reactor, src, dst, from_format, to_format, timeout, media) -> Path:
+async def _convert(reactor, src, dst, from_format, to_format, timeout, media, raster=None) -> Path:
     if timeout is None:
         timeout = CONVERSION_TIMEOUT  # read at each call: a site or a test may change it
     sources = [Path(p).absolute() for p in (src if isinstance(src, (list, tuple)) else [src])]
@@ -440,7 +453,7 @@ async def _convert(reactor, src, dst, from_format, to_format, timeout, media) ->
         for i, (a, b) in enumerate(steps):
             last = i == len(steps) - 1
             out = dst if last else dst.with_name(f"{dst.stem}.step{i + 1}.{_formats.EXTENSIONS.get(b, 'bin')}")
-            await _step(reactor, sources, out, a, b, timeout, media)
+            await _step(reactor, sources, out, a, b, timeout, media, raster)
             if not last:
                 made.append(out)
             sources = [out]
@@ -451,12 +464,12 @@ async def _convert(reactor, src, dst, from_format, to_format, timeout, media) ->
 
 
 async def _step(reactor, sources: list[Path], dst: Path, from_format: str, to_format: str,
-                timeout: float, media: str) -> Path:
+                timeout: float, media: str, raster: RasterMode | None = None) -> Path:
     """One edge of the graph: run its tool in the sandbox, check the output."""
     tool, _device = _edge(from_format, to_format)
     partial = dst.with_name(dst.name + ".part")
     if tool == GS:
-        argv = ghostscript_argv(ghostscript_path(), sources[0], partial, from_format, to_format)
+        argv = ghostscript_argv(ghostscript_path(), sources[0], partial, from_format, to_format, raster)
         messages = await _run(reactor, "Ghostscript", argv, dst.parent, timeout,
                               f"converting {from_format} to {to_format}", partial)
         return await pools_for(reactor).durable(_finish_output, partial, dst, to_format, messages)
@@ -706,28 +719,67 @@ async def _count_pages(reactor, path: Path, fmt: str, interpret: bool = True) ->
             if said is not None or not interpret:
                 return said
         if fmt in COUNTED_BY_GHOSTSCRIPT:
-            gs = ghostscript_path()
-            if fmt == "pdf":
-                argv = [gs, "-q", "-dNODISPLAY", "-dSAFER",
-                        f"--permit-file-read={path}", "-c",
-                        f"({_ps_string(str(path))}) (r) file runpdfbegin pdfpagecount = quit"]
-            else:
-                argv = [gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=nullpage",
-                        "-c", _COUNT_PS_PAGES, "-f", str(path), "-c", "(PLPAGES=) print globaldict /PLpages get = flush"]
-            raw = await _run(reactor, "Ghostscript", argv, path.parent,
+            raw = await _run(reactor, "Ghostscript", _count_argv(ghostscript_path(), path, fmt), path.parent,
                              PAGE_COUNT_TIMEOUT, f"counting the pages of {fmt}", path.with_name(".none"))
-            text = raw.decode("utf-8", "replace")
-            if fmt == "pdf":
-                numbers = re.findall(r"^\s*(\d+)\s*$", text, re.MULTILINE)
-                return int(numbers[-1]) if numbers and int(numbers[-1]) > 0 else None
-            found = re.findall(r"PLPAGES=(\d+)", text)
-            return int(found[-1]) if found and int(found[-1]) > 0 else None
-        if fmt in _formats.IMAGES or fmt in ("jpeg", "png"):
-            return 1
-        if fmt in ("text", "urf", "pwg-raster"):
+            return _counted(fmt, raw)
+        if fmt in ("text", "urf", "pwg-raster"):  # the file is read: a worker thread
             return await pools_for(reactor).cpu(_count_file_pages, path, fmt)
+        return _count_without_ghostscript(path, fmt)
     except Exception as e:
         log.info("cannot count the pages of {path}: {e}", path=str(path), e=str(e))
+    return None
+
+
+def count_pages_blocking(path: Path, fmt: str) -> int | None:
+    """:func:`count_pages` for a caller without a reactor to spawn on (it
+    blocks: run it in a worker thread).  The same Ghostscript command in the
+    same sandbox, and the same answers (None when unknown); PostScript is
+    always counted, by its ``%%Pages:`` or by running it."""
+    import subprocess
+
+    path = Path(path).absolute()
+    try:
+        if fmt == "postscript":
+            said = _dsc_pages(path)
+            if said is not None:
+                return said
+        if fmt not in COUNTED_BY_GHOSTSCRIPT:
+            return _count_without_ghostscript(path, fmt)
+        done = subprocess.run(_sandbox_prefix() + _count_argv(ghostscript_path(), path, fmt),
+                              capture_output=True, timeout=PAGE_COUNT_TIMEOUT, stdin=subprocess.DEVNULL,
+                              cwd=path.parent)
+    except (OSError, subprocess.SubprocessError, ConverterUnavailable) as e:
+        log.info("cannot count the pages of {path}: {e}", path=str(path), e=str(e))
+        return None
+    return _counted(fmt, done.stdout + done.stderr) if done.returncode == 0 else None
+
+
+def _count_argv(gs: str, path: Path, fmt: str) -> list[str]:
+    """Ghostscript counting a PDF by its page tree, PostScript by running it
+    on the nullpage device (its messages: :func:`_counted`)."""
+    if fmt == "pdf":
+        return [gs, "-q", "-dNODISPLAY", "-dSAFER", f"--permit-file-read={path}", "-c",
+                f"({_ps_string(str(path))}) (r) file runpdfbegin pdfpagecount = quit"]
+    return [gs, "-q", "-dNOPAUSE", "-dBATCH", "-dSAFER", "-sDEVICE=nullpage",
+            "-c", _COUNT_PS_PAGES, "-f", str(path), "-c", "(PLPAGES=) print globaldict /PLpages get = flush"]
+
+
+def _counted(fmt: str, raw: bytes) -> int | None:
+    """The count in what :func:`_count_argv`'s Ghostscript said (None: none, or 0)."""
+    text = raw.decode("utf-8", "replace")
+    if fmt == "pdf":
+        found = re.findall(r"^\s*(\d+)\s*$", text, re.MULTILINE)
+    else:
+        found = re.findall(r"PLPAGES=(\d+)", text)
+    return int(found[-1]) if found and int(found[-1]) > 0 else None
+
+
+def _count_without_ghostscript(path: Path, fmt: str) -> int | None:
+    """A picture is a page; text, URF and PWG raster are read (worker thread)."""
+    if fmt in _formats.IMAGES or fmt in ("jpeg", "png"):
+        return 1
+    if fmt in ("text", "urf", "pwg-raster"):
+        return _count_file_pages(path, fmt)
     return None
 
 

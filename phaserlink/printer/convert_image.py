@@ -8,7 +8,8 @@ process down, never the appliance.
 img2pdf embeds JPEG (and JPEG 2000) as they are, without decoding them
 again (no loss), PNG, GIF and TIFF losslessly; what it cannot read (HEIC,
 WebP, an animated GIF) Pillow decodes first and it is embedded as PNG.
-Each page is the media (A4 or letter) with margins; the picture is turned
+Each page is the media (``--media``: a short name such as a4 or letter,
+or a PWG name such as na_letter_8.5x11in, as the printer says) with margins; the picture is turned
 upright by its EXIF orientation (``auto_orient``) and shrunk to fit, never
 enlarged past its own resolution (``FitMode.shrink``) and never cropped.
 
@@ -24,8 +25,8 @@ import io
 import sys
 from pathlib import Path
 
-#: Page sizes in PDF points (1/72 in).
-MEDIA = {"a4": (595.28, 841.89), "letter": (612.0, 792.0), "legal": (612.0, 1008.0), "a5": (419.53, 595.28)}
+from phaserlink.message.job_options import media_size  # the media vocabulary, named once
+
 #: White margin around each picture, in points (about 10 mm): inside what
 #: most printers can print.
 MARGIN = 28.35
@@ -69,7 +70,7 @@ def convert(sources: list[Path], out: Path, media: str = "a4") -> None:
     except ImportError:  # HEIC pictures then fail as unreadable, the rest print
         pass
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    width, height = MEDIA.get(media.lower(), MEDIA["a4"])
+    width, height = media_size(media)
     layout = img2pdf.get_layout_fun(
         pagesize=(width, height), border=(MARGIN, MARGIN), fit=img2pdf.FitMode.shrink, auto_orient=True)
     images = []
@@ -86,9 +87,17 @@ def convert(sources: list[Path], out: Path, media: str = "a4") -> None:
         f.write(data)
 
 
+def _media(text: str) -> str:
+    try:
+        media_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convert_image", description=__doc__.split("\n")[0])
-    parser.add_argument("--media", default="a4", choices=sorted(MEDIA))
+    parser.add_argument("--media", default="a4", type=_media, help="a4, letter, ... or a PWG media name")
     parser.add_argument("out", type=Path)
     parser.add_argument("sources", type=Path, nargs="+")
     args = parser.parse_args(argv)

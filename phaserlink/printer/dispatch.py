@@ -45,10 +45,11 @@ from phaserlink.printer import journal
 from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
 from phaserlink.printer.jobs import Document, Job
 from phaserlink.printer.local_source import run_inline
-from phaserlink.printer.output.interfaces import IPageSelecting
+from phaserlink.printer.output.interfaces import IDescribingOutput, IPageSelecting
 from phaserlink.printer.output.ipp import IExactlyOnceOutput
 from phaserlink.printer.spool import JobSpool
 from phaserlink.printer.status import DELAYED, ERRORS, PRINTED, StatusMailer
+from phaserlink.printer.target import PrintTarget, print_target
 from phaserlink.printer.toolkit import Toolkit
 
 log = Logger()
@@ -247,7 +248,7 @@ class Dispatcher:
         """Prepare *job* if it is not yet, send each document not yet
         acknowledged, finish it.  Any failure propagates, to be classified
         once by :func:`classify` in :meth:`_run`."""
-        if job.documents is None:
+        if job.documents is None or await self._takes_no_more(job):
             job.documents = await self._prepare(job)
         if job.job_id in self.cutting:
             raise defer.CancelledError()  # an operator cancels it: send nothing
@@ -309,6 +310,7 @@ class Dispatcher:
         """Extract the documents and convert what the printer does not take.
 
         Raises whatever the tools raise; :meth:`_run` classifies it."""
+        target = await self._target(job)  # first: a printer that is down costs no extraction
         docs_dir = self.spool.docs_dir(job.job_id)
         shutil.rmtree(docs_dir, ignore_errors=True)
         docs_dir.mkdir()
@@ -319,38 +321,39 @@ class Dispatcher:
         _note(job, *notes)
         printer_selects = bool(options.pages) and await self._printer_selects_pages()
         documents = []
-        for i, group in enumerate(_picture_runs(extracted, self.printer.formats)):
+        for i, group in enumerate(_picture_runs(extracted, target.formats)):
             doc = group[0]
             name = doc.filename or doc.content_type
             if len(group) > 1:
                 name = f"{len(group)} pictures ({name}, ...)"
             try:
-                target = self.tools.needs_conversion(doc.format, self.printer.formats)
+                to_format = self.tools.needs_conversion(doc.format, target.formats)
             except self.tools.unprintable as e:
                 raise DocumentFault(f"{name}: {e.reason}", e.ipp_reason) from None
             path, fmt = Path(doc.path), doc.format
             select = bool(options.pages) and not printer_selects
             pages_by = ("printer" if printer_selects else "none") if options.pages else None
-            if select and target is not None and _selectable(fmt) and not _selectable(target):
+            if select and to_format is not None and _selectable(fmt) and not _selectable(to_format):
                 # A PDF or PostScript document for a raster printer: its pages
                 # are chosen before it becomes raster (Ghostscript cannot after).
                 counted = await self._count_pages(path, fmt, interpret=True)
                 path, _counted, pages_by = await self._select_pages(job, name, path, fmt, counted, options, i)
                 select = False
-            if target is not None:
-                dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(target, 'bin')}"
+            if to_format is not None:
+                dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(to_format, 'bin')}"
                 log.info("printer {printer} job {job}: converting {name} from {f} to {t}",
-                         printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=target)
+                         printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=to_format)
                 sources = [Path(d.path) for d in group] if len(group) > 1 else path
                 try:
-                    await self.tools.convert(self.reactor, sources, dst, fmt, target)
+                    await self.tools.convert(self.reactor, sources, dst, fmt, to_format,
+                                             media=target.media, raster=target.raster(to_format))
                 except Exception as e:
                     fault = classify(e, self.tools.unprintable)
                     if isinstance(fault, DocumentFault):
                         raise DocumentFault(f"{name}: {fault.reason}", fault.ipp_reason,
                                             getattr(fault, "details", "")) from None
                     raise
-                path, fmt = dst, target
+                path, fmt = dst, to_format
             # PostScript without a %%Pages: comment is counted by running it
             # only where a page cap (or choosing pages) needs the count: that
             # costs a Ghostscript start per job (docs/convert.md).
@@ -424,6 +427,34 @@ class Dispatcher:
             pages = sum(b - a + 1 for a, b in ranges)  # ranges may overlap: what Ghostscript prints
         return dst, pages, "ghostscript"
 
+    async def _takes_no_more(self, job: Job) -> bool:
+        """A job prepared at an earlier attempt, for a printer that says what
+        it takes (IPP): is it still what the printer takes?  A printer that
+        was reconfigured while the job waited gets the job converted again,
+        provided none of it reached the printer yet."""
+        if not IDescribingOutput.providedBy(self.output) or job.printed_documents or job.printer_job:
+            return False
+        formats = (await self._target(job)).formats
+        stale = [d.format for d in job.documents or () if d.format not in formats]
+        if stale:
+            log.info("printer {printer} job {job}: the printer no longer takes {stale}; converting again",
+                     printer=self.printer.name, job=job.job_id, stale=", ".join(dict.fromkeys(stale)))
+        return bool(stale)
+
+    async def _target(self, job: Job) -> PrintTarget:
+        """What this job's documents are made into (phaserlink/printer/target.py).
+        A printer that says what it takes (IPP) is asked now, at each
+        attempt: it fails as a send would (down: the job is held)."""
+        status = None
+        if IDescribingOutput.providedBy(self.output):
+            status = await self.output.probe()
+        target = print_target(self.printer, status, JobOptions.parse(job.options), getattr(self.output, "uri", ""))
+        if status is not None:
+            log.info("printer {printer} job {job}: the printer takes {formats}; pictures on {media}",
+                     printer=self.printer.name, job=job.job_id, formats=", ".join(target.formats),
+                     media=target.media)
+        return target
+
     async def _check_pages(self, job: Job, documents: list[Document]) -> None:
         """``max_pages_per_job`` (docs/trust.md): PDF and PostScript pages
         counted with Ghostscript before anything is sent; over the cap the
@@ -431,14 +462,14 @@ class Dispatcher:
         cap = getattr(self.printer, "max_pages_per_job", None)
         if cap is None:
             return
-        from phaserlink.printer.pages import count_pages
+        from phaserlink.printer.convert import count_pages_blocking  # the one page counter
 
         root = self.spool.job_dir(job.job_id)
         total = 0
         for document in documents:
             pages = document.pages
             if pages is None:  # not counted while preparing (a fake toolkit, an odd format)
-                pages = await self.blocking(count_pages, root / document.file, document.format)
+                pages = await self.blocking(count_pages_blocking, root / document.file, document.format)
             total += (pages or 0) * (self.options(job)[0].copies or 1)
         if total > cap:
             n = self.options(job)[0].copies or 1

@@ -115,10 +115,26 @@ class PrinterRunner(service.Service):
         probe = getattr(self.output, "probe", None)  # IPP: what the printer says it takes (docs/ipp.md)
         if probe is not None:
             probe().addCallbacks(
-                lambda status: log.info("printer {printer}: {output} takes {formats}", printer=self.name,
-                                        output=self.output.uri, formats=", ".join(status.formats) or "(not said)"),
+                self._printer_said,
                 lambda f: log.warn("printer {printer}: {output} did not answer at start: {why}", printer=self.name,
                                    output=self.output.uri, why=f.getErrorMessage()))
+
+    def _printer_said(self, status) -> None:
+        """Log what an IPP printer takes at start, and what documents will be
+        made into for it; a ``formats`` key that allows none of it is said
+        now, not at the first job (phaserlink/printer/target.py)."""
+        from phaserlink.printer.faults import TemporaryFault
+        from phaserlink.printer.target import accepted_formats
+
+        log.info("printer {printer}: {output} takes {formats}", printer=self.name,
+                 output=self.output.uri, formats=", ".join(status.formats) or "(not said)")
+        try:
+            made = accepted_formats(tuple(self.printer.formats), status, self.output.uri)
+        except TemporaryFault as e:
+            log.error("printer {printer}: {why}; its jobs are held", printer=self.name, why=e.reason)
+            return
+        log.info("printer {printer}: documents are made into {formats}", printer=self.name,
+                 formats=", ".join(made))
 
     def _prune(self) -> None:
         self.prune_call = self.reactor.callLater(journal.PRUNE_INTERVAL, self._prune)

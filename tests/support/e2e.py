@@ -175,9 +175,13 @@ def write_destinations(env: dict[str, str], text: str) -> Path:
     return path
 
 
-def printer_section(name: str, output: str, *, senders: str = "*@example.com", formats: str = "postscript",
+def printer_section(name: str, output: str, *, senders: str = "*@example.com", formats: str | None = "postscript",
                     notify: str = "printed, errors", **extra: str) -> str:
+    """A ``[printer:NAME]`` section; *formats* None leaves the key out (an
+    IPP printer then takes what it says it takes)."""
     lines = [f"[printer:{name}]", "sender_auth = none", f"addresses = {name}@phaserlink.test", f"output = {output}",
-             f"allowed_senders = {senders}", f"formats = {formats}", f"notify = {notify}"]
+             f"allowed_senders = {senders}", f"notify = {notify}"]
+    if formats is not None:
+        lines.append(f"formats = {formats}")
     lines += [f"{key} = {value}" for key, value in extra.items()]
     return "\n".join(lines) + "\n\n"

@@ -24,13 +24,20 @@ from support.peers import free_port, require_program, stop_process, wait_for_por
 READY_TIMEOUT = 15.0
 
 # The completion command: count the pages (PDF: Ghostscript would be slow;
-# a /Type /Page count is enough for the test documents), say them, keep the
-# job's IPP_* environment, wait DELAY seconds (a printer that is busy).
+# a /Type /Page count is enough for the test documents; PWG raster and URF
+# are decoded by support/raster.py, which fails the job, as a printer would,
+# when the raster is cut short or not at a resolution and colour space the
+# printer lists), say them, keep the job's IPP_* environment, wait DELAY
+# seconds (a printer that is busy).
+RASTER_CHECK = Path(__file__).with_name("raster.py")
 COMPLETE_SCRIPT = """#!/bin/sh
 out="$(dirname "$1")"
-pages=$(grep -a -c '/Type */Page[^s]' "$1" 2>/dev/null || echo 0)
-[ "$pages" -gt 0 ] || pages=1
 env | grep '^IPP_' | sort > "$1.env"
+case "$(head -c 7 "$1")" in
+  RaS2*|UNIRAST) pages=$(python3 {raster_check} "$1") || exit 1;;
+  *) pages=$(grep -a -c '/Type */Page[^s]' "$1" 2>/dev/null || echo 0);;
+esac
+[ "$pages" -gt 0 ] || pages=1
 sleep "${IPPEVE_DELAY:-0}"
 echo "ATTR: job-impressions=$pages job-impressions-completed=$pages" >&2
 exit 0
@@ -74,7 +81,7 @@ class IppEvePrinter:
             while not sock.exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
         script = self.directory / "complete.sh"
-        script.write_text(COMPLETE_SCRIPT)
+        script.write_text(COMPLETE_SCRIPT.replace("{raster_check}", str(RASTER_CHECK)))
         script.chmod(0o755)
         self.starts += 1
         self.spool.mkdir()

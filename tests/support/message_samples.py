@@ -69,6 +69,27 @@ def python_email_with_attachments(*attachments: tuple[bytes, str, str, str], bod
     return msg
 
 
+def mail_with(*attachments: tuple[bytes, str, str, str], sender: str = "alice@example.com",
+              to: str = "lp@phaserlink.test", subject: str = "Please print", message_id: str | None = None,
+              headers: dict[str, str] | None = None, body: str = "Please print.\n") -> EmailMessage:
+    """A job mail as the printer tests send it: a text body and (data,
+    maintype, subtype, filename) attachments, *headers* added (e.g.
+    X-PhaserLink-Options); a fresh Message-ID unless one is given."""
+    from email.utils import make_msgid
+
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id or make_msgid(domain="example.com")
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body)
+    for data, maintype, subtype, filename in attachments:
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg
+
+
 def thunderbird_style(pdf: bytes, filename: str = "report.pdf") -> bytes:
     """multipart/mixed > (multipart/alternative > text, html), PDF attachment.
 

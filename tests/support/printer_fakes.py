@@ -77,7 +77,7 @@ def fake_needs_conversion(fmt: str, accepted) -> str | None:
     raise FakeUnprintable(f"this printer takes {', '.join(accepted)}; a {fmt} document cannot be converted")
 
 
-def fake_convert(reactor, src, dst, f, t):
+def fake_convert(reactor, src, dst, f, t, **_settings):  # media=, raster=: not used by the fake
     Path(dst).write_bytes(b"%!converted from " + f.encode() + b"\n" + Path(src).read_bytes())
     return defer.succeed(Path(dst))
 

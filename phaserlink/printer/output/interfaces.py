@@ -122,3 +122,15 @@ class IPrinterOutput(Interface):
         job; calls may overlap (each gets its own connection), though a
         spool normally sends one job at a time per printer.
         """
+
+
+class IDescribingOutput(Interface):
+    """An output whose printer says what it takes (IPP Get-Printer-Attributes):
+    the dispatcher asks before it converts a job, and converts to that
+    (phaserlink/printer/target.py holds the policy, not the output)."""
+
+    capabilities = Attribute("The printer's last answer (a PrinterStatus), or None before one.")
+
+    def probe() -> "Deferred":  # noqa: F821
+        """Ask the printer now; fire with its answer (and keep it as
+        ``capabilities``), or fail with PrinterUnavailable / PrinterRejected."""

@@ -41,6 +41,7 @@ from phaserlink.message.job_options import JobOptions
 from phaserlink.net.ipp_codec import Attribute, IntRange, Tag, attr
 
 from .interfaces import (
+    IDescribingOutput,
     REASON_CONNECTING,
     REASON_DOCUMENT_FORMAT,
     REASON_NOT_FOUND,
@@ -99,7 +100,7 @@ class _Plan:
     notes: tuple[str, ...]
 
 
-@implementer(IPrinterOutput, IExactlyOnceOutput, IPageSelecting)
+@implementer(IPrinterOutput, IExactlyOnceOutput, IPageSelecting, IDescribingOutput)
 class IPPOutput:
     def __init__(self, uri: str, *, reactor, ca_file: str | None = None, verify: bool = True,
                  timeout: float = ipp.REQUEST_TIMEOUT, connect_timeout: float = ipp.CONNECT_TIMEOUT,

@@ -118,7 +118,7 @@ def test_a_cups_queue_not_accepting_or_stopped_holds_the_job_and_prints_it_once_
                 if s["state"] == "pending-held" and "printer-stopped" in s["reasons"]]
 
     wait_until(held, 60, "the job held with printer-stopped", site.log)
-    assert words in site.appliance.log()
+    wait_until(lambda: words in site.appliance.log(), 20, f"the log saying the printer {words}", site.log)
     assert list(cups.printed.glob("job-*")) == []
     cups.run(start, "Q")
     fields = site.report(message_id, "printed", timeout=90)

@@ -369,3 +369,18 @@ def test_an_html_only_mail_prints_as_the_page_it_shows_without_fetching_remote_c
     assert f"Order {marker}" in printed and "<h1>" not in printed, printed[:500]
     assert hits == []  # no converter fetched anything
     assert pages_said(text) == 1
+
+
+@pytest.mark.parametrize("name, data, subtype", [
+    ("broken.docx", b"PK\x03\x04" + b"word/document.xml" + bytes(range(256)) * 8, "octet-stream"),
+    ("broken.jpg", b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20, "octet-stream"),
+])
+def test_a_file_the_converter_cannot_read_aborts_the_job_with_document_format_error_and_its_words(
+        site, name, data, subtype):
+    before = len(site.ipp.documents())
+    message_id = site.mail("office", (data, "application", subtype, name))
+    text = site.status_text(message_id, words="was not printed", timeout=150)
+    assert name in text, text
+    raw = b"".join(m.raw for m in site.sink.messages() if message_id.encode() in m.raw)
+    assert b"document-format-error" in raw, raw[-2000:]
+    assert len(site.ipp.documents()) == before

@@ -19,6 +19,7 @@ printed with the page count.
 from __future__ import annotations
 
 import io
+import os
 import re
 import smtplib
 import subprocess
@@ -384,3 +385,35 @@ def test_a_file_the_converter_cannot_read_aborts_the_job_with_document_format_er
     raw = b"".join(m.raw for m in site.sink.messages() if message_id.encode() in m.raw)
     assert b"document-format-error" in raw, raw[-2000:]
     assert len(site.ipp.documents()) == before
+
+
+def test_without_libreoffice_an_office_document_gets_document_format_error_saying_so(tmp_path, monkeypatch):
+    """A site without LibreOffice: the appliance runs with a PATH holding
+    every program of this machine but soffice/libreoffice; a mailed .docx
+    fails with document-format-error and words naming LibreOffice, and a
+    PDF still prints."""
+    soffice = require_program("soffice", "libreoffice-writer-nogui")
+    bin_dir = tmp_path / "bin-without-libreoffice"
+    bin_dir.mkdir()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            if entry.name in ("soffice", "libreoffice", "loffice") or (bin_dir / entry.name).exists():
+                continue
+            (bin_dir / entry.name).symlink_to(entry.path)
+    docx = office_document(soffice, tmp_path, "docx", f"{MARKER}nolo")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    site = Site(tmp_path / "site")
+    try:
+        site.start()
+        message_id = site.mail("office", (docx, "application", "octet-stream", "minutes.docx"))
+        text = site.status_text(message_id, words="was not printed")
+        assert "LibreOffice is not installed" in text, text
+        raw = b"".join(m.raw for m in site.sink.messages() if message_id.encode() in m.raw)
+        assert b"document-format-error" in raw
+        message_id = site.mail("office", (pdf_bytes(1, "still-prints"), "application", "pdf", "ok.pdf"))
+        site.status_text(message_id)
+        assert len(site.ipp.documents()) == 1
+    finally:
+        site.stop()

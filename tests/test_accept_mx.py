@@ -26,6 +26,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,46 @@ async def task_sleep(seconds: float) -> None:
     from twisted.internet import reactor, task
 
     await task.deferLater(reactor, seconds, lambda: None)
+
+
+# -- STARTTLS to a real Postfix MX ------------------------------------------------
+
+
+@pytest.mark.parametrize("certificate_name, policy, delivered", [
+    ("mx.tls.test", "verify", True),     # verified against outbound_tls_ca
+    ("other.test", "verify", False),     # the wrong name: never sent, in clear or otherwise
+    ("other.test", "may", True),         # opportunistic: encrypted, not checked (Postfix's "may")
+])
+def test_starttls_to_a_real_postfix_mx(appliance, tmp_path, test_ca, certificate_name, policy, delivered):
+    port = free_port()
+    dns = DnsServer(tmp_path / "dns")
+    dns.mx("tls.test", "mx.tls.test", 10).host("mx.tls.test", "127.0.0.4")
+    postfix = PostfixMX(tmp_path / "mx", port=port, myhostname="mx.tls.test",
+                        tls=test_ca.issue(certificate_name, ips=("127.0.0.4",)))
+    out = tmp_path / "printed"
+    try:
+        dns.start()
+        postfix.start()
+        appliance.appliance_extra = (
+            f"status_sender = printers@phaserlink.test\ndns_servers = 127.0.0.1:{dns.port}\nmx_port = {port}\n"
+            f"outbound_tls = {policy}\noutbound_tls_ca = {test_ca.ca_path}\nqueue_retry_min = 30s\n")
+        appliance.sections = ("[printer:demo]\naddresses = demo@phaserlink.test\n"
+                              f"output = file:{out}\nallowed_senders = *@tls.test\nsender_auth = none\n"
+                              "formats = postscript\nnotify = printed, errors\n")
+        appliance.start()
+        send(appliance, job_mail(sender="bob@tls.test", subject=f"TLS {policy}"))
+        appliance.wait_for(lambda: printed_files(out), 30, "the print")
+        if delivered:
+            [path] = postfix.wait_for(1, timeout=60)
+            raw = path.read_bytes()
+            received = raw[:raw.index(b"\n\n")].decode(errors="replace")
+            assert "using TLS" in received, received  # smtpd_tls_received_header
+        else:
+            appliance.wait_for(lambda: "deferred" in appliance.log() and "DNSMismatch" in appliance.log(), 30,
+                               "the refused certificate in the log")
+            time.sleep(2)
+            assert postfix.message_paths() == []  # not sent in clear after the failed verification
+    finally:
+        appliance.stop()
+        postfix.stop()
+        dns.stop()

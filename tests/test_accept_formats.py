@@ -24,6 +24,7 @@ import re
 import smtplib
 import subprocess
 import sys
+import time
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -415,5 +416,47 @@ def test_without_libreoffice_an_office_document_gets_document_format_error_sayin
         message_id = site.mail("office", (pdf_bytes(1, "still-prints"), "application", "pdf", "ok.pdf"))
         site.status_text(message_id)
         assert len(site.ipp.documents()) == 1
+    finally:
+        site.stop()
+
+
+def test_a_missing_ghostscript_holds_the_job_and_it_prints_once_when_installed(tmp_path, monkeypatch):
+    """A PDF for a PostScript printer while Ghostscript is missing from the
+    appliance's PATH: a temporary fault, the job is held (not lost, not
+    aborted); once gs is back on the PATH the retry prints it once."""
+    from support.e2e import job_states
+
+    gs = require_program("gs", "ghostscript")
+    bin_dir = tmp_path / "bin-without-gs"
+    bin_dir.mkdir()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            if entry.name == "gs" or (bin_dir / entry.name).exists():
+                continue
+            (bin_dir / entry.name).symlink_to(entry.path)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    site = Site(tmp_path / "site")
+    try:
+        site.start()
+        site.raw.clear_jobs()
+        message_id = site.mail("laser", (pdf_bytes(2, "no-gs-yet"), "application", "pdf", "later.pdf"))
+
+        def held():
+            return [s for s in job_states(site.appliance, "laser").values() if s["state"] == "pending-held"]
+
+        [state] = wait_until(held, 60, "the job held while Ghostscript is missing", site.log)
+        assert "Ghostscript" in site.appliance.log() and "not installed" in site.appliance.log()
+        assert site.raw.jobs() == []
+        (bin_dir / "gs").symlink_to(gs)
+        text = site.status_text(message_id, timeout=120)
+        [job] = site.raw.wait_for_jobs(1, timeout=30)
+        assert job.read_bytes().lstrip(b"\x04").startswith((b"%!", b"\x1b%-12345X"))
+        assert pages_said(text) == 2
+        time.sleep(1)
+        assert len(site.raw.jobs()) == 1
+        failed = [m for m in site.sink.messages() if message_id.encode() in m.raw and b"was not printed" in m.raw]
+        assert failed == []
     finally:
         site.stop()

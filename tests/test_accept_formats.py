@@ -460,3 +460,37 @@ def test_a_missing_ghostscript_holds_the_job_and_it_prints_once_when_installed(t
         assert failed == []
     finally:
         site.stop()
+
+
+OTHER_OFFICE = {  # kind -> (source file, its text, LibreOffice's --convert-to)
+    "ods": ("doc.csv", "name,value\n{text},42\n", "ods"),
+    "odp": ("doc.fodp", None, "odp"),
+    "rtf": ("doc.txt", "Dear printer,\n{text}\n", "rtf"),
+    "ppt": ("doc.fodp", None, "ppt:MS PowerPoint 97"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OTHER_OFFICE))
+def test_the_other_office_formats_print_with_their_text(site, tmp_path, kind):
+    """.ods, .odp, .rtf and .ppt (made here by LibreOffice), mailed with
+    their names, print at the PDF printer with their text."""
+    from test_convert_e2e import FODP
+
+    soffice = require_program("soffice", "libreoffice-writer-nogui")
+    pdftotext = require_program("pdftotext", "poppler-utils")
+    marker = f"{MARKER}{kind}"
+    name, text, target = OTHER_OFFICE[kind]
+    src_dir = tmp_path / f"make-{kind}"
+    src_dir.mkdir()
+    (src_dir / name).write_text(FODP.format(text=marker) if text is None else text.format(text=marker))
+    subprocess.run([soffice, f"-env:UserInstallation=file://{src_dir}/profile", "--headless", "--convert-to",
+                    target, "--outdir", str(src_dir), str(src_dir / name)], check=True, capture_output=True,
+                   timeout=90)
+    data = (src_dir / f"doc.{kind}").read_bytes()
+    before = len(site.ipp.documents())
+    message_id = site.mail("office", (data, "application", "octet-stream", f"report.{kind}"))
+    said = site.status_text(message_id, timeout=150)
+    doc = site.new_ipp_document(before)
+    printed = subprocess.run([pdftotext, str(doc), "-"], check=True, capture_output=True, timeout=60).stdout.decode()
+    assert marker in printed, printed[:500]
+    assert pages_said(said) >= 1

@@ -494,3 +494,18 @@ def test_the_other_office_formats_print_with_their_text(site, tmp_path, kind):
     printed = subprocess.run([pdftotext, str(doc), "-"], check=True, capture_output=True, timeout=60).stdout.decode()
     assert marker in printed, printed[:500]
     assert pages_said(said) >= 1
+
+
+@pytest.mark.parametrize("fmt, subtype", [("PNG", "png"), ("GIF", "gif"), ("WEBP", "webp")])
+def test_png_gif_and_webp_photos_print_as_one_portrait_page(site, tmp_path, fmt, subtype):
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (300, 500), "green").save(picture, fmt)
+    before = len(site.ipp.documents())
+    message_id = site.mail("office", (picture.getvalue(), "image", subtype, f"picture.{subtype}"))
+    text = site.status_text(message_id)
+    doc = site.new_ipp_document(before)
+    [(w, h)] = render(doc, tmp_path)
+    assert h > w, (w, h)
+    assert pages_said(text) == 1

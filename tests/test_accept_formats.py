@@ -509,3 +509,20 @@ def test_png_gif_and_webp_photos_print_as_one_portrait_page(site, tmp_path, fmt,
     [(w, h)] = render(doc, tmp_path)
     assert h > w, (w, h)
     assert pages_said(text) == 1
+
+
+def test_phaserlink_send_media_monochrome_and_pages_reach_ippeveprinter_as_ipp_attributes(site, tmp_path):
+    document = tmp_path / "letter.pdf"
+    document.write_bytes(pdf_bytes(3, "accept-media-mono"))
+    before = len(site.ipp.documents())
+    out = phaserlink(user_env(tmp_path / "home"), "send", str(document), "--to", "office@phaserlink.test",
+                     "--from", SENDER, "--server", f"127.0.0.1:{site.appliance.smtp_port}",
+                     "--media", "letter", "--monochrome", "--pages", "2-3")
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = site.status_text("letter.pdf")
+    doc = site.new_ipp_document(before)
+    env = site.ipp.environment(doc)
+    assert env.get("IPP_MEDIA") == "na_letter_8.5x11in", env
+    assert env.get("IPP_PRINT_COLOR_MODE") == "monochrome", env
+    assert env.get("IPP_PAGE_RANGES") == "2-3", env
+    assert "not applied" not in text, text

@@ -67,6 +67,8 @@ def test_the_defaults_the_issues_name(tmp_path):
 @pytest.mark.parametrize("appliance, printer, output, where", [
     ("dkim_key = {bad}\ndkim_selector = pl1\ndkim_domain = big.test\n", "", "pull", "[appliance] dkim_key"),
     ("dkim_key = {key}\ndkim_domain = big.test\n", "", "pull", "[appliance] dkim_selector"),
+    ("dkim_key = /nonexistent/dkim.pem\ndkim_selector = pl1\ndkim_domain = big.test\n", "", "pull",
+     "[appliance] dkim_key"),
     ("outbound_tls = sometimes\n", "", "pull", "[appliance] outbound_tls"),
     ("mx_port = twenty-five\n", "", "pull", "[appliance] mx_port"),
     ("dns_servers = dns.example\n", "", "pull", "[appliance] dns_servers"),

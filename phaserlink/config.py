@@ -132,6 +132,10 @@ class ApplianceConfig:
     trusted_authserv_ids: tuple[str, ...] = ()  # upstream verifiers whose results we believe
     max_jobs_per_hour: int | None = None  # print jobs the whole site takes per hour
     max_conversions: int = 1  # LibreOffice/Chromium conversions at once (docs/convert.md)
+    # Sender verification's worker processes (task authperf, docs/trust.md)
+    verify_processes: int = 1  # 0: verify in the lookup threads of the SMTP process
+    # Scaling out (issue 11, multibox; docs/scaling.md): remote mailboxes
+    mailbox_sessions: int = 10  # POP3 sessions to remote mailboxes (Dovecot) at once, all printers together
 
 
 @dataclass(frozen=True)
@@ -282,6 +286,9 @@ APPLIANCE_KEYS = {
     "postmaster", "postmaster_pop3_password",
     "max_conversions",
 }
+# Scaling out (issue 11, multibox; docs/scaling.md): how many remote-mailbox
+# sessions one appliance opens at once, so a site sizes Dovecot's limits.
+APPLIANCE_KEYS |= {"mailbox_sessions"}
 # Outbound mail by MX, DKIM signing (docs/outbound.md); parsed by _Loader.outbound.
 APPLIANCE_KEYS |= {"dns_servers", "mx_port", "outbound_tls", "outbound_tls_ca", "dkim_key", "dkim_selector",
                    "dkim_domain"}
@@ -301,6 +308,8 @@ APPLIANCE_KEYS |= {"admin_listen", "history_days"}  # the console's (docs/consol
 SENDER_AUTH_RULES = ("dmarc", "dkim", "spf", "login", "none")
 APPLIANCE_KEYS |= {"trusted_authserv_ids", "dns_servers", "max_jobs_per_hour"}
 PRINTER_KEYS |= {"sender_auth", "unauthenticated", "hold_timeout", "max_jobs_per_sender", "max_pages_per_job"}
+# Sender verification's worker processes (task authperf, docs/trust.md); parsed by _Loader.trust_appliance.
+APPLIANCE_KEYS |= {"verify_processes"}
 USER_KEYS |= {"addresses"}
 # Job options (task "options", docs/options.md); parsed by _Loader.printer_options.
 PRINTER_KEYS |= {"subject_options", "options_allowed", "options_default"}
@@ -554,6 +563,7 @@ class _Loader:
             postmaster=s.addresses("postmaster")[0] if s.get("postmaster") else None,
             postmaster_pop3_password=self.password(s, "postmaster_pop3_password"),
             max_conversions=s.typed("max_conversions", "1", _positive_int),
+            mailbox_sessions=s.typed("mailbox_sessions", "10", _positive_int),  # multibox (docs/scaling.md)
         )
 
     def outbound(self, s: _Section, appliance: ApplianceConfig) -> ApplianceConfig:
@@ -686,6 +696,13 @@ class _Loader:
                 s.error("trusted_authserv_ids", f"{ident!r} is this appliance's own hostname: "
                         "results carrying it from outside are forged and removed")
         per_hour = s.get("max_jobs_per_hour")
+        # task authperf: where DKIM/DMARC/SPF run (0 = threads of this process)
+        from phaserlink.limits import MAX_VERIFY_PROCESSES
+
+        processes = s.get("verify_processes", "1") or "1"
+        if not re.fullmatch(r"[0-9]+", processes.strip()) or int(processes) > MAX_VERIFY_PROCESSES:
+            s.error("verify_processes", f"{processes!r} is not a whole number from 0 to {MAX_VERIFY_PROCESSES}")
+        appliance = replace(appliance, verify_processes=int(processes))
         return replace(appliance, trusted_authserv_ids=ids,
                        max_jobs_per_hour=None if per_hour in (None, "none") else
                        s.typed("max_jobs_per_hour", "", _positive_int))

@@ -310,6 +310,9 @@ QUERY_TIMEOUT = 3.0
 #: Answers kept at most this long whatever their TTL (a record an admin
 #: just fixed is seen again within this time).
 MAX_CACHE_TTL = 3600
+#: Positive answers kept in the resolver's own look-up table in front of
+#: dnspython's cache (bounded: emptied when full).
+DNS_FAST_ANSWERS = 10_000
 
 # -- trust.headers ---------------------------------------------------------
 
@@ -340,6 +343,23 @@ SITE_WINDOW = 3600.0
 SPF_TIME_LIMIT = 20.0
 #: Signatures looked at per message (each costs a DNS look-up and an RSA check).
 MAX_SIGNATURES = 8
+#: DKIM key records kept parsed, by their text (emptied when full).
+DKIM_PARSED_KEYS = 1000
+
+# -- trust.verifier --------------------------------------------------------
+
+#: Seconds a verifier worker may take to answer one request before the
+#: session gets its 451 (SPF alone may spend SPF_TIME_LIMIT in DNS; DKIM and
+#: DMARC a few QUERY_TIMEOUTs more).
+VERIFY_TIMEOUT = SPF_TIME_LIMIT + 10 * QUERY_TIMEOUT
+#: Seconds the workers get to finish at shutdown before they are killed.
+VERIFY_STOP_TIMEOUT = 5.0
+#: A worker that exited by itself within this many seconds of its start
+#: (not killed by a signal) is not started again before this many seconds
+#: have passed (meanwhile: 451), so a broken install is not a process per message.
+VERIFY_RESTART_DELAY = 2.0
+#: Most ``verify_processes`` a site may ask for.
+MAX_VERIFY_PROCESSES = 16
 
 # -- smtp_relay.server -----------------------------------------------------
 

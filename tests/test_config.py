@@ -198,6 +198,8 @@ def test_sender_auth_mistakes_name_file_section_and_key(tmp_path, extra, key, wh
     ("dns_servers = 127.0.0.1:99999\n", "dns_servers", "port"),
     ("trusted_authserv_ids = localhost\nhostname = localhost\n", "trusted_authserv_ids", "own hostname"),
     ("max_jobs_per_hour = many\n", "max_jobs_per_hour", "whole number"),
+    ("verify_processes = -1\n", "verify_processes", "not a whole number from 0 to 16"),
+    ("verify_processes = 17\n", "verify_processes", "not a whole number from 0 to 16"),
 ])
 def test_appliance_sender_auth_mistakes(tmp_path, extra, key, why):
     path = tmp_path / "site.ini"
@@ -226,3 +228,19 @@ def test_sender_auth_defaults_and_values(tmp_path):
     assert site.appliance.dns_servers == (("127.0.0.1", 5353), ("::1", 53))
     assert site.appliance.trusted_authserv_ids == ("mx.example.com",) and site.appliance.max_jobs_per_hour == 50
     assert site.users["u"].addresses == ("u@example.com",)
+    assert site.appliance.verify_processes == 1  # one verifier worker process (docs/trust.md)
+    path.write_text(path.read_text().replace("max_jobs_per_hour = 50\n", "max_jobs_per_hour = 50\nverify_processes = 0\n"))
+    assert config.load(path).appliance.verify_processes == 0
+
+
+def test_mailbox_sessions_bounds_remote_mailbox_logins(tmp_path):
+    """[appliance] mailbox_sessions (docs/scaling.md): how many POP3 sessions
+    to remote mailboxes one appliance opens at once; 10 unless set, and a
+    bad value names file, section and key."""
+    body = "[printer:lab]\naddresses = lab@example.com\noutput = file:out\nallowed_senders = *\n"
+    appliance = f"[appliance]\nspool = {tmp_path / 'var'}\nsmtp_listen = tcp:0\npop3_listen = tcp:0\n"
+    assert config.load(write(tmp_path, body)).appliance.mailbox_sessions == 10
+    site = config.load(write(tmp_path, body, appliance + "mailbox_sessions = 40\n"))
+    assert site.appliance.mailbox_sessions == 40
+    e = error_of(write(tmp_path, body, appliance + "mailbox_sessions = 0\n"))
+    assert "site.ini" in str(e) and "[appliance]" in str(e) and "mailbox_sessions" in str(e)

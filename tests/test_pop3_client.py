@@ -21,6 +21,7 @@ from phaserlink.message.wire import DotStuffer
 from phaserlink.net.pop3_client import (
     MAX_RESPONSE_LINE,
     POP3AuthError,
+    POP3MailboxInUse,
     POP3CleartextRefused,
     POP3ClientProtocol,
     POP3ConnectionLost,
@@ -226,6 +227,25 @@ def test_refused_login_is_an_auth_error_with_server_text(at):
     assert f.check(POP3AuthError)
     assert f.value.server_text == "[AUTH] Authentication failed."
     assert f"refused at {at}" in str(f.value)
+
+
+def test_a_locked_mailbox_is_in_use_not_a_bad_password():
+    """Dovecot with pop3_lock_session = yes answers PASS with RFC 2449's
+    [IN-USE] while another session holds the mailbox: the caller gets a
+    POP3MailboxInUse that names the lock, so a retriever can say "another
+    session holds it" instead of reporting a wrong password."""
+    s = Script()
+    s.send(b"+OK ready\r\n")
+    s.expect(b"CAPA\r\n")
+    s.send(b"+OK\r\n.\r\n")
+    s.expect(b"USER printer1\r\n")
+    s.send(b"+OK\r\n")
+    s.expect(b"PASS s3cret pw\r\n")
+    s.send(b"-ERR [IN-USE] Mailbox is locked by another POP3 session.\r\n")
+    (f,) = s.errors
+    assert f.check(POP3MailboxInUse)
+    assert f.value.server_text == "[IN-USE] Mailbox is locked by another POP3 session."
+    assert "locked by another POP3 session" in str(f.value) and "refused at PASS" in str(f.value)
 
 
 def test_err_greeting_fails():

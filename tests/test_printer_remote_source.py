@@ -140,3 +140,40 @@ def test_unreadable_password_file_fails_open_clearly(tmp_path):
     with pytest.raises(POP3AuthError) as e:
         yield RemoteMailSource(printer, reactor()).open()
     assert "cannot read password file" in str(e.value)
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_session_slot_goes_back_after_close_abort_and_a_refused_login(dovecot, test_ca, tmp_path):
+    """[appliance] mailbox_sessions is one semaphore for every remote
+    mailbox: each way a session ends must give its slot back, or after a
+    few wrong passwords no printer would retrieve again."""
+    from twisted.internet import defer
+
+    slots = defer.DeferredSemaphore(1)
+    good = printer_config(tmp_path, f"pop3://printer1@127.0.0.1:{dovecot.port}",
+                          extra=f"mailbox_ca = {test_ca.ca_path}\n")
+    source = RemoteMailSource(good, reactor(), sessions=slots)
+    session = yield source.open()
+    assert slots.tokens == 0
+    waiting = source.open()  # no slot free: waits, does not connect
+    assert not waiting.called
+    yield session.close()
+    second = yield waiting
+    second.abort()
+    assert slots.tokens == 1
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = printer_config(bad_dir, f"pop3://printer3@127.0.0.1:{dovecot.port}", password="nope",
+                         extra=f"mailbox_ca = {test_ca.ca_path}\n")
+    for _ in range(2):
+        with pytest.raises(POP3AuthError):
+            yield RemoteMailSource(bad, reactor(), sessions=slots).open()
+    assert slots.tokens == 1
+    held = yield source.open()
+    stopped = RemoteMailSource(good, reactor(), sessions=slots)
+    pending = stopped.open()
+    stopped.stop()  # the retriever stops while waiting for a slot
+    with pytest.raises(defer.CancelledError):
+        yield pending
+    yield held.close()
+    assert slots.tokens == 1

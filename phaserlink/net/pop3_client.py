@@ -24,7 +24,12 @@ This protocol is a plain state machine instead:
 * a server that goes quiet for ``timeout`` seconds during any command
   (including the greeting) gets the connection dropped and a
   :class:`POP3Timeout`;
-* login is USER/PASS only (APOP needs a shared secret we do not keep).
+* login is USER/PASS only (APOP needs a shared secret we do not keep);
+* a login refused with RFC 2449's ``[IN-USE]`` response code (the mailbox
+  is locked by another session: Dovecot's ``pop3_lock_session = yes``,
+  or our own store) is a :class:`POP3MailboxInUse`, not a bad password:
+  two retrievers given one mailbox (two appliances, or an appliance and a
+  mail client) take turns, and the caller can say that plainly.
 
 Errors are typed and carry the server's text, so a status line or a log can
 say exactly what the server answered.
@@ -50,6 +55,7 @@ __all__ = [
     "POP3CleartextRefused",
     "POP3ConnectError",
     "POP3Error",
+    "POP3MailboxInUse",
     "POP3ProtocolError",
     "POP3Session",
     "POP3TLSError",
@@ -80,6 +86,17 @@ class POP3Error(Exception):
 
 class POP3AuthError(POP3Error):
     """USER or PASS was refused."""
+
+
+class POP3MailboxInUse(POP3AuthError):
+    """The login was refused with ``[IN-USE]`` (RFC 2449 section 8): another
+    session holds the mailbox's lock.  Nothing is wrong with the
+    credentials; try again later.  A subclass of :class:`POP3AuthError`
+    because the server said it at USER/PASS."""
+
+
+#: RFC 2449 response code: the maildrop is locked by another session.
+IN_USE_CODE = "[IN-USE]"
 
 
 class POP3TLSError(POP3Error):
@@ -456,6 +473,12 @@ class POP3ClientProtocol(Protocol, TimeoutMixin):
 
     def _auth_refused(self, f: Failure, what: str):
         if f.check(POP3ProtocolError) and not f.check(POP3ConnectionLost) and f.value.server_text is not None:
+            if f.value.server_text.upper().startswith(IN_USE_CODE):
+                raise POP3MailboxInUse(
+                    f"{self.where}: mailbox {self.username!r} is locked by another POP3 session "
+                    f"(refused at {what}: -ERR {f.value.server_text})",
+                    f.value.server_text,
+                )
             raise POP3AuthError(
                 f"{self.host}: login as {self.username!r} refused at {what}: -ERR {f.value.server_text}",
                 f.value.server_text,
@@ -610,6 +633,11 @@ def _hostport(host: str, port: int) -> str:
 
 
 class _ClientFactory(Factory):
+    #: A retriever connects every poll_interval, per remote mailbox: the
+    #: "Starting factory" / "Stopping factory" pair per session would be
+    #: most of an appliance's log (two lines per printer per poll).
+    noisy = False
+
     def __init__(self, make: Callable[[], POP3ClientProtocol]):
         self._make = make
         self.protocol_instance: POP3ClientProtocol | None = None

@@ -327,30 +327,21 @@ class Delivery:
 
     # Sender verification (phaserlink.trust.gate, docs/trust.md) reads the
     # message back before the commit and puts its Authentication-Results
-    # first.  Both block: they run in a worker thread, after the last write.
+    # first.  It does so by path, in a worker process or thread, after the
+    # last write: this side only flushes before and takes note after.
 
-    def read_back(self) -> bytes:
-        """The message as written so far."""
+    def flushed_path(self) -> Path:
+        """The file, with everything written so far in it, for a reader or
+        rewriter that opens it by path."""
         self.file.flush()
-        with open(self.tmp_path, "rb") as f:
-            return f.read()
+        return self.tmp_path
 
-    def replace_head(self, old_len: int, new_head: bytes, data: bytes) -> None:
-        """Rewrite the file (whose content is *data*) with its first
-        *old_len* bytes replaced by *new_head*; not yet committed, so a crash
-        leaves only a tmp file."""
-        self.file.flush()
-        fd = self.file.fileno()
-        body = memoryview(data)[old_len:]
-        offset = 0
-        for chunk in (memoryview(new_head), body):
-            while chunk:
-                n = os.pwrite(fd, chunk, offset)
-                chunk, offset = chunk[n:], offset + n
-        os.ftruncate(fd, offset)
-        os.lseek(fd, offset, os.SEEK_SET)
-        self.lines += new_head.count(b"\n") - data.count(b"\n", 0, old_len)
-        self.size = offset
+    def rewritten(self, size: int, lines_delta: int) -> None:
+        """The file was rewritten by path (not yet committed): it is now
+        *size* bytes with *lines_delta* more line ends."""
+        self.file.seek(size)
+        self.size = size
+        self.lines += lines_delta
 
     def abort(self) -> None:
         self.done = True

@@ -26,13 +26,22 @@ class SourceMessage:
     size: int
 
 
+class SourceBusy(Exception):
+    """``IMailSource.open`` could not start a session because another
+    session holds the source (a POP3 server's ``[IN-USE]`` lock: another
+    appliance, or a mail client, is retrieving this mailbox).  Not a fault:
+    the mail stays at the source and the retriever tries at its next poll;
+    it logs a warning that says who to look for, with no traceback."""
+
+
 class IMailSource(Interface):
     """Where one printer's mail waits."""
 
     description = Attribute("Human-readable, for logs: 'local mailbox demo', 'pop3://u@h:110'.")
 
     def open() -> "Deferred[IMailSession]":
-        """Start a session (a POP3 login; nothing for the local store)."""
+        """Start a session (a POP3 login; nothing for the local store).
+        Fails with :class:`SourceBusy` when another session holds the source."""
 
     def on_new_mail(callback: Callable[[], None]) -> None:
         """Call *callback* when mail may have arrived (local store: on each

@@ -6,6 +6,19 @@ its spool, fsyncs, deletes, and QUITs (which is when the server commits the
 deletions).  Nothing tells us when mail arrives there, so ``on_new_mail`` is a
 no-op and the retriever polls.
 
+All the appliance's remote mailboxes share one bound on sessions at once
+(``[appliance] mailbox_sessions``, a :class:`~twisted.internet.defer.DeferredSemaphore`
+the printer service gives every source): without it, 250 printers on one
+Dovecot log in at the same instant at start and after every poll, and a
+Dovecot sized as Debian ships it (``process_limit = 100`` for pop3-login)
+drops connections ("process_limit reached") and some polls fail.  A
+session holds its slot from before the TCP connect until QUIT or abort.
+
+A mailbox that another session holds (Dovecot's ``pop3_lock_session = yes``
+answers ``-ERR [IN-USE]``) fails ``open`` with :class:`SourceBusy`: two
+appliances wrongly given one mailbox, or an appliance and a mail client,
+take turns instead of both retrieving it, and the log says so.
+
 The password is read from ``mailbox_password_file`` at each login, so it can
 be changed without a restart and is never in site.ini.  It is sent only over
 TLS unless ``mailbox_tls = none`` (docs/tls.md): with the default
@@ -22,7 +35,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from phaserlink.net import pop3_client
-from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceMessage
+from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceBusy, SourceMessage
 
 __all__ = ["MAILBOX_TLS_SETTING", "RemoteMailSource", "RemoteMailSession", "read_password"]
 
@@ -42,7 +55,10 @@ def read_password(path: Path) -> str:
 class RemoteMailSource:
     """One printer's remote POP3 mailbox."""
 
-    def __init__(self, printer, reactor, *, timeout: float = pop3_client.DEFAULT_TIMEOUT):
+    def __init__(self, printer, reactor, *, timeout: float = pop3_client.DEFAULT_TIMEOUT,
+                 sessions: defer.DeferredSemaphore | None = None):
+        """*sessions*: the appliance-wide bound on remote sessions at once
+        (None: unbounded, for tests of one source)."""
         if printer.mailbox is None:
             raise ValueError(f"printer {printer.name!r} has a local mailbox, not a remote one")
         self.printer = printer
@@ -52,8 +68,37 @@ class RemoteMailSource:
         mb = self.mailbox
         scheme = "pop3s" if mb.implicit_tls else "pop3"
         self.description = f"{scheme}://{mb.username}@{mb.host}:{mb.port}"
+        self.sessions = sessions
+        self._waiting: defer.Deferred | None = None  # a slot asked for, not yet given
 
     def open(self) -> defer.Deferred:
+        """Wait for a session slot, then log in; the slot goes back when the
+        session ends (close or abort) or the login fails."""
+        if self.sessions is None:
+            return self._login().addCallback(RemoteMailSession)
+        sessions = self.sessions
+        self._waiting = sessions.acquire()
+
+        def slot(_):
+            self._waiting = None
+            d = defer.maybeDeferred(self._login)  # even a synchronous error gives the slot back
+
+            def lost(f):
+                sessions.release()
+                return f
+
+            return d.addCallbacks(lambda s: RemoteMailSession(s, release=sessions.release), lost)
+
+        return self._waiting.addCallback(slot)
+
+    def stop(self) -> None:
+        """The retriever stops: a pass still waiting for a slot gives up
+        (CancelledError) instead of logging in only to quit."""
+        if self._waiting is not None and not self._waiting.called:
+            waiting, self._waiting = self._waiting, None
+            waiting.cancel()
+
+    def _login(self) -> defer.Deferred:
         mb = self.mailbox
         try:
             if mb.password_file is None:
@@ -77,7 +122,17 @@ class RemoteMailSource:
             timeout=self.timeout,
             tls_setting=MAILBOX_TLS_SETTING,
         )
-        return d.addCallback(RemoteMailSession)
+        return d.addErrback(self._busy)
+
+    def _busy(self, failure):
+        """``[IN-USE]`` at login: another session holds this mailbox."""
+        if failure.check(pop3_client.POP3MailboxInUse):
+            raise SourceBusy(
+                f"{self.description} is locked by another POP3 session (the server said "
+                f"-ERR {failure.value.server_text}): is another appliance or a mail client "
+                "retrieving this mailbox? The mail stays there"
+            )
+        return failure
 
     def on_new_mail(self, callback: Callable[[], None]) -> None:
         """Never called back: a remote server gives no event; the retriever polls."""
@@ -88,10 +143,18 @@ class RemoteMailSource:
 
 @implementer(IMailSession)
 class RemoteMailSession:
-    """IMailSession over a logged-in :class:`pop3_client.POP3Session`."""
+    """IMailSession over a logged-in :class:`pop3_client.POP3Session`;
+    *release* (the session slot) is called once, when the session ends."""
 
-    def __init__(self, session: pop3_client.POP3Session):
+    def __init__(self, session: pop3_client.POP3Session, release: Callable[[], object] | None = None):
         self.session = session
+        self._release = release
+
+    def _ended(self, result=None):
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+        return result
 
     def list(self) -> defer.Deferred:
         d = self.session.list_uidl()
@@ -104,7 +167,10 @@ class RemoteMailSession:
         return self.session.delete(uidl)
 
     def close(self) -> defer.Deferred:
-        return self.session.quit()
+        return self.session.quit().addBoth(self._ended)
 
     def abort(self) -> None:
-        self.session.abort()
+        try:
+            self.session.abort()
+        finally:
+            self._ended()

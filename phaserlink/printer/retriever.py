@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.printer.intake import Intake
+from phaserlink.printer.interfaces import SourceBusy
 from phaserlink.printer.spool import JobSpool
 from phaserlink.threads import pools_for
 
@@ -99,6 +100,15 @@ class Retriever:
         self.failures = 0
 
     def _failed(self, failure) -> None:
+        if not self.running and failure.check(defer.CancelledError):
+            return  # stopped while waiting for a session slot (remote_source.py)
+        if failure.check(SourceBusy):
+            # Expected where a mailbox is (wrongly) shared: reachable, so
+            # not counted as a failure; no traceback, one line per refused
+            # poll, so it can be found and counted.
+            log.warn("printer {printer}: {e}; next try in {wait:g}s", printer=self.name,
+                     e=failure.getErrorMessage(), wait=self.poll_interval)
+            return
         self.failures += 1
         if self.failures == 1:
             log.failure("printer {printer}: retrieving from {source} failed; next try in {wait:g}s", failure,

@@ -55,7 +55,10 @@ class PrinterRunner(service.Service):
 
     def __init__(self, site: SiteConfig, printer: PrinterConfig, store, queue, reactor, *,
                  tools: Toolkit | None = None, source=None, output=None,
-                 blocking: Callable[..., defer.Deferred] | None = None):
+                 blocking: Callable[..., defer.Deferred] | None = None,
+                 mailbox_sessions: defer.DeferredSemaphore | None = None):
+        """*mailbox_sessions*: the appliance-wide bound on remote-mailbox
+        sessions at once, shared by every printer (docs/scaling.md)."""
         self.name = printer.name
         self.site = site
         self.printer = printer
@@ -70,7 +73,7 @@ class PrinterRunner(service.Service):
             else:
                 from phaserlink.printer.remote_source import RemoteMailSource
 
-                source = RemoteMailSource(printer, reactor)
+                source = RemoteMailSource(printer, reactor, sessions=mailbox_sessions)
         if output is None:
             from phaserlink.printer.output import make_output
 
@@ -171,12 +174,16 @@ class PrinterService(service.MultiService):
             reactor = _reactor
         self.site, self.store, self.queue, self.reactor = site, store, queue, reactor
         self.runners: dict[str, PrinterRunner] = {}
+        # One bound for all remote mailboxes (Dovecot's login limits are per
+        # server, not per printer): docs/scaling.md.
+        self.mailbox_sessions = defer.DeferredSemaphore(site.appliance.mailbox_sessions)
         for printer in site.printers.values():
             if printer.output == "pull":
                 continue
             runner = PrinterRunner(site, printer, store, queue, reactor, tools=tools,
                                    source=(sources or {}).get(printer.name),
-                                   output=(outputs or {}).get(printer.name), blocking=blocking)
+                                   output=(outputs or {}).get(printer.name), blocking=blocking,
+                                   mailbox_sessions=self.mailbox_sessions)
             runner.setServiceParent(self)
             self.runners[printer.name] = runner
 

@@ -2,9 +2,9 @@
 
 SPF, DKIM and DMARC all ask DNS (TXT records, and A/MX/PTR for SPF).  The
 libraries that evaluate them (pyspf, dkimpy, authheaders) only do blocking
-look-ups, so the whole check runs in the ``lookup`` pool of
-:mod:`phaserlink.threads`, never in the reactor thread; this module gives
-those libraries the same :class:`Resolver`:
+look-ups, so the whole check runs in a verifier worker process (or the
+``lookup`` pool of :mod:`phaserlink.threads`), never in the reactor thread;
+this module gives those libraries the same :class:`Resolver`:
 
 - pointed at ``[appliance] dns_servers`` (``HOST[:PORT] ...``), or the
   system resolver (``/etc/resolv.conf``) when that is not set, so that tests
@@ -36,6 +36,7 @@ import spf
 from phaserlink.limits import (  # noqa: E402
     QUERY_TIMEOUT,
     MAX_CACHE_TTL,
+    DNS_FAST_ANSWERS as MAX_FAST_ANSWERS,
 )
 
 class DNSTempError(Exception):
@@ -54,7 +55,7 @@ class Resolver:
     """The look-ups the verifiers need, with time-out and TTL cache.
 
     *servers* are ``(ip, port)`` pairs; empty means the system resolver.
-    Thread-safe: the lookup pool's threads share one instance.
+    Thread-safe: a worker's (or the lookup pool's) threads share one instance.
     """
 
     def __init__(self, servers: Iterable[tuple[str, int]] = (), timeout: float = QUERY_TIMEOUT):
@@ -71,14 +72,26 @@ class Resolver:
         resolver.cache = _TTLCache()
         self.resolver = resolver
         self.timeout = timeout
+        self._answers: dict[tuple[str, str], dns.resolver.Answer] = {}
 
     def query(self, name: str | bytes, rdtype: str) -> "dns.resolver.Answer | None":
         """The answer, None for NXDOMAIN / no data, DNSTempError otherwise."""
         if isinstance(name, bytes):
             name = name.decode("ascii", "replace")
+        # Answers still within their TTL, by the name as asked: a hit in
+        # dnspython's cache still parses the name and builds a resolution
+        # (about 70 us, three or four times per message); this is a dict look-up.
+        key = (name.lower(), rdtype)
+        hit = self._answers.get(key)
+        if hit is not None and hit.expiration > time.time():
+            return hit
         try:
-            return self.resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False,
-                                         lifetime=self.timeout)
+            answer = self.resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False,
+                                           lifetime=self.timeout)
+            if len(self._answers) >= MAX_FAST_ANSWERS:
+                self._answers.clear()  # bounded; the next look-ups fill it again from dnspython's cache
+            self._answers[key] = answer
+            return answer
         except dns.resolver.NXDOMAIN:
             return None
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.NoResolverConfiguration) as e:

@@ -5,18 +5,23 @@
 - at RCPT (:meth:`Checkpoint.rcpt`), with what is known then: the envelope
   (a null reverse-path is a bounce: refused), the quotas (``452 4.7.0``),
   and for ``sender_auth = spf`` printers SPF and ``allowed_senders``
-  against MAIL FROM.  SPF is started here for every printer that may need
-  it, so its DNS look-ups overlap the DATA transfer;
+  against MAIL FROM.  Printers that read SPF only with the message
+  (``dmarc``, or ``spf`` among other rules) get it checked at the end of
+  DATA in the same trip to the verifier as DKIM: one request per message
+  instead of two, and DNS answers are cached for their TTL;
 - at the end of DATA (:meth:`Checkpoint.message`), with the message: From:,
   Auto-Submitted, DKIM, DMARC, the login's addresses and the trusted
   upstream results.  The stored message gets our Authentication-Results
   first and loses any that carry our authserv-id.  Each printer gets its
   own verdict; the message goes to those that accept it.
 
-Every blocking step runs in a pool of :mod:`phaserlink.threads` (DNS and
-RSA and the header rewrite in ``lookup``), so the reactor never
-waits for DNS.  The printer side decides nothing about senders any more:
-what got a 250 prints.
+Every blocking step (DNS, RSA, reading and rewriting the stored file) runs
+in a verifier (:mod:`phaserlink.trust.verifier`): worker processes by
+default, else the ``lookup`` pool, so the reactor never waits for DNS and
+does not share its GIL with dkimpy.  The verifier only finds facts and
+stamps them; the verdicts are made here, in the reactor, by the pure
+functions of :mod:`phaserlink.trust.decision`.  The printer side decides
+nothing about senders any more: what got a 250 prints.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from phaserlink.trust import hold
 from phaserlink.trust import verify as V
 from phaserlink.trust.dns import Resolver
 from phaserlink.trust.quota import Quotas
+from phaserlink.trust.stamp import Stamped
+from phaserlink.trust.verifier import IVerifier, verifier_for
 
 log = Logger()
 
@@ -79,11 +86,13 @@ def _wait(seconds: float) -> str:
 class SenderGate:
     """Sender verification for one site (one per SMTP factory)."""
 
-    def __init__(self, site: SiteConfig, reactor, resolver: Resolver | None = None, queue=None):
+    def __init__(self, site: SiteConfig, reactor, resolver: Resolver | None = None, queue=None,
+                 verifier: IVerifier | None = None):
         self.site = site
         self.reactor = reactor
         self.pools = pools_for(reactor)
         self.resolver = resolver or Resolver(site.appliance.dns_servers)
+        self.verifier = verifier or verifier_for(site, reactor, self.resolver)
         self.hostname = site.appliance.hostname
         self.trusted = frozenset(site.appliance.trusted_authserv_ids) - {self.hostname.lower()}
         self.quotas = Quotas(site.appliance.spool / "trust" / "quotas.json", reactor,
@@ -115,6 +124,7 @@ class Checkpoint:
         self.from_relay = from_relay
         self._spf: V.SPFResult | None = None
         self._spf_started = False
+        self._spf_wanted = False  # a printer decided at the end of DATA reads SPF
         self._spf_waiters: list[defer.Deferred] = []
 
     # -- SPF, once per transaction ---------------------------------------------------
@@ -136,8 +146,7 @@ class Checkpoint:
             done(V.SPFResult(V.TEMPERROR, V.domain_of(self.mail_from or self.helo), "mailfrom",
                              self.mail_from, "SPF check failed"))
 
-        gate.pools.lookup(V.check_spf, gate.resolver, self.client_ip, self.mail_from, self.helo) \
-            .addCallbacks(done, failed)
+        gate.verifier.spf(self.client_ip, self.mail_from, self.helo).addCallbacks(done, failed)
 
     def spf(self) -> "defer.Deferred[V.SPFResult | None]":
         if not self._spf_started:
@@ -161,7 +170,10 @@ class Checkpoint:
                 refused[p.name] = verdict
                 continue
             if D.needs_spf(p) and self.mail_from:
-                self._start_spf()
+                if D.needs_message(p):
+                    self._spf_wanted = True  # checked with the message, in the same trip
+                else:
+                    self._start_spf()  # decided now
             if D.needs_message(p):
                 accepted.append(p.name)
             else:
@@ -217,9 +229,24 @@ class Checkpoint:
         )
 
         session = D.Session(self.mail_from, self.user)
+        path = delivery.flushed_path()
 
         def examine(spf: V.SPFResult | None):
-            return gate.pools.lookup(_examine, gate, delivery, skip, spf, checks, configs, session)
+            query = (self.client_ip, self.mail_from, self.helo) if spf is None and self._spf_wanted else None
+            return gate.verifier.examine(path, skip, spf, checks, gate.trusted, gate.hostname, query)
+
+        def stamped(found: Stamped):
+            delivery.rewritten(found.size, found.lines_delta)
+            result = _decide(gate, found, configs, session)
+            if result.token is None:
+                return result
+
+            def inserted(changed: tuple[int, int]) -> MessageResult:
+                delivery.rewritten(*changed)
+                return result
+
+            field = hold.hold_field(result.token, list(result.held))
+            return gate.verifier.insert(path, found.hold_at, field).addCallback(inserted)
 
         def decided(result: MessageResult) -> MessageResult:
             log.info("smtp <{sender}> from {ip}: prints on {ok}{held}{not_ok}",
@@ -228,7 +255,7 @@ class Checkpoint:
                      not_ok="".join(f"; not {n}: {v.code} {v.status} {v.text}" for n, v in result.refused.items()))
             return result
 
-        return self.spf().addCallback(examine).addCallback(decided)
+        return self.spf().addCallback(examine).addCallback(stamped).addCallback(decided)
 
     def committed(self, result: MessageResult) -> None:
         """The message got its 250: count it against the quotas; ask the
@@ -272,16 +299,11 @@ class Checkpoint:
             releaser.release(token)
 
 
-def _examine(gate: SenderGate, delivery, skip: int, spf: V.SPFResult | None, checks: V.Checks,
-             configs: list[PrinterConfig], session: D.Session) -> MessageResult:
-    """In a lookup thread: read the stored message back, verify it, decide
-    per printer (pure functions of frozen config), and rewrite its header
-    block: ours first, forged ones of our id (and any X-PhaserLink-Hold)
-    removed, our hold field if a printer holds it.  One thread hop; a
-    refused message's file is thrown away anyway."""
-    data = delivery.read_back()
-    examined = V.examine(gate.resolver, data, skip, spf, checks, gate.trusted, gate.hostname)
-    evidence = examined.evidence
+def _decide(gate: SenderGate, found: Stamped, configs: list[PrinterConfig],
+            session: D.Session) -> MessageResult:
+    """The verdict of each printer on what the verifier found (pure
+    functions of frozen config, in the reactor: microseconds)."""
+    evidence = found.evidence
     accepted, refused, held = [], {}, {}
     for p in configs:
         verdict = D.at_message(p, session, evidence, gate.site.users)
@@ -293,15 +315,8 @@ def _examine(gate: SenderGate, delivery, skip: int, spf: V.SPFResult | None, che
         else:
             refused[p.name] = verdict
     token = hold.new_token() if held else None
-    ours = len(H.split_head(data[:skip])[1]) if skip else 0  # Return-Path, Received
-    field = V.results_field(gate.hostname, evidence)
-    if token is not None:
-        field += hold.hold_field(token, list(held))
-    fields = [f for i, f in enumerate(examined.fields) if i < ours or f.name != hold.HOLD_FIELD]
-    delivery.replace_head(examined.head_len, H.rewrite_head(fields, gate.hostname, field, keep_first=ours), data)
-    subject = next((f.value for f in examined.fields[ours:] if f.name == "subject"), "")
     return MessageResult(tuple(accepted), D.ACCEPT if accepted else _worst(refused), refused, evidence,
-                         held, token, subject)
+                         held, token, found.subject)
 
 
 def _human(seconds: float) -> str:

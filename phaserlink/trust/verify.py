@@ -1,8 +1,10 @@
 """What can be proved about a message's sender: SPF, DKIM, DMARC, ARC (docs/trust.md).
 
 This module only finds facts; :mod:`phaserlink.trust.decision` decides with
-them.  Everything here blocks (DNS, RSA) and runs in the ``lookup`` pool of
-:mod:`phaserlink.threads`; the evaluation itself is left to the libraries
+them.  Everything here blocks (DNS, RSA) and runs in a verifier worker
+process (:mod:`phaserlink.trust.verifier`; the ``lookup`` pool of
+:mod:`phaserlink.threads` with ``verify_processes = 0``), never in the
+reactor thread; the evaluation itself is left to the libraries
 the mail world uses, so there is no crypto and no DNS parsing of our own:
 
 - SPF (RFC 7208): pyspf, for the client's IP, the MAIL FROM (or the HELO
@@ -38,6 +40,7 @@ from phaserlink.trust.dns import DNSTempError, Resolver, using
 from phaserlink.limits import (  # noqa: E402
     SPF_TIME_LIMIT,
     MAX_SIGNATURES,
+    DKIM_PARSED_KEYS as MAX_PARSED_KEYS,
 )
 
 #: RSA keys shorter than this do not verify (RFC 8301: 1024 at least).
@@ -158,6 +161,33 @@ def check_spf(resolver: Resolver, client_ip: str, mail_from: str, helo: str) -> 
 
 
 # -- DKIM ---------------------------------------------------------------------------
+
+# dkimpy parses the key record (base64, then ASN.1 in Python) for every
+# signature it checks: ~50 us, the same work for every message of a domain.
+# The parse is a pure function of the record's text, and the text is fetched
+# for each signature through the resolver's TTL cache; so parsed keys are
+# kept by that text: a record seen before is not parsed again, and a key
+# rotated under the same selector is seen as soon as its old record's TTL
+# ends.  dkimpy looks ``evaluate_pk`` up as a module global at each call
+# (as pyspf does ``DNSLookup``, see trust/dns.py); errors are not kept.
+_evaluate_pk = dkim.evaluate_pk
+_parsed_keys: dict[bytes, tuple] = {}
+
+
+def _cached_evaluate_pk(name, s):
+    if not isinstance(s, (bytes, str)) or not s:
+        return _evaluate_pk(name, s)
+    text = s if isinstance(s, bytes) else s.encode("ascii", "replace")
+    parsed = _parsed_keys.get(text)
+    if parsed is None:
+        parsed = _evaluate_pk(name, s)
+        if len(_parsed_keys) >= MAX_PARSED_KEYS:
+            _parsed_keys.clear()  # bounded; refilled by the next messages
+        _parsed_keys[text] = parsed
+    return parsed
+
+
+dkim.evaluate_pk = _cached_evaluate_pk
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:
@@ -321,6 +351,7 @@ class Examined:
     head_len: int
     fields: list[H.Field]
     evidence: Evidence
+    ours: int = 0  # how many of the fields are our own (Return-Path, Received)
     notes: list[str] = field(default_factory=list)
 
 
@@ -329,7 +360,8 @@ def examine(resolver: Resolver, data: bytes, skip: int, spf_result: SPFResult | 
     """Verify the stored message *data* (LF line ends; its first *skip*
     bytes are our Received line, which the sender never signed)."""
     head_len, fields = H.split_head(data)
-    message_fields = H.split_head(data[skip:])[1]
+    ours = len(H.split_head(data[:skip])[1]) if skip else 0  # Return-Path, Received: whole fields
+    message_fields = fields[ours:]
     authors = tuple(H.from_addresses(message_fields))
     auto = H.auto_submitted(message_fields)
     wire = None
@@ -351,7 +383,7 @@ def examine(resolver: Resolver, data: bytes, skip: int, spf_result: SPFResult | 
         arc, sealed = check_arc(resolver, wire, message_fields, trusted)
         upstream += sealed
     evidence = Evidence(authors, auto, spf_result, dkim_results, dmarc, tuple(upstream), arc)
-    return Examined(head_len, fields, evidence)
+    return Examined(head_len, fields, evidence, ours)
 
 
 def results_field(our_id: str, evidence: Evidence | None) -> bytes:

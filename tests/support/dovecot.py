@@ -5,6 +5,7 @@
     dovecot.deliver("printer1", b"Subject: x\\n\\nbody\\n")
     ... POP3 on 127.0.0.1:dovecot.port ...
     dovecot.messages("printer1")             # what is still in the Maildir
+    dovecot.halt(); dovecot.start(users)     # down and back, same ports and mail
     dovecot.stop()
 
 Everything (config, passwd-file, Maildirs, sockets, log) lives in one
@@ -122,9 +123,10 @@ class Dovecot:
         exe = require_program("dovecot", "dovecot-core dovecot-pop3d")
         require_root("a private Dovecot (mail must belong to a non-root uid)")
         self.users = dict(users)
-        self.port = free_port()
+        # A restart (after halt()) keeps its ports: clients are configured with them.
+        self.port = self.port or free_port()
         if self.cert is not None:
-            self.pop3s_port = free_port()
+            self.pop3s_port = self.pop3s_port or free_port()
         for sub in ("run", "state", "mail", "home"):
             (self.dir / sub).mkdir(exist_ok=True)
             (self.dir / sub).chmod(0o755)
@@ -189,6 +191,13 @@ class Dovecot:
         files = [p for sub in ("new", "cur") if (md / sub).is_dir() for p in (md / sub).iterdir()]
         files.sort(key=lambda p: p.name.split(":", 1)[0])
         return [p.read_bytes() for p in files]
+
+    def halt(self) -> None:
+        """Stop the server but keep its directory (mail, config): ``start``
+        again brings it back on the same ports, the mail still there."""
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -1,11 +1,20 @@
-"""OpenDKIM (Debian opendkim) as a signing milter, for a private Postfix.
+"""OpenDKIM (Debian opendkim) as a milter for a private Postfix: a signer,
+or a verifier, that is not ours.
 
-A signer that is not ours: ``OpenDKIM(directory, domain, selector, key)``
-runs ``opendkim -f -x od.conf`` listening as a milter on a loopback port;
-a Postfix with ``smtpd_milters = inet:127.0.0.1:PORT`` then signs mail from
-loopback clients whose From: is in *domain* before relaying it.  Only
-signing (``Mode s``): OpenDKIM needs no DNS for that.  Keys under /tmp are
-"unsafe" to OpenDKIM (exit 78) unless ``RequireSafeKeys false``.
+``OpenDKIM(directory, domain, selector, key)`` runs ``opendkim -f -x
+od.conf`` listening as a milter on a loopback port; a Postfix with
+``smtpd_milters = inet:127.0.0.1:PORT`` then signs mail from loopback
+clients whose From: is in *domain* before relaying it (``Mode s``: no DNS
+needed).  Keys under /tmp are "unsafe" to OpenDKIM (exit 78) unless
+``RequireSafeKeys false``.
+
+``OpenDKIMVerifier(directory, dns_port)`` is the receiving side (``Mode
+v``): it looks the signer's key up through libunbound forwarding to a
+private DNS server (dnsmasq on 127.0.0.1:*dns_port*) and adds an
+``Authentication-Results: verifier.test; dkim=pass ...`` header.  No host
+is "internal" to it (its default, 127.0.0.1, would be signed for, not
+verified).
+
 OpenDKIM takes a few seconds to exit after SIGTERM.
 """
 
@@ -58,3 +67,49 @@ class OpenDKIM:
         if self.proc is not None:
             stop_process(self.proc, timeout=10)
             self.proc = None
+
+
+class OpenDKIMVerifier(OpenDKIM):
+    """OpenDKIM in verify mode, resolving through the private DNS server."""
+
+    authserv_id = "verifier.test"
+
+    def __init__(self, directory: Path, dns_port: int):
+        self.binary = require_program("opendkim", "opendkim")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.dns_port = dns_port
+        self.proc = None
+
+    def start(self) -> "OpenDKIMVerifier":
+        unbound = self.directory / "unbound.conf"
+        unbound.write_text(
+            "server:\n"
+            "  do-not-query-localhost: no\n"
+            '  domain-insecure: "test."\n'
+            '  module-config: "iterator"\n'
+            '  local-zone: "test." nodefault\n'
+            "forward-zone:\n"
+            '  name: "."\n'
+            f"  forward-addr: 127.0.0.1@{self.dns_port}\n"
+        )
+        conf = self.directory / "od.conf"
+        conf.write_text(
+            "Syslog no\n"
+            "Mode v\n"
+            f"Socket inet:{self.port}@127.0.0.1\n"
+            "UserID root\n"
+            f"AuthservID {self.authserv_id}\n"
+            "InternalHosts 192.0.2.1\n"
+            f"ResolverConfiguration {unbound}\n"
+            f"PidFile {self.directory / 'opendkim.pid'}\n"
+        )
+        log = (self.directory / "opendkim.log").open("ab")
+        self.proc = subprocess.Popen([self.binary, "-f", "-x", str(conf)], stdout=log, stderr=log)
+        try:
+            wait_for_port(self.port, timeout=10)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"opendkim did not start: {(self.directory / 'opendkim.log').read_text()[-1000:]}")
+        return self

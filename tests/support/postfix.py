@@ -7,7 +7,9 @@ domain from loopback and delivers it into one Maildir
 (:meth:`Postfix.messages`).  ``tls=IssuedCert`` turns on STARTTLS with that
 certificate; ``smtps_port=free_port()`` adds an implicit-TLS listener;
 ``relayhost="[127.0.0.1]:PORT"`` makes it a relay that hands
-everything on instead; ``main_extra`` adds or overrides main.cf settings.
+everything on instead; ``main_extra`` adds or overrides main.cf settings;
+``address`` listens on another loopback address (an MX at 127.0.0.4);
+``master_extra`` adds master.cf lines (a ``pipe`` service to dovecot-lda).
 
 Postfix needs root; :func:`support.peers.require_root` fails under CI and
 skips elsewhere.  Start takes about 2.5 s, so share one instance per module
@@ -43,6 +45,8 @@ class Postfix:
     main_extra: dict[str, str] = field(default_factory=dict)
     smtps_port: int | None = None  # also listen with implicit TLS (needs tls)
     running: bool = False
+    address: str = "127.0.0.1"  # the listening (and inet_interfaces) address
+    master_extra: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -71,7 +75,7 @@ class Postfix:
             "myhostname": self.myhostname,
             "mydomain": "postfix.test",
             "mydestination": "",
-            "inet_interfaces": "127.0.0.1",
+            "inet_interfaces": "127.0.0.1",  # Postfix finds no interface for 127.0.0.4; master.cf binds it
             "inet_protocols": "ipv4",
             "mynetworks": "127.0.0.0/8",
             "smtpd_relay_restrictions": "permit_mynetworks, reject",
@@ -127,9 +131,10 @@ class Postfix:
                 fields[4] = "n"
                 line = " ".join(fields)
             out.append(line)
-        out.append(f"127.0.0.1:{self.port} inet n - n - - smtpd")
+        out.append(f"{self.address}:{self.port} inet n - n - - smtpd")
         if self.smtps_port is not None:
-            out.append(f"127.0.0.1:{self.smtps_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes")
+            out.append(f"{self.address}:{self.smtps_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes")
+        out.extend(self.master_extra)
         return "\n".join(out) + "\n"
 
     def write_config(self) -> None:
@@ -159,7 +164,7 @@ class Postfix:
             raise RuntimeError(f"postfix start failed: {result.stdout}{result.stderr}{self.log()}")
         self.running = True
         try:
-            wait_for_port(self.port, timeout=20)
+            wait_for_port(self.port, host=self.address, timeout=20)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"postfix does not listen on {self.port}: {self.log()}")

@@ -1,0 +1,107 @@
+"""The verification work on a stored message's file, by path (docs/trust.md).
+
+These are the blocking steps of sender verification, written so that they
+need nothing but picklable arguments and a :class:`Resolver`: the file's
+path, not its bytes, and not the SMTP session.  So the same functions run in
+a verifier worker process (:mod:`phaserlink.trust.worker`, the default: the
+RSA and canonicalization work of dkimpy then does not share the SMTP
+reactor's GIL) or in the ``lookup`` thread pool (``verify_processes = 0``,
+and reactors without processes in unit tests).
+
+- :func:`check_spf` at RCPT;
+- :func:`examine_file` at the end of DATA: read the message back, verify it
+  (:func:`phaserlink.trust.verify.examine`) and rewrite its header block in
+  place: our Authentication-Results first, forged ones of our authserv-id
+  and any ``X-PhaserLink-Hold`` removed.  None of this depends on the
+  decision, so one trip to the worker does it all;
+- :func:`insert_field`: the hold field, written after ours when the
+  decision (made in the SMTP process, :mod:`phaserlink.trust.gate`) holds
+  the message: rare, so a second trip.
+
+Who may print is not decided here: this module only finds facts and writes
+the header that records them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from phaserlink.trust import headers as H
+from phaserlink.trust import verify as V
+from phaserlink.trust.dns import Resolver
+from phaserlink.trust.hold import HOLD_FIELD
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """What :func:`examine_file` found and how it changed the file."""
+
+    evidence: V.Evidence
+    size: int  # the file's size after the rewrite
+    lines_delta: int  # line ends added (negative: removed) by the rewrite
+    hold_at: int  # the offset just after our Authentication-Results (where a hold field goes)
+    subject: str
+
+
+def check_spf(resolver: Resolver, client_ip: str, mail_from: str, helo: str) -> V.SPFResult:
+    return V.check_spf(resolver, client_ip, mail_from, helo)
+
+
+def _rewrite(path: Path, data: bytes, old_len: int, new_head: bytes) -> int:
+    """Write *new_head* in place of the first *old_len* bytes of the file
+    (whose content is *data*); the file's new size.  Not yet committed (a
+    Maildir tmp file), so a crash leaves only a tmp file."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        offset = 0
+        for chunk in (memoryview(new_head), memoryview(data)[old_len:]):
+            while chunk:
+                n = os.pwrite(fd, chunk, offset)
+                chunk, offset = chunk[n:], offset + n
+        os.ftruncate(fd, offset)
+    finally:
+        os.close(fd)
+    return offset
+
+
+def examine_file(resolver: Resolver, path: str, skip: int, spf: V.SPFResult | None, checks: V.Checks,
+                 trusted: frozenset[str], our_id: str,
+                 spf_query: tuple[str, str, str] | None = None) -> Stamped:
+    """Verify the stored message at *path* (LF line ends; its first *skip*
+    bytes are our Return-Path and Received lines, which the sender never
+    signed) and stamp our Authentication-Results into it.
+
+    *spf_query* ``(client_ip, mail_from, helo)``: SPF was not needed at RCPT
+    (no ``sender_auth = spf``-only printer), so it is checked here, in the
+    same trip, before DKIM."""
+    if spf is None and spf_query is not None:
+        spf = V.check_spf(resolver, *spf_query)
+    with open(path, "rb") as f:
+        data = f.read()
+    examined = V.examine(resolver, data, skip, spf, checks, trusted, our_id)
+    ours = examined.ours
+    field = V.results_field(our_id, examined.evidence)
+    fields = [f for i, f in enumerate(examined.fields) if i < ours or f.name != HOLD_FIELD]
+    new_head = H.rewrite_head(fields, our_id, field, keep_first=ours)
+    size = _rewrite(Path(path), data, examined.head_len, new_head)
+    delta = new_head.count(b"\n") - data.count(b"\n", 0, examined.head_len)
+    subject = next((f.value for f in examined.fields[ours:] if f.name == "subject"), "")
+    return Stamped(examined.evidence, size, delta, new_head.find(field) + len(field), subject)
+
+
+def insert_field(path: str, offset: int, field: bytes) -> tuple[int, int]:
+    """Insert the header *field* at *offset* of the file; (new size, line ends added)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    size = _rewrite(Path(path), data, offset, data[:offset] + field)
+    return size, field.count(b"\n")
+
+
+#: What a verifier runs, by name: the worker process's whole repertoire.
+OPERATIONS = {
+    "spf": check_spf,
+    "examine": examine_file,
+    "insert": lambda _resolver, *args: insert_field(*args),
+}

@@ -9,7 +9,11 @@ job, on real IPP peers through the real appliance (twistd).
 - a real cupsd queue that is not accepting jobs (``cupsreject``) or is
   stopped (``cupsdisable``): the job is held with ``printer-stopped`` and
   prints once after ``cupsaccept`` / ``cupsenable``, and CUPS's own
-  completed-jobs list shows it once.
+  completed-jobs list shows it once;
+- ippeveprinter speaking IPPS with a certificate from the test CA:
+  verified against ``output_ca`` it prints; with the system CAs (the ipps
+  default, ``output_tls = required``) nothing is sent and the job waits;
+  ``output_tls = none`` encrypts without checking.
 """
 
 from __future__ import annotations
@@ -127,3 +131,88 @@ def test_a_cups_queue_not_accepting_or_stopped_holds_the_job_and_prints_it_once_
     assert printed.read_bytes() == data
     listed = cups.run("lpstat", "-W", "completed", "-o", "Q").stdout
     assert len([line for line in listed.splitlines() if line.startswith("Q-")]) == 1, listed
+
+
+# -- ipps:// to a real printer with a certificate ---------------------------------
+
+
+@pytest.fixture
+def tls_printer(tmp_path, test_ca):
+    """ippeveprinter speaking IPPS (-K) with a certificate for localhost
+    issued by the test CA."""
+    import shutil
+
+    from support.ippeveprinter import IppEvePrinter
+
+    keys = tmp_path / "printer-keys"
+    keys.mkdir()
+    issued = test_ca.issue("localhost")
+    shutil.copy(issued.certificate, keys / "localhost.crt")
+    shutil.copy(issued.key, keys / "localhost.key")
+    printer = IppEvePrinter(tmp_path / "ippeve-tls", keys=keys).start()
+    yield printer
+    printer.close()
+
+
+def tls_site(tmp_path, printer, **keys) -> Site:
+    from support.e2e import printer_section
+
+    site = Site(tmp_path / "tls-site", {})
+    site.sink.start()
+    site.appliance.appliance_extra = f"""\
+        smarthost = 127.0.0.1:{site.sink.port}
+        smarthost_tls = none
+        status_sender = postmaster@phaserlink.test
+        queue_retry_min = 1s
+        queue_retry_max = 2s
+        """
+    site.appliance.sections = printer_section("secure", printer.ipps_uri, formats="pdf", **keys)
+    site.appliance.start()
+    return site
+
+
+def test_ipps_verified_against_output_ca_prints_byte_identical(tmp_path, tls_printer, test_ca):
+    site = tls_site(tmp_path, tls_printer, output_ca=str(test_ca.ca_path))
+    try:
+        data = pdf_bytes(2, "accept-ipps")
+        message_id = make_msgid(domain="example.com")
+        site.send(job_mail("secure", data, message_id=message_id))
+        fields = site.report(message_id, "printed", timeout=60)
+        assert "X-PhaserLink-Job-State: completed" in fields
+        assert [d.read_bytes() for d in tls_printer.documents()] == [data]
+    finally:
+        site.stop()
+
+
+def test_ipps_with_a_certificate_the_system_cas_do_not_know_holds_the_job_and_sends_nothing(tmp_path, tls_printer):
+    """output_tls = required (the ipps default) without output_ca: the test
+    CA is not among the system's, so nothing is sent; the job waits."""
+    site = tls_site(tmp_path, tls_printer)
+    try:
+        message_id = make_msgid(domain="example.com")
+        site.send(job_mail("secure", pdf_bytes(1, "accept-ipps-unknown-ca"), message_id=message_id))
+
+        def held():
+            return [s for s in job_states(site.appliance, "secure").values() if s["state"] == "pending-held"]
+
+        wait_until(held, 60, "the job held on the unverified certificate", site.log)
+        wait_until(lambda: "certificate verify failed" in site.appliance.log(), 20, "the TLS failure logged",
+                   site.log)
+        time.sleep(1)
+        assert tls_printer.documents() == []
+        assert not [m for m in site.sink.messages() if message_id.encode() in m.raw
+                    and b"X-PhaserLink-Event: failed" in m.raw]
+    finally:
+        site.stop()
+
+
+def test_ipps_with_output_tls_none_encrypts_without_checking(tmp_path, tls_printer):
+    site = tls_site(tmp_path, tls_printer, output_tls="none")
+    try:
+        data = pdf_bytes(1, "accept-ipps-unchecked")
+        message_id = make_msgid(domain="example.com")
+        site.send(job_mail("secure", data, message_id=message_id))
+        site.report(message_id, "printed", timeout=60)
+        assert [d.read_bytes() for d in tls_printer.documents()] == [data]
+    finally:
+        site.stop()

@@ -526,3 +526,32 @@ def test_phaserlink_send_media_monochrome_and_pages_reach_ippeveprinter_as_ipp_a
     assert env.get("IPP_PRINT_COLOR_MODE") == "monochrome", env
     assert env.get("IPP_PAGE_RANGES") == "2-3", env
     assert "not applied" not in text, text
+
+
+def test_the_appliance_stays_responsive_while_libreoffice_converts(site, tmp_path):
+    """A long .docx to one printer, then a small PostScript job to another:
+    the PostScript job is at its printer within seconds of its 250, while
+    LibreOffice (a separate process) is still converting."""
+    soffice = require_program("soffice", "libreoffice-writer-nogui")
+    long_text = "\n".join(f"Line {i} of a long report {MARKER}long" for i in range(12000))
+    docx = office_document(soffice, tmp_path, "docx", long_text)
+    site.raw.clear_jobs()
+    before = len(site.ipp.documents())
+    office_id = site.mail("office", (docx, "application", "octet-stream", "long-report.docx"))
+    wait_until(lambda: "converting long-report.docx" in site.appliance.log(), 30, "LibreOffice started", site.log)
+    started = time.monotonic()
+    small = b"%!PS-Adobe-3.0\n%%Pages: 1\n/Helvetica findfont 20 scalefont setfont 72 700 moveto (quick) show showpage\n"
+    site.mail("laser", (small, "application", "postscript", "quick.ps"))
+    [job] = site.raw.wait_for_jobs(1, timeout=30)
+    quick = time.monotonic() - started
+    site.status_text(office_id, timeout=180)
+    assert b"quick" in job.read_bytes()
+    assert quick < 5.0, quick
+    assert len(site.ipp.documents()) == before + 1
+    # In the log: the quick job completed before the long one left LibreOffice.
+    lines = site.appliance.log().splitlines()
+    office_job = next(line.split(" job ")[1].split(":")[0] for line in lines if "converting long-report.docx" in line)
+    converted = next(i for i, line in enumerate(lines) if f"job {office_job}: processing" in line)
+    quick_done = next(i for i, line in enumerate(lines) if "printer laser job" in line and "completed" in line
+                      and i > next(j for j, l2 in enumerate(lines) if "converting long-report.docx" in l2))
+    assert quick_done < converted, "the long document was converted first: not a test of responsiveness"

@@ -287,3 +287,40 @@ def test_starttls_to_a_real_postfix_mx(appliance, tmp_path, test_ca, certificate
         appliance.stop()
         postfix.stop()
         dns.stop()
+
+
+def test_a_status_mail_refused_with_5xx_is_dropped_never_bounced(appliance, tmp_path):
+    """The appliance's own status mail (null sender) to a domain whose one
+    MX answers 5xx to RCPT (smtp-sink -f RCPT): no retry, no bounce (RFC
+    5321 6.1), said in the log."""
+    port = free_port()
+    dns = DnsServer(tmp_path / "dns")
+    dns.mx("hard.test", "mx.hard.test", 10).host("mx.hard.test", "127.0.0.5")
+    refusing = LoopbackSink(tmp_path / "mx", "127.0.0.5", port, hard_reject=["RCPT"])
+    out = tmp_path / "printed"
+    try:
+        dns.start()
+        refusing.start()
+        appliance.appliance_extra = (f"status_sender = printers@phaserlink.test\ndns_servers = 127.0.0.1:{dns.port}\n"
+                                     f"mx_port = {port}\nqueue_retry_min = 1s\nqueue_retry_max = 2s\n")
+        appliance.sections = ("[printer:demo]\naddresses = demo@phaserlink.test\n"
+                              f"output = file:{out}\nallowed_senders = *@hard.test\nsender_auth = none\n"
+                              "formats = postscript\nnotify = printed, errors\n")
+        appliance.start()
+        send(appliance, job_mail(sender="carol@hard.test", subject="5xx status"))
+        appliance.wait_for(lambda: "from the null sender failed for carol@hard.test; dropped (never bounced)"
+                           in appliance.log(), 30, "the dropped status mail")
+        assert printed_files(out)
+        time.sleep(3)  # past the retry back-off: nothing is tried again
+        log = appliance.log()
+        assert log.count("dropped (never bounced)") == 1, log[-3000:]
+        assert "deferred" not in log  # 5xx is final: not retried
+        assert "bounced to" not in log
+        assert refusing.messages() == []
+        queue = appliance.spool / "queue"
+        left = [p for p in queue.rglob("*") if p.is_file()] if queue.exists() else []
+        assert not [p for p in left if p.suffix in ("", ".json", ".env")], left
+    finally:
+        appliance.stop()
+        refusing.stop()
+        dns.stop()

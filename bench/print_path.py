@@ -63,9 +63,9 @@ def make_postscript(path: Path, size: int) -> None:
         f.write(b"72 72 moveto (PhaserLink) show showpage\n%%EOF\n")
 
 
-def make_message(data: Path, out: Path, n: int) -> None:
+def make_message(data: Path, out: Path, n: int, recipient: str = ADDRESS) -> None:
     with open(out, "wb") as f:
-        write_job_message(f, data, sender="bench@client.test", recipient=ADDRESS, title=f"bench {n}",
+        write_job_message(f, data, sender="bench@client.test", recipient=recipient, title=f"bench {n}",
                           format="postscript", filename="bench.ps", job_id=f"bench-{n}-{os.getpid()}")
 
 
@@ -90,10 +90,10 @@ class SMTPSender:
         self.sock.sendall(line + b"\r\n")
         return self.reply()
 
-    def send(self, message: Path) -> tuple[float, float]:
+    def send(self, message: Path, recipient: str = ADDRESS) -> tuple[float, float]:
         """Send; return (monotonic time DATA started, time of the 250)."""
         self.command(b"MAIL FROM:<bench@client.test>")
-        self.command(b"RCPT TO:<" + ADDRESS.encode() + b">")
+        self.command(b"RCPT TO:<" + recipient.encode() + b">")
         self.command(b"DATA")
         started = time.monotonic()
         stuffer = DotStuffer()

@@ -83,6 +83,7 @@ def test_cancel_a_job_held_for_a_dead_printer_survives_kill9(appliance):
         # outbound queue (its smarthost does not answer: support/console_http.py).
         queue = wait_until(lambda: call(port, "GET", "/api/v1/queue").json()["messages"], 10, "the status mail")
         assert [m["recipients"] for m in queue] == [[SENDER]]
+        assert [(m["recipient"], m["next_try"] == m["next_attempt"]) for m in queue] == [(SENDER, True)]
         [mail] = job(port, held["id"])["mails"]  # the job's page shows what it said
         assert mail["event"] == "failed" and "canceled by operator olga" in mail["text"]
         # 409 while a delivery attempt is under way, 200 once it is back in the queue.

@@ -194,3 +194,35 @@ def test_missing_ghostscript_says_so(tmp_path, monkeypatch):
     # The print server's fault, held and tried again: never the document's.
     assert "not installed" in e.value.reason and e.value.ipp_reason == "resources-are-not-ready"
     assert not isinstance(e.value, ConversionError) and e.value.holds_queue
+
+
+def _converter_peak_mb(tmp_path, name: str, pictures: list) -> float:
+    """Run the picture converter's main in a fresh interpreter; its peak RSS
+    (VmHWM: a child's ru_maxrss would carry the forking pytest's)."""
+    import sys
+
+    script = ("import sys; from phaserlink.printer.convert_image import main; rc = main(sys.argv[1:]); "
+              "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]); "
+              "sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{name}.pdf"), *map(str, pictures)],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.split()[-1]) / 1024
+
+
+def test_the_picture_converter_holds_each_photo_once(tmp_path):
+    """Photos to one PDF: the converter's memory grows by the photos once
+    (img2pdf keeps them to embed), not twice (the PDF was made as bytes
+    before it was written: 200 MB for a mail of 20 phone photos)."""
+    from PIL import Image
+
+    pictures = []
+    for n in range(6):
+        path = tmp_path / f"p{n}.jpg"
+        Image.effect_noise((1800, 1400), 60 + n).convert("RGB").save(path, "JPEG", quality=95)
+        pictures.append(path)
+    photos_mb = sum(p.stat().st_size for p in pictures) / 2**20
+    one = tmp_path / "one.jpg"
+    Image.new("RGB", (10, 10), "red").save(one, "JPEG")
+    base = _converter_peak_mb(tmp_path, "one", [one])
+    grown = _converter_peak_mb(tmp_path, "all", pictures) - base
+    assert grown < 1.7 * photos_mb, f"the converter grew by {grown:.0f} MB for {photos_mb:.0f} MB of photos"

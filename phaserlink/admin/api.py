@@ -155,7 +155,9 @@ class ApiResource(resource.Resource):
             raise HTTPError(400, f"limit must be 1 to {C.MAX_PAGE}")
         flt = C.JobFilter(printer=printer, state=state, sender=args.get("sender") or None, since=since)
         try:
-            jobs, nxt = await self.printers.jobs(flt, args.get("cursor") or None, limit)
+            # ?cursor= (what the CLI sends), or ?next= with the list's own "next" value
+            # (the name a script reading {"jobs": [...], "next": CURSOR} reaches for).
+            jobs, nxt = await self.printers.jobs(flt, args.get("cursor") or args.get("next") or None, limit)
         except ValueError as e:
             raise HTTPError(400, str(e)) from None
         return {"jobs": jobs, "next": nxt}

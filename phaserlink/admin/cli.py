@@ -174,21 +174,32 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--credentials", metavar="FILE",
                         help="a file whose first line is USER:PASSWORD (or $PHASERLINK_ADMIN_CREDENTIALS)")
     parser.add_argument("--json", action="store_true", help="print the API's JSON, for scripts")
+    # The same options after the command too (`phaserlink-admin show 7 --json`,
+    # as with lpstat/postqueue habits): SUPPRESS keeps a command that does not
+    # repeat them from resetting what was given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--credentials", metavar="FILE", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("printers", help="printers and their state (lpstat -p)")
-    jobs = sub.add_parser("jobs", help="jobs, newest first (lpstat -o)")
+
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    command("printers", help="printers and their state (lpstat -p)")
+    jobs = command("jobs", help="jobs, newest first (lpstat -o)")
     jobs.add_argument("--printer")
     jobs.add_argument("--state", choices=("pending", "pending-held", "processing", "completed", "aborted", "canceled"))
     jobs.add_argument("--sender")
     jobs.add_argument("--since", help="an ISO 8601 UTC time, or a duration back from now (2h)")
     jobs.add_argument("--limit", type=int, default=50, help="jobs to show (default 50)")
-    sub.add_parser("show", help="one job with its timeline").add_argument("id")
+    command("show", help="one job with its timeline").add_argument("id")
     for name, text in (("cancel", "cancel jobs (never printed after)"), ("hold", "hold pending jobs"),
                        ("release", "release held jobs"), ("retry", "try jobs waiting for their printer now")):
-        sub.add_parser(name, help=text).add_argument("ids", nargs="+", metavar="ID")
-    sub.add_parser("pause", help="stop sending to a printer (mail is still taken)").add_argument("printer")
-    sub.add_parser("resume", help="start sending to a paused printer again").add_argument("printer")
-    queue = sub.add_parser("queue", help="the outbound mail queue (postqueue -p); retry or delete a message")
+        command(name, help=text).add_argument("ids", nargs="+", metavar="ID")
+    command("pause", help="stop sending to a printer (mail is still taken)").add_argument("printer")
+    command("resume", help="start sending to a paused printer again").add_argument("printer")
+    queue = command("queue", help="the outbound mail queue (postqueue -p); retry or delete a message")
     queue.add_argument("action", nargs="?", choices=("retry", "delete"))
     queue.add_argument("ids", nargs="*", metavar="ID")
     return parser

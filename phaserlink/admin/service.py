@@ -55,8 +55,13 @@ class QueueControl:
         self.queue = queue
 
     def messages(self) -> list[dict[str, Any]]:
-        return [{"id": e.id, "sender": e.mail_from, "recipients": list(e.recipients), "attempts": e.attempts,
+        # ``recipient`` and ``next_try`` say what the issue calls them ("recipient,
+        # attempts, next try, last reply"): the same facts as ``recipients`` (all
+        # of them) and ``next_attempt``, so a script may rely on either name.
+        return [{"id": e.id, "sender": e.mail_from, "recipients": list(e.recipients),
+                 "recipient": ", ".join(e.recipients), "attempts": e.attempts,
                  "next_attempt": iso(e.next_attempt) if e.next_attempt else None,
+                 "next_try": iso(e.next_attempt) if e.next_attempt else None,
                  "last_reply": e.last_error, "created": iso(e.created), "created_epoch": e.created,
                  "size": getattr(e, "size", None)}
                 for e in self.queue.queued()]

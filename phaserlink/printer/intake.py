@@ -108,6 +108,7 @@ class Intake:
             job_id=new_job_id(now), printer=self.printer.name, state=state, reasons=reasons,
             created=now, changed=now, source=source, uidls=[uidl], message_id=facts.message_id,
             sender=facts.sender, client_job_id=facts.client_job_id, notify=facts.notify,
+            auth=getattr(facts, "auth", None),
         )
         self._take_options(job, facts)
         return job
@@ -156,6 +157,12 @@ class Intake:
         facts, unreadable = self._inspect(path)
         if unreadable is not None:
             return await self._unreadable(path, uidl, source, facts, unreadable)
+        automatic = getattr(facts, "automatic", None)
+        if automatic and self.printer.mailbox is not None:
+            # Only a remote mailbox: our SMTP session already refused such
+            # mail to a printer (docs/trust.md).  Not printed, not answered.
+            return await self._drop(path, source, uidl, f"{automatic}: a bounce or an automatic message is "
+                                                        f"never printed nor answered (it would start a mail loop)")
         if facts.partial is not None:
             return await self._fragment(path, uidl, source, facts)
         if facts.message_id and self.seen.has_message_id(facts.message_id):

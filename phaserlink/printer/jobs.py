@@ -100,6 +100,7 @@ class Job:
     detail: str = ""  # human text: the last error, or what the printer said
     acknowledged: str = ""
     hold_token: str | None = None  # held until released by this token (docs/trust.md)
+    auth: str | None = None  # our Authentication-Results for the message (the console's job "auth")
     option_notes: list[str] = field(default_factory=list)  # options not applied as asked, for the status mail
 
     @property

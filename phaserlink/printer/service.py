@@ -65,7 +65,7 @@ class PrinterRunner(service.Service):
         self.reactor = reactor
         pools = pools_for(reactor)
         self.blocking = blocking or pools.runner("cpu")
-        self.tools = tools or default_toolkit()
+        self.tools = tools or default_toolkit(site.appliance.hostname)
         set_max_conversions(site.appliance.max_conversions)
         if source is None:
             if printer.mailbox is None:

@@ -7,6 +7,7 @@ on a :class:`task.Clock` and so that the mail parsing stays in
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,8 @@ class MessageFacts:
     options: str | None = None  # X-PhaserLink-Options (sides, media, color, pages)
     subject: str | None = None  # the Subject on one line: options in it when the printer has subject_options
     copies_given: bool = False  # X-PhaserLink-Copies was in the header (it wins over the Subject)
+    auth: str | None = None  # our own Authentication-Results (its results, after the authserv-id), for the console
+    automatic: str | None = None  # why it is a bounce or an auto-reply (never printed from a remote mailbox)
 
 
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
@@ -86,7 +89,42 @@ def notify_words(value: str | None) -> list[str] | None:
     return parse_notify(value)
 
 
-def inspect_message(path: Path) -> MessageFacts:
+def our_results(values: list[str], authserv_id: str | None) -> str | None:
+    """The results of the first Authentication-Results whose authserv-id
+    is ours (the SMTP session wrote it first and removed forged ones of our
+    id), unfolded, without the id: what the console shows as a job's
+    ``auth``.  None when we wrote none (``sender_auth = none``) or the id
+    is not known: another verifier's claim is not shown as ours."""
+    if not authserv_id:
+        return None
+    for value in values:
+        ident, sep, results = value.partition(";")
+        words = ident.split()  # the id, and an optional version (RFC 8601 2.2)
+        if sep and words and words[0].lower() == authserv_id.lower():
+            return " ".join(results.split()) or None
+    return None
+
+
+def automatic_reason(headers) -> str | None:
+    """Why the message is a bounce (``Return-Path: <>``) or an automatic
+    message (``Auto-Submitted`` other than ``no``, RFC 3834), or None.
+
+    The SMTP session refuses such mail to a printer (phaserlink.trust);
+    this is for a remote mailbox, whose mail never passed that session:
+    printing it and answering with a status mail would start a loop."""
+    from types import SimpleNamespace
+
+    from phaserlink.trust.headers import auto_submitted
+
+    keyword = auto_submitted([SimpleNamespace(name=f.name.lower(), value=f.value) for f in headers])
+    if keyword is not None:
+        return f"Auto-Submitted: {keyword}"
+    if any(value.strip() == "<>" for value in headers.get_all("Return-Path")):
+        return "a null reverse-path (Return-Path: <>)"
+    return None
+
+
+def inspect_message(path: Path, authserv_id: str | None = None) -> MessageFacts:
     from phaserlink.message import fields
     from phaserlink.message.extract import job_request
     from phaserlink.message.mime import read_headers
@@ -105,6 +143,8 @@ def inspect_message(path: Path) -> MessageFacts:
         options=request.options,
         subject=request.subject,
         copies_given=request.copies_given,
+        auth=our_results(headers.get_all("Authentication-Results"), authserv_id),
+        automatic=automatic_reason(headers),
     )
 
 
@@ -136,7 +176,7 @@ def _partial_of(headers) -> tuple[str, int, int | None] | None:
     return (pid, n, number(params.get("total")))
 
 
-def default_toolkit() -> Toolkit:
+def default_toolkit(authserv_id: str | None = None) -> Toolkit:
     from phaserlink.message.extract import ExtractError, extract_documents
     from phaserlink.printer.convert import ConversionError, convert, count_pages, needs_conversion, select_pages
 
@@ -151,7 +191,7 @@ def default_toolkit() -> Toolkit:
         write_status_report(out, **fields)
 
     return Toolkit(
-        inspect=inspect_message,
+        inspect=functools.partial(inspect_message, authserv_id=authserv_id),
         extract=extract_documents,
         reassemble=reassemble,
         needs_conversion=needs_conversion,

@@ -601,9 +601,13 @@ class SMTPServer(Protocol, TimeoutMixin):
         """The 250 after the message is durable (and counted against the quotas)."""
         mid = self._message_id
 
-        def committed(_: object) -> None:
+        def committed(_: object) -> defer.Deferred | None:
             if check is not None and result is not None:
-                check.committed(result)
+                # Counted against the quotas (on disk) before the 250.
+                return check.committed(result).addCallback(answered)
+            return answered(None)
+
+        def answered(_: object) -> None:
             log.info(
                 "smtp {id}: from=<{sender}> size={size} printers={printers} relay={relay} queue={qid}",
                 id=mid, sender=txn.mail_from, size=reader.size, printers=",".join(txn.printers),

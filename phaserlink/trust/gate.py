@@ -257,13 +257,16 @@ class Checkpoint:
 
         return self.spf().addCallback(examine).addCallback(stamped).addCallback(decided)
 
-    def committed(self, result: MessageResult) -> None:
-        """The message got its 250: count it against the quotas; ask the
-        author to release what is held."""
+    def committed(self, result: MessageResult) -> "defer.Deferred[None]":
+        """The message is durable: count it against the quotas; ask the
+        author to release what is held.  The 250 waits for the Deferred
+        (the counts on disk), so a kill -9 right after it loses no count."""
         gate = self.gate
+        counted = []
         for name in result.printers:
             p = gate.site.printers[name]
-            gate.quotas.count(name, self.mail_from, p.max_jobs_per_sender, gate.site.appliance.max_jobs_per_hour)
+            counted.append(gate.quotas.count(name, self.mail_from, p.max_jobs_per_sender,
+                                             gate.site.appliance.max_jobs_per_hour))
         authenticated = [n for n in result.printers if n not in result.held
                          and gate.site.printers[n].sender_auth != ("none",)]
         if result.refused and authenticated and result.evidence is not None and result.evidence.author:
@@ -274,6 +277,7 @@ class Checkpoint:
             why = next(iter(result.held.values())).text.split(": ", 1)[-1]
             gate.release_mailer.send(result.evidence.author, result.token, list(result.held), result.subject,
                                      why, _human(first.hold_timeout))
+        return defer.DeferredList(counted, consumeErrors=True).addCallback(lambda _: None)
 
     # -- releases (docs/trust.md) -------------------------------------------------------
 

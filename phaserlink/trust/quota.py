@@ -6,11 +6,13 @@ its message got its 250 until the window has passed.  Over a quota, RCPT
 gets ``452 4.7.0``: temporary, so a legitimate sender's MTA retries later
 and the job prints then; a flood only fills its own queue.
 
-The counters survive a restart: after each accepted message the window is
-written to ``<spool>/trust/quotas.json`` (atomically, in the ``durable``
-pool, one write in flight at a time; changes made meanwhile go in the next
-one).  A crash can lose the counts of the last moment, never keep a job
-from ever printing.  Memory is bounded: per key at most the quota's number
+The counters survive a restart, also kill -9: a message to a printer or
+site with a quota is counted, and the window written to
+``<spool>/trust/quotas.json`` (atomically, in the ``durable`` pool, one
+write in flight at a time; changes made meanwhile go in the next one),
+before its 250 is sent (:meth:`Quotas.count` returns when it is on disk).
+A failed write is logged and the message still gets its 250: it is
+durable, and a quota never keeps a job from ever printing.  Memory is bounded: per key at most the quota's number
 of times, at most :data:`MAX_TRACKED_SENDERS` keys (least recently used
 dropped first).
 """
@@ -22,6 +24,7 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from phaserlink.durable import write_atomic
@@ -48,6 +51,7 @@ class Quotas:
         self.senders: "OrderedDict[str, list[float]]" = OrderedDict()
         self._writing = False
         self._dirty = False
+        self._waiting: list[defer.Deferred] = []  # callers of the write after the one in flight
         if path is not None:
             self._load()
 
@@ -100,7 +104,12 @@ class Quotas:
             return None
         return times[-limit] + window - self.clock.seconds()
 
-    def count(self, printer: str, sender: str, rate: tuple[int, float] | None, site_limit: int | None) -> None:
+    def count(self, printer: str, sender: str, rate: tuple[int, float] | None,
+              site_limit: int | None) -> defer.Deferred:
+        """Count a job; the Deferred fires once the counts are on disk
+        (at once when neither quota applies: nothing to remember)."""
+        if site_limit is None and rate is None:
+            return defer.succeed(None)
         now = self.clock.seconds()
         if site_limit is not None:
             self.site.append(now)
@@ -112,7 +121,7 @@ class Quotas:
             self.senders[key] = times[-rate[0]:]
             while len(self.senders) > MAX_TRACKED_SENDERS:
                 self.senders.popitem(last=False)
-        self._save()
+        return self._save()
 
     # -- persistence -------------------------------------------------------------------
 
@@ -120,28 +129,38 @@ class Quotas:
         return json.dumps({"version": STATE_VERSION, "site": self.site,
                            "senders": dict(self.senders)}).encode()
 
-    def _save(self) -> None:
+    def _save(self) -> defer.Deferred:
+        """Write the counts; fires when what they are now is on disk."""
         if self.path is None:
-            return
+            return defer.succeed(None)
         if self._writing:
             self._dirty = True
-            return
+            waiter: defer.Deferred = defer.Deferred()
+            self._waiting.append(waiter)
+            return waiter
         data, path = self._state(), self.path
         if self.durable is None:
             _write(path, data)
-            return
+            return defer.succeed(None)
         self._writing = True
 
         def done(result):
             self._writing = False
             if self._dirty:
                 self._dirty = False
-                self._save()
+                waiters, self._waiting = self._waiting, []
+
+                def wake(_):
+                    for w in waiters:
+                        w.callback(None)
+
+                self._save().addBoth(wake)
             return None
 
         d = self.durable(_write, path, data)
         d.addErrback(lambda f: log.failure("quotas: cannot save {path}", f, path=path))
         d.addBoth(done)
+        return d
 
 
 def _write(path: Path, data: bytes) -> None:

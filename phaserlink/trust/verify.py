@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import authheaders
 import authres
@@ -356,31 +357,42 @@ class Examined:
 
 
 def examine(resolver: Resolver, data: bytes, skip: int, spf_result: SPFResult | None, checks: Checks,
-            trusted: frozenset[str], our_id: str) -> Examined:
+            trusted: frozenset[str], our_id: str, whole: Callable[[], bytes] | None = None) -> Examined:
     """Verify the stored message *data* (LF line ends; its first *skip*
-    bytes are our Received line, which the sender never signed)."""
+    bytes are our Received line, which the sender never signed).
+
+    *data* may be only the message's beginning, through its header block
+    (:func:`phaserlink.trust.stamp.read_head`), when *whole* reads all of
+    it: only a DKIM signature to verify or an ARC set to check needs the
+    body (dkimpy takes the message as one bytes object), so an unsigned
+    mail of 100 MB of photos is never read into memory."""
     head_len, fields = H.split_head(data)
     ours = len(H.split_head(data[:skip])[1]) if skip else 0  # Return-Path, Received: whole fields
     message_fields = fields[ours:]
     authors = tuple(H.from_addresses(message_fields))
     auto = H.auto_submitted(message_fields)
+    trusted = trusted - {our_id.lower()}  # our own id is never trusted from outside (RFC 8601 5)
+    names = {f.name for f in message_fields}
+    uncertain = head_len >= H.MAX_HEADER_BLOCK  # the end of the header block was not seen
+    needs_dkim = (checks.dkim or checks.dmarc) and ("dkim-signature" in names or uncertain)
+    needs_arc = checks.arc and bool(trusted) and "arc-authentication-results" in names
     wire = None
-    if checks.dkim or checks.dmarc or checks.upstream or checks.arc:
+    if needs_dkim or needs_arc:
+        if whole is not None:
+            data = whole()
         wire = re.sub(rb"\r?\n", b"\r\n", data[skip:])
     dkim_results: tuple[DKIMResult, ...] = ()
-    if wire is not None and (checks.dkim or checks.dmarc):
+    if wire is not None and needs_dkim:
         dkim_results = check_dkim(resolver, wire)
     dmarc = None
     if checks.dmarc and len(authors) == 1 and "@" in authors[0]:
         dmarc = check_dmarc(resolver, domain_of(authors[0]), spf_result, dkim_results)
     upstream: list[Upstream] = []
     arc = ""
-    trusted = trusted - {our_id.lower()}  # our own id is never trusted from outside (RFC 8601 5)
     if checks.upstream and trusted:
         upstream = trusted_results(message_fields, trusted)
-    if checks.arc and trusted:
-        assert wire is not None
-        arc, sealed = check_arc(resolver, wire, message_fields, trusted)
+    if checks.arc and trusted:  # without an ARC set it answers "none" before reading the message
+        arc, sealed = check_arc(resolver, wire or b"", message_fields, trusted)
         upstream += sealed
     evidence = Evidence(authors, auto, spf_result, dkim_results, dmarc, tuple(upstream), arc)
     return Examined(head_len, fields, evidence, ours)

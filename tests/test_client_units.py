@@ -47,7 +47,7 @@ def test_every_subcommand_has_help(capsys):
     (["send", "--to", "x@y.z"], "FILE"),
     (["send", "f", "--to", "x@y.z", "--copies", "0"], "must be 1 or more"),
     (["send", "f", "--to", "x@y.z", "--max-message-size", "lots"], "is not a size"),
-    (["send", "f", "--to", "x@y.z", "--type", "docx"], "is not one of"),
+    (["send", "f", "--to", "x@y.z", "--type", "wordperfect"], "is not one of"),
     (["send", "f", "--to", "x@y.z", "--notify", "always"], "is not one of"),
     (["send", "f", "--to", "x@y.z", "--password", "hunter2"], "unrecognized arguments"),
 ])

@@ -19,7 +19,9 @@ from phaserlink.client import destinations as dmod
 from phaserlink.client.destinations import DestinationError
 from phaserlink.client.sending import EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
 from phaserlink.message import events, job_options
-from phaserlink.message.formats import FORMATS
+# Everything the appliance can print from (pictures and Office documents too):
+# the client only labels the job, the printer side converts it.
+from phaserlink.message.formats import DOCUMENT_FORMATS as FORMATS
 from phaserlink.values import parse_duration, parse_positive_int, parse_size
 
 PROG = "phaserlink"

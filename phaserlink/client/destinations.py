@@ -46,7 +46,7 @@ from typing import Iterator
 
 from phaserlink.durable import write_atomic
 from phaserlink.message import events
-from phaserlink.message.formats import FORMATS
+from phaserlink.message.formats import DOCUMENT_FORMATS as FORMATS  # what the appliance prints from
 from phaserlink.values import parse_host_port, parse_positive_int, parse_size, split_list
 
 SITE_PATH = Path("/etc/phaserlink/destinations.ini")

@@ -232,20 +232,22 @@ def spool_stdin(stream: IO[bytes], directory: Path) -> Path:
     return path
 
 
-def detect(data_path: Path, given: str | None) -> str:
-    """The job's format: *given* (``--type``), else sniffed from its head."""
+def detect(data_path: Path, given: str | None, filename: str | None = None) -> str:
+    """The job's format: *given* (``--type``), else sniffed from its head;
+    a zip or OLE2 file (.docx, .doc, .xls...) is the Office document its
+    *filename* says, as the appliance reads it (formats.detect_document)."""
     if given:
         return given
-    from phaserlink.message.formats import detect_format
+    from phaserlink.message.formats import detect_document
 
     with open(data_path, "rb") as f:
         head = f.read(HEAD_BYTES)
-    found = detect_format(head)
+    found = detect_document(head, None, filename)
     if found is None:
         if not head:
             raise JobError(f"{data_path}: empty file, nothing to print")
-        raise JobError(f"{data_path}: cannot tell the format (not PostScript, PDF, PCL or text); "
-                       "give it with --type")
+        raise JobError(f"{filename or data_path}: cannot tell the format (not PostScript, PDF, PCL, text, "
+                       "a picture or an Office document); give it with --type")
     return found
 
 
@@ -516,7 +518,7 @@ async def send_job(
     job_id = job_id or new_job_id()
     result = JobResult(target=target, job_id=job_id, document=filename)
     try:
-        fmt = detect(data_path, format or target.type)
+        fmt = detect(data_path, format or target.type, filename)
         password = passwords(target.server)
         message = build_message(target, data_path, work_dir, job_id=job_id, format=fmt, filename=filename,
                                 progress=progress,

@@ -177,6 +177,7 @@ class _Session:
     host: Host
     messages: int = 0
     timer: Any = field(default=None, repr=False)
+    parked_at: float = 0.0
 
 
 class MXDelivery:
@@ -252,7 +253,28 @@ class MXDelivery:
             defer.ensureDeferred(smtp_client._quit(session.proto, session.proto.connected_))
             return
         session.timer = self.reactor.callLater(IDLE_SESSION_TIME, self._expire, domain, session)
+        session.parked_at = self.reactor.seconds()
         self._idle.setdefault(domain, []).append(session)
+
+    async def _make_room(self) -> None:
+        """Before a new connection: open sockets (transactions running, this
+        one included, plus parked sessions) stay within MAX_SESSIONS_TOTAL,
+        so the longest-parked sessions of other domains say QUIT first.
+        Without this the bound held for transactions only, and mail to many
+        domains left one parked connection per domain open for
+        IDLE_SESSION_TIME each: fds and remote slots without bound."""
+        running = self._total.limit - self._total.tokens
+        while self._idle and sum(map(len, self._idle.values())) + running > MAX_SESSIONS_TOTAL:
+            domain, session = min(((d, s) for d, parked in self._idle.items() for s in parked),
+                                  key=lambda pair: pair[1].parked_at)
+            parked = self._idle[domain]
+            parked.remove(session)
+            if not parked:
+                self._idle.pop(domain, None)
+            if session.timer is not None and session.timer.active():
+                session.timer.cancel()
+            session.timer = None
+            await smtp_client._quit(session.proto, session.proto.connected_)
 
     def _expire(self, domain: str, session: _Session) -> None:
         session.timer = None
@@ -313,6 +335,7 @@ class MXDelivery:
                 raise
         else:
             assert host is not None
+            await self._make_room()
             session = await self._connect(host)
         healthy = False
         try:
@@ -410,6 +433,10 @@ class MXDelivery:
                 still.append(r.address)
                 attempt.last = Outcome("", False, reply.code, reply.enhanced, reply.text, False, used.name)
         attempt.remaining = still
+        if still:  # a 4xx to RCPT (or to DATA): said like a refused connection, so the log shows every host tried
+            log.info("MX {domain}: {where}: next host for {n} recipient(s) ({code} {why})", domain=attempt.domain,
+                     where=where, n=len(still), code=attempt.last.code if attempt.last else None,
+                     why=attempt.last.text if attempt.last else "")
         return True
 
 

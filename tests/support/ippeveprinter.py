@@ -53,6 +53,7 @@ class IppEvePrinter:
     name: str = "phaserlink-test"
     delay: float = 0.0
     duplex: bool = False  # -2: sides-supported has the two-sided values
+    keys: Path | None = None  # -K: TLS credentials NAME.crt/NAME.key (NAME = localhost); IPPS on the same port
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     dbus: subprocess.Popen | None = None
@@ -61,6 +62,10 @@ class IppEvePrinter:
     @property
     def uri(self) -> str:
         return f"ipp://localhost:{self.port}/ipp/print"
+
+    @property
+    def ipps_uri(self) -> str:
+        return f"ipps://localhost:{self.port}/ipp/print"
 
     @property
     def spool(self) -> Path:
@@ -90,7 +95,8 @@ class IppEvePrinter:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [exe, "-n", "localhost", "-r", "off", "-p", str(self.port), "-k", "-d", str(self.spool),
-                 "-f", self.formats, "-c", str(script), *(["-2"] if self.duplex else []), self.name],
+                 "-f", self.formats, "-c", str(script), *(["-2"] if self.duplex else []),
+                 *(["-K", str(self.keys)] if self.keys else []), self.name],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_for_port(self.port, timeout=READY_TIMEOUT)

@@ -295,3 +295,24 @@ async def test_a_phone_photo_to_a_postscript_printer_stays_about_its_size(gs, tm
         assert "(1 page)" in live.queue.messages[-1].text
     finally:
         await live.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_2_of_three_photos_to_a_postscript_printer_keeps_its_jpeg(gs, tmp_path):
+    """pages=2 of a photo mail: the page is chosen in the PDF (pdfwrite
+    keeps the JPEG), then pdftops makes PostScript of it; choosing it in
+    the PostScript (ps2write) would decode the photo to 9 times its size."""
+    require_program("pdftops", "poppler-utils")
+    photos = [phone_photo(2000, 1500, sigma=8.0 + 3 * i) for i in range(3)]
+    live = Live(tmp_path).start()
+    try:
+        msg = mail_with(*((p, "image", "jpeg", f"IMG_{i}.JPG") for i, p in enumerate(photos)),
+                        subject="Holiday photos", headers={"X-PhaserLink-Options": "pages=2"})
+        [printed] = await live.print_mail(msg.as_bytes())
+        data = printed.read_bytes()
+        assert b"poppler pdftops" in data[:300]
+        assert len(data) < 3 * len(photos[1]), (len(data), len(photos[1]))
+        assert len(pages_of(gs, printed, tmp_path)) == 1
+        assert "(1 page)" in live.queue.messages[-1].text
+    finally:
+        await live.stop()

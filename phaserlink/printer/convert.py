@@ -3,7 +3,9 @@
 Every document takes the shortest path (:func:`conversion_path`) from its
 format to one its printer takes (the ``formats`` key, or what an IPP printer
 says it supports: the accepted formats are an argument).  The edges
-(:data:`EDGES`): Ghostscript between PDF and PostScript, from text (its own
+(:data:`EDGES`): Poppler's ``pdftops -level3`` from PDF to PostScript (it
+keeps JPEGs; Ghostscript's ps2write when pdftops is missing or cannot read
+the PDF); Ghostscript from PostScript to PDF, from text (its own
 ``gslp.ps``), and to PWG raster / URF for raster-only printers; pictures to
 PDF (:mod:`phaserlink.printer.convert_image`: img2pdf, Pillow); Office files
 to PDF (LibreOffice headless, a throw-away profile each); HTML to PDF
@@ -56,6 +58,7 @@ __all__ = [
     "ConverterUnavailable",
     "GHOSTSCRIPT",
     "GhostscriptMissing",
+    "PDFTOPS",
     "check_output",
     "convert",
     "count_pages",

@@ -508,10 +508,10 @@ async def _step(reactor, sources: list[Path], dst: Path, from_format: str, to_fo
     raise ConversionError(f"no conversion from {from_format} to {to_format}")
 
 
-#: pdftops' exit status for a PDF it cannot open (1), may not print (3,
-#: the document's permissions) or fails on otherwise (99): Ghostscript is
-#: tried then (it repairs other PDFs, ignores permissions, and says why
-#: when it too cannot).
+#: pdftops' exit status for a PDF it cannot open (1), a permissions error
+#: (3; poppler 22.12 prints a PDF that forbids printing all the same) or
+#: another error (99): Ghostscript is tried then (it repairs other PDFs,
+#: ignores permissions, and says why when it too cannot).
 PDFTOPS_REJECTED = (1, 3, 99)
 
 

@@ -2,7 +2,7 @@
 
     python3 bench/convert_load.py                        # 20 photos of 3-5 MB, a 50-page .docx (2-4 minutes)
     python3 bench/convert_load.py --quick                # 5 photos, a 10-page .docx twice
-    python3 bench/convert_load.py --formats postscript   # to a PostScript printer (then ps2write too)
+    python3 bench/convert_load.py --formats postscript   # to a PostScript printer (then pdftops too)
 
 The appliance runs as a user runs it (``twistd -n phaserlink``) with two
 printers, each ``socket://`` to its own real p910nd on loopback (writing

@@ -18,7 +18,9 @@ from phaserlink.printer.convert import (
     ConverterFailed,
     GhostscriptMissing,
     convert,
+    count_pages,
     needs_conversion,
+    select_pages,
 )
 from support.peers import require_program
 
@@ -113,6 +115,70 @@ def test_pdf_to_postscript_renders_the_marker(gs, tmp_path):
     assert out.read_bytes().startswith(b"%!PS")
     assert f"{MARKER} page 1" in text_of(gs, out)
     assert not (tmp_path / "job.ps.part").exists()
+
+
+@pytest_twisted.inlineCallbacks
+def test_pdf_to_postscript_is_pdftops_and_keeps_pages_count_and_selection(gs, tmp_path):
+    """pdftops writes the PostScript (docs/convert.md); its ``%%Pages:``
+    gives the count without a Ghostscript start, and Ghostscript can still
+    keep pages 2-3 of it (pages=, for a printer that cannot select)."""
+    require_program("pdftops", "poppler-utils")
+    pdf = make_pdf(gs, tmp_path, pages=3)
+    out = tmp_path / "job.ps"
+    yield convert(reactor(), pdf, out, "pdf", "postscript", timeout=60)
+    head = out.read_bytes()[:300]
+    assert head.startswith(b"%!PS-Adobe-3.0") and b"poppler pdftops" in head, head
+    assert b"%%LanguageLevel: 3" in head
+    assert convert_mod._dsc_pages(out) == 3
+    assert (yield count_pages(reactor(), out, "postscript", interpret=False)) == 3
+    kept = tmp_path / "kept.ps"
+    yield select_pages(reactor(), out, kept, "postscript", "2-3", timeout=60)
+    text = text_of(gs, kept)
+    assert f"{MARKER} page 2" in text and f"{MARKER} page 3" in text and f"{MARKER} page 1" not in text
+
+
+@pytest_twisted.inlineCallbacks
+def test_without_pdftops_ghostscript_converts_pdf_to_postscript(gs, tmp_path, monkeypatch):
+    """pdftops missing is the old behaviour (ps2write), not a held job."""
+    monkeypatch.setattr(convert_mod, "PDFTOPS", "pdftops-not-installed-here")
+    pdf = make_pdf(gs, tmp_path)
+    out = tmp_path / "job.ps"
+    yield convert(reactor(), pdf, out, "pdf", "postscript", timeout=60)
+    assert b"poppler" not in out.read_bytes()[:300] and b"Ghostscript" in out.read_bytes()[:1000]
+    assert f"{MARKER} page 1" in text_of(gs, out)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_pdftops_that_cannot_run_leaves_the_job_to_ghostscript(gs, tmp_path, monkeypatch):
+    """A broken pdftops (its loader exits 127: a library missing) does not
+    hold PDFs that Ghostscript can convert."""
+    broken = tmp_path / "bin" / "pdftops"
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\necho 'pdftops: error while loading shared libraries: libpoppler.so' >&2\nexit 127\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(convert_mod, "PDFTOPS", str(broken))
+    pdf = make_pdf(gs, tmp_path)
+    out = tmp_path / "job.ps"
+    yield convert(reactor(), pdf, out, "pdf", "postscript", timeout=60)
+    assert b"Ghostscript" in out.read_bytes()[:1000]
+    assert f"{MARKER} page 1" in text_of(gs, out)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_pdftops_that_stops_half_way_is_a_temporary_fault(gs, tmp_path, monkeypatch):
+    """pdftops exiting 0 with its PostScript cut short (a full disk): the
+    output check (``%%EOF``) holds the job; nothing half written is sent."""
+    fake = tmp_path / "bin" / "pdftops"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nfor last; do :; done\nprintf "%%!PS-Adobe-3.0\\n%%%%Pages: 1\\n" > "$last"\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(convert_mod, "PDFTOPS", str(fake))
+    pdf = make_pdf(gs, tmp_path)
+    out = tmp_path / "job.ps"
+    with pytest.raises(ConverterFailed) as e:
+        yield convert(reactor(), pdf, out, "pdf", "postscript", timeout=60)
+    assert "pdftops" in e.value.reason and "%%EOF" in e.value.reason, e.value.reason
+    assert not out.exists() and not (tmp_path / "job.ps.part").exists()
 
 
 @pytest_twisted.inlineCallbacks

@@ -259,3 +259,60 @@ async def test_a_photo_to_a_letter_printer_is_a_letter_page(tmp_path):
         assert page.split(":", 1)[1].strip() in ("612 x 792 pts (letter)", "792 x 612 pts (letter)"), info
     finally:
         await live.stop()
+
+
+def phone_photo(width: int = 4000, height: int = 3000, sigma: float = 10.0) -> bytes:
+    """A 12-megapixel JPEG at quality 90, about 4 MB: Gaussian noise over a
+    gradient compresses about as badly as a phone photo does."""
+    import io
+
+    from PIL import Image, ImageChops
+
+    gradient = Image.linear_gradient("L").resize((width, height))
+    channels = [ImageChops.add(ImageChops.multiply(gradient, Image.new("L", (width, height), level)),
+                               Image.effect_noise((width, height), sigma), 1.0, -128)
+                for level in (200, 150, 100)]
+    out = io.BytesIO()
+    Image.merge("RGB", channels).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_phone_photo_to_a_postscript_printer_stays_about_its_size(gs, tmp_path):
+    """pdftops keeps the JPEG (docs/convert.md): a 4 MB photo is less than
+    12 MB of PostScript, not ps2write's 47 MB, so 20 photos fit under the
+    1 GiB output limit; and it still renders as one page."""
+    require_program("pdftops", "poppler-utils")
+    photo = phone_photo()
+    assert 3_000_000 < len(photo) < 6_000_000, len(photo)
+    live = Live(tmp_path).start()
+    try:
+        [printed] = await live.print_mail(mail((photo, "image", "jpeg", "IMG_4032.JPG")))
+        size = printed.stat().st_size
+        assert printed.read_bytes()[:11] == b"%!PS-Adobe-"
+        assert size < 3 * len(photo), (size, len(photo))
+        assert len(pages_of(gs, printed, tmp_path)) == 1
+        assert "(1 page)" in live.queue.messages[-1].text
+    finally:
+        await live.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_2_of_three_photos_to_a_postscript_printer_keeps_its_jpeg(gs, tmp_path):
+    """pages=2 of a photo mail: the page is chosen in the PDF (pdfwrite
+    keeps the JPEG), then pdftops makes PostScript of it; choosing it in
+    the PostScript (ps2write) would decode the photo to 9 times its size."""
+    require_program("pdftops", "poppler-utils")
+    photos = [phone_photo(2000, 1500, sigma=8.0 + 3 * i) for i in range(3)]
+    live = Live(tmp_path).start()
+    try:
+        msg = mail_with(*((p, "image", "jpeg", f"IMG_{i}.JPG") for i, p in enumerate(photos)),
+                        subject="Holiday photos", headers={"X-PhaserLink-Options": "pages=2"})
+        [printed] = await live.print_mail(msg.as_bytes())
+        data = printed.read_bytes()
+        assert b"poppler pdftops" in data[:300]
+        assert len(data) < 3 * len(photos[1]), (len(data), len(photos[1]))
+        assert len(pages_of(gs, printed, tmp_path)) == 1
+        assert "(1 page)" in live.queue.messages[-1].text
+    finally:
+        await live.stop()

@@ -94,7 +94,10 @@ def held(live: FilePrinter) -> bool:
 @pytest.fixture
 def fake_gs(tmp_path, monkeypatch):
     """Put a fake ``gs`` first on PATH; returns a function that sets its
-    behaviour, and ``None`` takes it off PATH again (the real one is back)."""
+    behaviour, and ``None`` takes it off PATH again (the real one is back).
+    pdftops is taken away: these PDFs go to PostScript by Ghostscript, as
+    where poppler-utils is not installed (pdftops' own faults: below)."""
+    monkeypatch.setattr(convert_mod, "PDFTOPS", "pdftops-not-installed-here")
     bindir = tmp_path / "fakebin"
     bindir.mkdir()
     real_path = os.environ.get("PATH", "/usr/bin:/bin")
@@ -147,6 +150,58 @@ async def test_a_failing_converter_holds_the_job_and_it_prints_once_when_fixed(
         fake_gs(None)
         live.dispatcher.retry_now()
         await live.until(lambda: live.printed() and not live.states(), "the job to print")
+        assert_printed_once_and_whole(live, real_gs)
+    finally:
+        await live.stop()
+
+
+FAKE_PDFTOPS = {
+    "missing-library": FAKE_GS["missing-library"],
+    "killed": FAKE_GS["killed"],
+    "hang": FAKE_GS["hang"],
+    # Exit 0 after writing half the PostScript (its last argument).
+    "truncated": """#!/bin/sh
+for out; do :; done
+printf '%%!PS-Adobe-3.0\\n%%%%Pages: 2\\n/xpdf 75 dict def' > "$out"
+exit 0
+""",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FAKE_PDFTOPS))
+@pytest_twisted.ensureDeferred
+async def test_a_failing_pdftops_holds_the_job_or_leaves_it_to_ghostscript(
+        kind, real_gs, tmp_path, monkeypatch):
+    """pdftops killed, hung or cut short holds the job (and it prints once
+    pdftops works); a pdftops that cannot run at all is passed over:
+    Ghostscript converts the PDF at once (docs/convert.md)."""
+    require_program("pdftops", "poppler-utils")
+    pdf = make_pdf(real_gs, tmp_path)
+    monkeypatch.setattr(convert_mod, "CONVERSION_TIMEOUT", 1.0)
+    fake = tmp_path / "fakebin" / "pdftops"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_PDFTOPS[kind])
+    fake.chmod(0o755)
+    monkeypatch.setattr(convert_mod, "PDFTOPS", str(fake))
+    live = FilePrinter(tmp_path, spool=tmp_path / "var", out_dir=tmp_path / "printed").start()
+    try:
+        live.deliver(mail_with_pdf(pdf))
+        if kind == "missing-library":
+            await live.until(lambda: live.printed() and not live.states(), "the job to print")
+            assert b"Ghostscript" in live.printed()[0].read_bytes()[:1000]  # ps2write's, not pdftops'
+            assert_printed_once_and_whole(live, real_gs)
+            return
+        await live.until(lambda: held(live), "the job to be held")
+        [state] = live.states()
+        expected = {"killed": "pdftops was killed by signal 9",
+                    "hang": "took longer than 1 s; pdftops was stopped",
+                    "truncated": "pdftops's postscript output"}[kind]
+        assert expected in state["detail"], state["detail"]
+        assert live.printed() == [] and live.queue.events() == ["received"]
+        monkeypatch.setattr(convert_mod, "PDFTOPS", "pdftops")
+        live.dispatcher.retry_now()
+        await live.until(lambda: live.printed() and not live.states(), "the job to print")
+        assert b"poppler pdftops" in live.printed()[0].read_bytes()[:300]
         assert_printed_once_and_whole(live, real_gs)
     finally:
         await live.stop()

@@ -3,7 +3,9 @@
 Every document takes the shortest path (:func:`conversion_path`) from its
 format to one its printer takes (the ``formats`` key, or what an IPP printer
 says it supports: the accepted formats are an argument).  The edges
-(:data:`EDGES`): Ghostscript between PDF and PostScript, from text (its own
+(:data:`EDGES`): Poppler's ``pdftops -level3`` from PDF to PostScript (it
+keeps JPEGs; Ghostscript's ps2write when pdftops is missing or cannot read
+the PDF); Ghostscript from PostScript to PDF, from text (its own
 ``gslp.ps``), and to PWG raster / URF for raster-only printers; pictures to
 PDF (:mod:`phaserlink.printer.convert_image`: img2pdf, Pillow); Office files
 to PDF (LibreOffice headless, a throw-away profile each); HTML to PDF
@@ -56,6 +58,7 @@ __all__ = [
     "ConverterUnavailable",
     "GHOSTSCRIPT",
     "GhostscriptMissing",
+    "PDFTOPS",
     "check_output",
     "convert",
     "count_pages",
@@ -67,6 +70,10 @@ __all__ = [
 
 #: The program looked up on PATH (``shutil.which``) when a conversion runs.
 GHOSTSCRIPT = "gs"
+#: Poppler's PDF to PostScript converter (Debian's poppler-utils), looked up
+#: on PATH at each conversion: it keeps a JPEG as it is (DCTDecode), where
+#: Ghostscript's ps2write writes the decoded picture (docs/convert.md).
+PDFTOPS = "pdftops"
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
 from phaserlink.limits import (  # noqa: E402
     CONVERSION_TIMEOUT,
@@ -107,12 +114,15 @@ KNOWN_FORMATS = _formats.DOCUMENT_FORMATS
 
 #: The tools, by name in :data:`EDGES`.
 GS, IMAGE, OFFICE, HTML = "ghostscript", "image", "libreoffice", "html"
+#: Poppler's ``pdftops -level3``, with Ghostscript's device (ps2write) as
+#: the fallback when pdftops is not installed or cannot read the PDF.
+POPPLER = "pdftops"
 
 #: The conversion graph: (from, to, tool, Ghostscript device).  A document
 #: takes the shortest path from its format to one its printer takes; among
 #: paths as short, the earlier edge wins (ps2write before pdfwrite for text).
 EDGES: tuple[tuple[str, str, str, str], ...] = (
-    ("pdf", "postscript", GS, "ps2write"),
+    ("pdf", "postscript", POPPLER, "ps2write"),
     ("postscript", "pdf", GS, "pdfwrite"),
     ("text", "postscript", GS, "ps2write"),
     ("text", "pdf", GS, "pdfwrite"),
@@ -166,6 +176,12 @@ class ConverterFailed(TemporaryFault):
     def __init__(self, reason: str, details: str = ""):
         super().__init__(reason, SCOPE_JOB)
         self.details = details
+
+
+class DocumentRejected(ConversionError):
+    """The converter ran to its end and said no (a non-zero exit with its
+    words): not a signal, not the output limit, not the machine.  A
+    subclass so that a caller with a second converter can try that one."""
 
 
 class GhostscriptMissing(ConverterUnavailable):
@@ -234,7 +250,7 @@ def _edge(from_format: str, to_format: str) -> tuple[str, str]:
 
 def _device(from_format: str, to_format: str) -> str:
     tool, device = _edge(from_format, to_format)
-    if tool != GS:
+    if tool not in (GS, POPPLER):  # POPPLER's edge names Ghostscript's fallback device
         raise ConversionError(f"no Ghostscript conversion from {from_format} to {to_format}")
     return device
 
@@ -473,6 +489,8 @@ async def _step(reactor, sources: list[Path], dst: Path, from_format: str, to_fo
         messages = await _run(reactor, "Ghostscript", argv, dst.parent, timeout,
                               f"converting {from_format} to {to_format}", partial)
         return await pools_for(reactor).durable(_finish_output, partial, dst, to_format, messages)
+    if tool == POPPLER:
+        return await _pdf_to_postscript(reactor, sources[0], dst, partial, timeout)
     if tool == IMAGE:
         argv = [sys.executable, "-m", "phaserlink.printer.convert_image", "--media", media,
                 str(partial), *map(str, sources)]
@@ -488,6 +506,46 @@ async def _step(reactor, sources: list[Path], dst: Path, from_format: str, to_fo
         async with _slots(reactor):
             return await _chromium(reactor, sources[0], dst, timeout)
     raise ConversionError(f"no conversion from {from_format} to {to_format}")
+
+
+#: pdftops' exit status for a PDF it cannot open (1), a permissions error
+#: (3; poppler 22.12 prints a PDF that forbids printing all the same) or
+#: another error (99): Ghostscript is tried then (it repairs other PDFs,
+#: ignores permissions, and says why when it too cannot).
+PDFTOPS_REJECTED = (1, 3, 99)
+
+
+def pdftops_argv(pdftops: str, src: Path, dst: Path) -> list[str]:
+    """``pdftops -level3``: JPEG (DCT) and Flate data stay compressed as
+    they are in the PDF; ``-origpagesizes``: each page its own size, as
+    ps2write does (without it every page gets the first page's size)."""
+    return [pdftops, "-level3", "-origpagesizes", "--", str(src), str(dst)]
+
+
+async def _pdf_to_postscript(reactor, src: Path, dst: Path, partial: Path, timeout: float) -> Path:
+    """PDF to PostScript: Poppler's pdftops when it is installed (a 4 MB
+    photo stays 4.5 MB; ps2write makes 47 MB of it), else Ghostscript's
+    ps2write, as before.  A PDF pdftops cannot open goes to Ghostscript
+    too, which decides: it prints it, or rejects it in its own words."""
+    what = "converting pdf to postscript"
+    pdftops = shutil.which(PDFTOPS)
+    if pdftops is not None:
+        try:
+            messages = await _run(reactor, "pdftops", pdftops_argv(pdftops, src, partial), dst.parent,
+                                  timeout, what, partial, rejects=PDFTOPS_REJECTED)
+        except DocumentRejected as e:
+            log.info("pdftops cannot convert {src} ({reason}); trying Ghostscript", src=str(src),
+                     reason=e.reason)
+        except ConverterUnavailable as e:
+            # A broken install (127, a missing library): Ghostscript can do
+            # the job, so the job does not wait for pdftops to be mended.
+            log.warn("pdftops cannot run ({reason}); converting with Ghostscript", reason=e.reason)
+        else:
+            return await pools_for(reactor).durable(_finish_output, partial, dst, "postscript", messages,
+                                                    "pdftops")
+    argv = ghostscript_argv(ghostscript_path(), src, partial, "pdf", "postscript")
+    messages = await _run(reactor, "Ghostscript", argv, dst.parent, timeout, what, partial)
+    return await pools_for(reactor).durable(_finish_output, partial, dst, "postscript", messages)
 
 
 #: Exit status of convert_image for a picture it cannot read (the document's
@@ -588,7 +646,8 @@ async def _chromium(reactor, src: Path, dst: Path, timeout: float) -> Path:
 
 
 async def _run(reactor, tool: str, argv: list[str], cwd: Path, timeout: float, what: str,
-               partial: Path, *, env: dict[str, str] | None = None, rejects: int | None = None,
+               partial: Path, *, env: dict[str, str] | None = None,
+               rejects: int | tuple[int, ...] | None = None,
                memory: bool = True) -> bytes:
     """Run one converter (*argv*) in the sandbox; its messages when it
     exited 0.  A non-zero exit is classified by how it ended (module
@@ -667,9 +726,9 @@ async def _run(reactor, tool: str, argv: list[str], cwd: Path, timeout: float, w
             details=messages)
     if OUT_OF_MEMORY.search(messages):
         raise ConverterFailed(f"{name} ran out of memory while {what} ({summary})", details=messages)
-    if rejects is not None and code != rejects:
+    if rejects is not None and code not in (rejects if isinstance(rejects, tuple) else (rejects,)):
         raise ConverterFailed(f"{tool} failed while {what} (exit {code}: {summary})", details=messages)
-    raise ConversionError(
+    raise DocumentRejected(
         f"cannot convert this {what.removeprefix('converting ').replace(' to ', ' document to ', 1)}: "
         + (summary or f"{tool} exited with {code}"),
         details=messages,

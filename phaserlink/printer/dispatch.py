@@ -333,26 +333,28 @@ class Dispatcher:
             path, fmt = Path(doc.path), doc.format
             select = bool(options.pages) and not printer_selects
             pages_by = ("printer" if printer_selects else "none") if options.pages else None
-            if select and to_format is not None and _selectable(fmt) and not _selectable(to_format):
+            sources = [Path(d.path) for d in group] if len(group) > 1 else path
+            if select and to_format == "postscript" and not _selectable(fmt) and fmt != "text":
+                # Pictures (an Office file, HTML) for a PostScript printer: made
+                # a PDF first, so that their pages are chosen in the PDF (below).
+                pdf = docs_dir / f"converted-{i:02d}.pdf"
+                await self._convert(name, sources, pdf, fmt, "pdf", target)
+                path, fmt = pdf, "pdf"
+                sources = path
+            if select and to_format is not None and _selectable(fmt) and (
+                    not _selectable(to_format) or fmt == "pdf"):
                 # A PDF or PostScript document for a raster printer: its pages
                 # are chosen before it becomes raster (Ghostscript cannot after).
+                # A PDF for a PostScript printer too: pdfwrite keeps its JPEGs,
+                # ps2write on pdftops' PostScript would decode them (docs/convert.md).
                 counted = await self._count_pages(path, fmt, interpret=True)
                 path, _counted, pages_by = await self._select_pages(job, name, path, fmt, counted, options, i)
-                select = False
+                sources, select = path, False
             if to_format is not None:
                 dst = docs_dir / f"converted-{i:02d}.{EXTENSIONS.get(to_format, 'bin')}"
                 log.info("printer {printer} job {job}: converting {name} from {f} to {t}",
                          printer=self.printer.name, job=job.job_id, name=name, f=fmt, t=to_format)
-                sources = [Path(d.path) for d in group] if len(group) > 1 else path
-                try:
-                    await self.tools.convert(self.reactor, sources, dst, fmt, to_format,
-                                             media=target.media, raster=target.raster(to_format))
-                except Exception as e:
-                    fault = classify(e, self.tools.unprintable)
-                    if isinstance(fault, DocumentFault):
-                        raise DocumentFault(f"{name}: {fault.reason}", fault.ipp_reason,
-                                            getattr(fault, "details", "")) from None
-                    raise
+                await self._convert(name, sources, dst, fmt, to_format, target)
                 path, fmt = dst, to_format
             # PostScript without a %%Pages: comment is counted by running it
             # only where a page cap (or choosing pages) needs the count: that
@@ -369,6 +371,18 @@ class Dispatcher:
         # Not fsync'd: derived data, extracted again after a crash (see
         # Intake.recover), so the state never points at a lost document.
         return documents
+
+    async def _convert(self, name: str, sources, dst: Path, fmt: str, to_format: str, target) -> None:
+        """One conversion for :meth:`_prepare`; a document's fault names the document."""
+        try:
+            await self.tools.convert(self.reactor, sources, dst, fmt, to_format,
+                                     media=target.media, raster=target.raster(to_format))
+        except Exception as e:
+            fault = classify(e, self.tools.unprintable)
+            if isinstance(fault, DocumentFault):
+                raise DocumentFault(f"{name}: {fault.reason}", fault.ipp_reason,
+                                    getattr(fault, "details", "")) from None
+            raise
 
     # -- job options (docs/options.md) ------------------------------------------------
 

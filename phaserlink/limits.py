@@ -47,6 +47,16 @@ WIRE_SCAN_CHUNK = 1 << 20  # bytes read at a time when measuring the wire size
 #: (10 s), queue attempts are bounded by their own time-outs.
 APPLIANCE_STOP_TIMEOUT = 30.0
 
+# -- process file limit (issue 11, bench/scale.py) -------------------------
+
+#: File descriptors one printer keeps open while idle: its seen index's two
+#: SQLite connections (database, WAL and shared-memory files each) and
+#: the console history's share.  Measured: 5 per printer (bench/scale.py).
+FDS_PER_PRINTER = 6
+#: Descriptors beyond sessions and printers: listeners, the log, thread
+#: pools' pipes, converters' pipes, outbound and printer connections.
+FDS_BASE = 256
+
 # -- config ----------------------------------------------------------------
 
 MAX_LOCAL_PART = 64

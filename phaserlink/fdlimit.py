@@ -1,0 +1,51 @@
+"""The process's file limit, raised as twistd starts (issue 11).
+
+Every SMTP or POP3 session is a socket, every printer keeps its seen index
+open (two SQLite connections, about five descriptors) and a send in flight
+is one more socket.  systemd and most shells start a process with a soft
+``RLIMIT_NOFILE`` of 1,024 and a much higher hard limit; 500 printers alone
+need about 2,500.  A process may raise its own soft limit up to the hard
+one without privilege, so the appliance does that at start, to what its
+configuration needs (``max_sessions`` twice, for SMTP and POP3, plus the
+printers), and says in its log when even the hard limit is too low: then
+``accept`` fails with EMFILE long before ``max_sessions`` is reached, and
+the 421 the sender should get never comes.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Callable
+
+from twisted.logger import Logger
+
+from phaserlink.limits import FDS_BASE, FDS_PER_PRINTER
+
+log = Logger()
+
+
+def needed_files(max_sessions: int, printers: int) -> int:
+    """Descriptors a configuration needs at its busiest (SMTP and POP3
+    each up to ``max_sessions``)."""
+    return FDS_BASE + 2 * max_sessions + FDS_PER_PRINTER * printers
+
+
+def raise_file_limit(need: int, *, getrlimit: Callable = resource.getrlimit,
+                     setrlimit: Callable = resource.setrlimit) -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to *need* (never above the hard
+    limit, never lower than it was); return (old soft, new soft)."""
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = hard == resource.RLIM_INFINITY
+    target = need if unlimited else min(need, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        log.info("file limit raised from {old} to {new} open files (the configuration needs about {need})",
+                 old=soft, new=target, need=need)
+        soft_new = target
+    else:
+        soft_new = soft
+    if not unlimited and hard < need:
+        log.warn("file limit: the hard limit is {hard} open files but max_sessions and the printers need about "
+                 "{need}; sessions beyond it fail to connect instead of getting 421 (raise LimitNOFILE= in the "
+                 "systemd unit, or ulimit -Hn)", hard=hard, need=need)
+    return soft, soft_new

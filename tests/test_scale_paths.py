@@ -21,3 +21,43 @@ def test_job_to_json_is_asdict_without_the_deep_copy():
     record["partial"]["parts"]["2"] = "u2"
     record["documents"][0]["pages"] = 9
     assert job.reasons == ["job-queued"] and job.partial.parts == {"1": "u1"} and job.documents[0].pages == 2
+
+
+def test_a_retry_of_a_dead_printer_reads_no_state_file_of_the_jobs_behind_it(tmp_path):
+    """Before, each retry of the head read every queued job's state.json
+    twice (its age, then its deadline): 10,000 queued jobs meant 20,000
+    file reads per retry.  Their ages are in memory now; a job is read only
+    when its delayed notice or its end is due, and those still go out."""
+    from support.printer_fakes import Rig, make_site, message
+
+    from phaserlink.printer.dispatch import RETRY_INITIAL
+
+    rig = Rig(tmp_path, make_site(tmp_path, delay_notice="60s", max_retry_time="300s")).start(lp="down")
+    for n in range(30):
+        rig.deliver(message(msgid=f"<{n}@x>", body=f"job {n}".encode()))
+    spool = rig.runner().spool
+    loads = []
+    real_load = spool.load
+    spool.load = lambda job_id: (loads.append(job_id), real_load(job_id))[1]
+    rig.clock.advance(RETRY_INITIAL)
+    rig.settle()
+    head = rig.runner().dispatcher.queue[0]
+    assert loads == [head]  # the retried head alone
+    # The notice and the end still reach every job behind the head.
+    rig.run_for(300)
+    events = rig.queue.events()
+    assert events.count("delayed") == 30 and events.count("failed") == 30
+    assert rig.job_dirs() == []
+
+
+def test_submitting_queued_jobs_is_not_quadratic():
+    """``job_id in deque`` walked the queue once per submitted job."""
+    from phaserlink.printer.dispatch import JobQueue
+
+    q = JobQueue()
+    for n in range(3):
+        q.append(f"j{n}")
+    q.appendleft("j9")
+    assert list(q) == ["j9", "j0", "j1", "j2"] and "j1" in q and len(q) == 4 and q[0] == "j9"
+    q.remove("j1")
+    assert "j1" not in q and q.popleft() == "j9" and "j9" not in q and list(q) == ["j0", "j2"]

@@ -3,6 +3,7 @@ doing more than they must: each test pins the cheaper behaviour."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 from phaserlink.printer.jobs import Document, Job, PartialSet
@@ -61,3 +62,40 @@ def test_submitting_queued_jobs_is_not_quadratic():
     assert list(q) == ["j9", "j0", "j1", "j2"] and "j1" in q and len(q) == 4 and q[0] == "j9"
     q.remove("j1")
     assert "j1" not in q and q.popleft() == "j9" and "j9" not in q and list(q) == ["j0", "j2"]
+
+
+def test_finishing_a_fresh_job_costs_no_index_lookup_but_a_recovered_one_does(tmp_path):
+    """A "done" record can exist only for a job recovered terminal at start
+    (a crash between the record and the removal) or whose removal failed;
+    every printed job asked the index anyway, in the reactor."""
+    from phaserlink.printer import jobs as J
+    from phaserlink.printer import journal
+    from phaserlink.printer.spool import JobSpool, new_job_id
+
+    def a_job(state):
+        return Job(new_job_id(), "lp", state, [], 1.0, 1.0, source="local mailbox lp", uidls=["u"])
+
+    spool = JobSpool(tmp_path, "lp")
+    spool.open()
+    done = a_job(J.COMPLETED)
+    spool.create(done)
+    now = time.time()
+    spool.seen.write([journal.done(done, now)], now, True)  # the crash came before the files went
+    spool.close()
+
+    spool = JobSpool(tmp_path, "lp")
+    [recovered] = [j for j in _fired(spool.open())]
+    fresh = a_job(J.PENDING)
+    spool.create(fresh)
+    asked = []
+    real = spool.seen.finished
+    spool.seen.finished = lambda job_id: (asked.append(job_id), real(job_id))[1]
+    assert not spool.finished_before(fresh.job_id)
+    assert spool.finished_before(recovered.job_id)
+    assert asked == [recovered.job_id]
+
+
+def _fired(d):
+    out = []
+    d.addCallback(out.append)
+    return out[0]

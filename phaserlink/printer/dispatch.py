@@ -492,7 +492,7 @@ class Dispatcher:
         """A terminal job: tell the sender, remember it, forget its files
         (the "done" record and the removal are one spool call)."""
         self.ages.pop(job.job_id, None)
-        if self.spool.finished(job.job_id):
+        if self.spool.finished_before(job.job_id):
             await defer.maybeDeferred(self.spool.remove, job.job_id)  # mail went out before a crash
             return
         if job.state == J.COMPLETED:

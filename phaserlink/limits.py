@@ -138,6 +138,11 @@ CONNECT_TIMEOUT = 30.0
 MIN_WINDOW = 86400.0
 #: How often the spool prunes records older than the window.
 PRUNE_INTERVAL = 3600.0
+#: Page cache of each of a seen index's two SQLite connections, KiB.
+#: SQLite's default (2,000 KiB, pre-allocated in part) made the two
+#: connections of each printer cost ~300 KB: 150 MB at 500 printers
+#: (bench/scale.py).  The lookups are primary-key reads: a few pages each.
+SEEN_CACHE_KIB = 64
 #: Seconds a lookup waits for a writer that holds the database (WAL
 #: readers normally never wait; this bounds the rare recovery case).
 READ_TIMEOUT = 1.0

@@ -99,3 +99,25 @@ def _fired(d):
     out = []
     d.addCallback(out.append)
     return out[0]
+
+
+def test_a_seen_index_opens_all_its_files_at_start_and_bounds_its_cache(tmp_path):
+    """The reader's WAL used to open at its first lookup: the process's
+    descriptors crept up by one per printer as printers got their first
+    job, which looked like a leak after a run.  And each connection's page
+    cache could grow to SQLite's default 2 MB: 2 GB for 500 printers' old
+    indexes."""
+    import os
+
+    from phaserlink.limits import SEEN_CACHE_KIB
+    from phaserlink.printer import journal
+
+    seen = journal.SeenIndex(tmp_path / "seen.sqlite")
+    seen.open(time.time())
+    opened = len(os.listdir("/proc/self/fd"))
+    seen.write([journal.message_id("<a@x>")], time.time(), True)
+    assert seen.has_message_id("<a@x>") and not seen.has_uidl("src", "u")
+    assert len(os.listdir("/proc/self/fd")) == opened
+    for conn in (seen._reader, seen._writer):
+        assert conn.execute("PRAGMA cache_size").fetchone()[0] == -SEEN_CACHE_KIB
+    seen.close()

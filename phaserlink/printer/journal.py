@@ -47,6 +47,7 @@ from phaserlink.limits import (  # noqa: E402
     MIN_WINDOW,
     PRUNE_INTERVAL,
     READ_TIMEOUT,
+    SEEN_CACHE_KIB as CACHE_KIB,
 )
 
 UIDL, MSGID, PARTIAL_DONE, DONE = "uidl", "msgid", "partial-done", "done"
@@ -134,6 +135,7 @@ class SeenIndex:
             return
         created = not self.path.exists()
         writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        writer.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         writer.execute("PRAGMA journal_mode=WAL")
         writer.executescript(_SCHEMA)
         if created:
@@ -141,7 +143,11 @@ class SeenIndex:
         self._writer = writer
         self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=READ_TIMEOUT)
+        self._reader.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._reader.execute("PRAGMA query_only=1")
+        # Its files (the WAL) open now, not at the first lookup: the
+        # process's descriptors stay flat once every printer has started.
+        self._reader.execute("SELECT 1 FROM seen LIMIT 1").fetchall()
         self._migrate(now)
         self.prune(now)
 

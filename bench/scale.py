@@ -65,6 +65,66 @@ sys.path.insert(0, str(ROOT / "bench"))
 from measure import vm_hwm_kb  # noqa: E402
 
 TWISTD = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
+# The same, with the collector's pauses over 5 ms noted in $SCALE_GC_LOG
+# (generation and milliseconds): a pause stops the reactor, so it is what a
+# probe's p99 is made of when nothing else is.
+GC_NOTE = """
+import gc, os, time
+_gc_log = open(os.environ["SCALE_GC_LOG"], "a", buffering=1)
+_gc_start = [0.0]
+def _gc_note(phase, info):
+    if phase == "start":
+        _gc_start[0] = time.perf_counter()
+    else:
+        ms = (time.perf_counter() - _gc_start[0]) * 1000
+        if ms > 5:
+            _gc_log.write(f"{info['generation']} {ms:.1f}\\n")
+gc.callbacks.append(_gc_note)
+if os.environ.get("SCALE_DURABLE_THREADS"):  # experiments: a wider durable pool
+    import phaserlink.threads as _threads
+    _threads.DURABLE_THREADS = int(os.environ["SCALE_DURABLE_THREADS"])
+if os.environ.get("SCALE_SWITCH_INTERVAL"):  # experiments: the GIL's switch interval, seconds
+    import sys as _sys
+    _sys.setswitchinterval(float(os.environ["SCALE_SWITCH_INTERVAL"]))
+if os.environ.get("SCALE_STATS"):
+    # Per second: each pool's tasks, mean and longest wait in its queue,
+    # mean run time; the reactor's longest lateness for a 10 ms timer.
+    import json, threading
+    import phaserlink.threads as _threads
+    from twisted.internet import reactor as _reactor
+    _stats, _lag = {}, [0.0]
+    _orig_run = _threads.WorkPools.run
+    def _run(self, name, f, *a, **k):
+        if not self._threaded or self._stopping:
+            return _orig_run(self, name, f, *a, **k)
+        queued = time.perf_counter()
+        def timed(*a, **k):
+            began = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                s = _stats.setdefault(name, [0, 0.0, 0.0, 0.0])
+                s[0] += 1; s[1] += began - queued; s[2] += time.perf_counter() - began
+                s[3] = max(s[3], began - queued)
+        return _orig_run(self, name, timed, *a, **k)
+    _threads.WorkPools.run = _run
+    _out = open(os.environ["SCALE_STATS"], "a", buffering=1)
+    def _tick(expected):
+        now = time.perf_counter()
+        _lag[0] = max(_lag[0], now - expected)
+        _reactor.callLater(0.01, _tick, time.perf_counter() + 0.01)
+    def _dump():
+        while True:
+            time.sleep(1)
+            snap = {k: v[:] for k, v in _stats.items()}
+            _stats.clear()
+            lag, _lag[0] = _lag[0], 0.0
+            _out.write(json.dumps({"t": time.monotonic(), "lag": lag, "pools": snap}) + "\\n")
+    _reactor.callWhenRunning(_tick, time.perf_counter())
+    threading.Thread(target=_dump, daemon=True).start()
+"""
+TWISTD_GC = [sys.executable, "-c", GC_NOTE + "import sys; from twisted.scripts.twistd import run; "
+             "sys.argv[0] = 'twistd'; run()"]
 DOMAIN = "scale.test"
 MARK = re.compile(rb"PLMARK-[A-Za-z0-9-]+")
 NOFILE_SOFT = 1024
@@ -224,6 +284,16 @@ class App:
         self.runs = 0
 
     @property
+    def gc_log(self) -> Path:
+        return self.log_dir / "gc.log"
+
+    def gc_pauses(self) -> list[tuple[int, float]]:
+        """(generation, ms) of the collector's pauses over 5 ms so far."""
+        if not self.gc_log.exists():
+            return []
+        return [(int(g), float(ms)) for g, ms, *_ in (line.split() for line in self.gc_log.read_text().splitlines())]
+
+    @property
     def log_path(self) -> Path:
         return self.log_dir / f"twistd-{self.runs}.log"
 
@@ -236,10 +306,12 @@ class App:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE_SOFT, hard))
 
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   SCALE_GC_LOG=str(self.gc_log), SCALE_STATS=str(self.log_dir / "stats.jsonl"))
+        self.gc_log.unlink(missing_ok=True)
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "--logfile", str(self.log_path), *extra, "phaserlink",
+            [*TWISTD_GC, "-n", "--pidfile=", "--logfile", str(self.log_path), *extra, "phaserlink",
              "--config", str(self.dir / "site.ini")],
             cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=limits, env=env)
         listening = None
@@ -267,6 +339,11 @@ class App:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system, all threads) the appliance used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
@@ -392,6 +469,7 @@ def main() -> int:
         say("fds, empty spool", f"{app.fds()}")
         targets = [(app.socket_printers[i % len(app.socket_printers)], f"PLMARK-q{i}-{secrets.token_hex(3)}")
                    for i in range(jobs)]
+        cpu0 = app.cpu()
         took = send_many(app.smtp_port, targets, 20)
         say("queued jobs sent (20 sessions)", f"{jobs} in {took:.1f} s = {jobs / took:.0f} msg/s")
         spooled = wait_until(lambda: sum(1 for _ in (app.dir / "var" / "jobs").glob("p*/*/state.json")) >= jobs
@@ -399,6 +477,7 @@ def main() -> int:
                              600, "the jobs in the spools", poll=0.5)
         say("all in the spools after", f"{spooled - app.started_at - resumed - took:.1f} s more "
             f"(rss {vm_hwm_kb(app.pid) / 1024:.0f} MB peak)")
+        say("CPU per job taken in (SMTP to spool, printer down)", f"{(app.cpu() - cpu0) / jobs * 1000:.1f} ms")
         rss_first = vm_hwm_kb(app.pid)
         app.stop()
 
@@ -420,6 +499,7 @@ def main() -> int:
                                 stdout=subprocess.PIPE, text=True)
         sink.stdout.readline()
         sink_up = time.monotonic()
+        cpu0 = app.cpu()
 
         def at_sink() -> int:
             try:
@@ -436,6 +516,8 @@ def main() -> int:
         tenth = times[len(times) // 10]
         say("drain, the middle 80%", f"{0.8 * jobs / max(times[len(times) * 9 // 10] - tenth, 1e-6):.0f} jobs/s")
         wait_until(lambda: app.waiting() == 0, 300, "the spools to empty")
+        cpu_drain = app.cpu() - cpu0
+        say("CPU per job drained (spool to printer)", f"{cpu_drain / jobs * 1000:.1f} ms")
         time.sleep(2)
         idle_fds = app.fds()
         say("fds, idle (after drain)", f"{idle_fds}")
@@ -479,6 +561,9 @@ def main() -> int:
         folder = app.out / probe_printer
         latencies = []
         probe_marks = []
+        gc_before = len(app.gc_pauses())
+        probe_began = time.monotonic()
+        cpu0 = app.cpu()
         for n in range(probes):
             marker = f"PLMARK-p{n}-{secrets.token_hex(3)}"
             probe_marks.append(marker)
@@ -490,13 +575,38 @@ def main() -> int:
             latencies.append((time.monotonic() - accepted) * 1000)
             time.sleep(args.probe_gap)
         stop_file.touch()
+        pauses = app.gc_pauses()[gc_before:]
+        probe_ended = time.monotonic()
+        cpu_probe = app.cpu() - cpu0
         blast.wait(120)
         blasted = blast_log.read_text().split() if blast_log.exists() else []
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         say(f"probe 250 -> printed ({probes} probes)", f"p50 {statistics.median(latencies):.1f} ms, "
             f"p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
-        say(f"blasters ({args.blasters} x 5 KB)", f"{len(blasted)} messages during the probes")
+        say(f"blasters ({args.blasters} x 5 KB)", f"{len(blasted)} messages during the probes, "
+            f"{len(blasted) / (probe_ended - probe_began):.0f} msg/s; CPU "
+            f"{cpu_probe / max(len(blasted) + probes, 1) * 1000:.1f} ms per message (SMTP to printed)")
+        full = [ms for g, ms in pauses if g == 2]
+        stats_file = app.log_dir / "stats.jsonl"
+        if stats_file.exists():
+            import json
+            rows = [json.loads(line) for line in stats_file.read_text().splitlines()]
+            rows = [r for r in rows if probe_began <= r["t"] <= probe_ended]
+            lags = sorted(r["lag"] * 1000 for r in rows)
+            if lags:
+                say("reactor lateness of a 10 ms timer, per second", f"median {statistics.median(lags):.0f} ms, "
+                    f"worst {lags[-1]:.0f} ms")
+            for pool in ("durable", "cpu", "lookup"):
+                n = sum(r["pools"].get(pool, [0])[0] for r in rows)
+                if n:
+                    wait = sum(r["pools"][pool][1] for r in rows if pool in r["pools"]) / n * 1000
+                    run = sum(r["pools"][pool][2] for r in rows if pool in r["pools"]) / n * 1000
+                    worst = max(r["pools"][pool][3] for r in rows if pool in r["pools"]) * 1000
+                    say(f"pool {pool} during the probes", f"{n / max(len(rows), 1):.0f} tasks/s, queue wait "
+                        f"mean {wait:.1f} ms (worst {worst:.0f} ms), run {run:.2f} ms")
+        say("collector pauses > 5 ms during the probes", f"{len(pauses)} ({len(full)} full), longest "
+            f"{max((ms for _, ms in pauses), default=0):.0f} ms")
         probe_session.close()
         for s in held:
             s.close()

@@ -121,3 +121,20 @@ def test_a_seen_index_opens_all_its_files_at_start_and_bounds_its_cache(tmp_path
     for conn in (seen._reader, seen._writer):
         assert conn.execute("PRAGMA cache_size").fetchone()[0] == -SEEN_CACHE_KIB
     seen.close()
+
+
+def test_a_job_for_an_idle_printer_is_not_read_back_from_the_disk(tmp_path):
+    """The intake just wrote the job; its run read state.json back in the
+    reactor.  A job that waits behind others is still read when its turn
+    comes (tests/test_faults_dispatch.py: a record damaged meanwhile is
+    left for a human)."""
+    from support.printer_fakes import Rig, make_site, message
+
+    rig = Rig(tmp_path, make_site(tmp_path)).start(lp="ok")
+    spool = rig.runner().spool
+    loads = []
+    real_load = spool.load
+    spool.load = lambda job_id: (loads.append(job_id), real_load(job_id))[1]
+    rig.deliver(message(msgid="<idle@x>", body=b"%!PS idle"))
+    assert [d for _j, d in rig.outputs["lp"].sent] == [b"%!PS idle"]
+    assert loads == [] and rig.runner().dispatcher.handed == {}

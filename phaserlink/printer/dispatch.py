@@ -142,6 +142,12 @@ class Dispatcher:
         #: reads no state file of a job whose deadline has not come
         #: (bench/scale.py: it read every queued job twice per retry).
         self.ages: dict[str, tuple[float, bool]] = {}
+        #: The record submitted with a job that runs at once (an idle
+        #: printer), as its caller just wrote it: its run need not read
+        #: state.json back (an open and a JSON parse in the reactor per
+        #: job, bench/scale.py).  A job that waits in the queue is read from
+        #: the disk when its turn comes, which stays the truth.
+        self.handed: dict[str, Job] = {}
         self.current: str | None = None
         self.sending: defer.Deferred | None = None
         self.retry_call = None
@@ -196,6 +202,9 @@ class Dispatcher:
         if operator_held(job):
             return
         self._note_age(job)
+        if self.running and not self.paused and self.current is None and self.retry_call is None \
+                and not self.queue and job.job_id not in self.aside:
+            self.handed[job.job_id] = job  # _next below runs it now
         if job.job_id != self.current and job.job_id not in self.queue and job.job_id not in self.aside:
             self.queue.append(job.job_id)
         self._next()
@@ -254,6 +263,9 @@ class Dispatcher:
 
     async def _run(self, job_id: str) -> None:
         job = self.unsaved.pop(job_id, None)
+        handed = self.handed.pop(job_id, None)
+        if job is None:
+            job = handed
         if job is None:
             try:
                 job = await defer.maybeDeferred(self.spool.load, job_id)
@@ -648,6 +660,7 @@ class Dispatcher:
         if job_id in self.queue:
             self.queue.remove(job_id)
         self.ages.pop(job_id, None)
+        self.handed.pop(job_id, None)
         call = self.aside.pop(job_id, None)
         if call is not None and call.active():  # type: ignore[attr-defined]
             call.cancel()  # type: ignore[attr-defined]

@@ -160,7 +160,7 @@ class JobSpool:
 
     def create(self, job: Job, message: Path | None = None, part: int | None = None, *,
                seen: Records = (), sync: bool = False) -> defer.Deferred:
-        """Make a job durable: move *message* (an fsync'd incoming file) in
+        """Make a job durable: fsync *message* (an incoming file) and move it in
         as its message (or as fragment *part*), write its state, then its
         *seen* records.  On failure nothing of the job is left."""
         return self._serial(self._create, job.to_json(), message, part, list(seen), sync, self._seconds())
@@ -173,6 +173,7 @@ class JobSpool:
         try:
             if message is not None:
                 target = self.part_path(job_id, part) if part is not None else self.message_path(job_id)
+                _fsync_path(message)  # the retriever only closed it
                 # Only the new name must survive a crash (start empties incoming/).
                 os.rename(message, target)
             self._write_state(job_id, state)  # fsyncs the job directory (the rename and state.json)
@@ -197,6 +198,7 @@ class JobSpool:
 
     def _add_part(self, state: dict, message: Path, number: int, seen: list, sync: bool, now: float) -> None:
         target = self.part_path(state["job_id"], number)
+        _fsync_path(message)  # the retriever only closed it
         os.rename(message, target)
         try:
             self._write_state(state["job_id"], state)

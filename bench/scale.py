@@ -100,14 +100,35 @@ if os.environ.get("SCALE_STATS"):
         queued = time.perf_counter()
         def timed(*a, **k):
             began = time.perf_counter()
+            prof = _thread_profile()
+            if prof is not None:
+                prof.enable()
             try:
                 return f(*a, **k)
             finally:
+                if prof is not None:
+                    prof.disable()
+                    _maybe_dump(prof)
                 s = _stats.setdefault(name, [0, 0.0, 0.0, 0.0])
                 s[0] += 1; s[1] += began - queued; s[2] += time.perf_counter() - began
                 s[3] = max(s[3], began - queued)
         return _orig_run(self, name, timed, *a, **k)
     _threads.WorkPools.run = _run
+    _local = threading.local()
+    def _thread_profile():
+        if not os.environ.get("SCALE_THREAD_PROFILE"):
+            return None
+        prof = getattr(_local, "prof", None)
+        if prof is None:
+            import cProfile
+            prof = _local.prof = cProfile.Profile()
+            _local.dumped = time.monotonic()
+        return prof
+    def _maybe_dump(prof):
+        if time.monotonic() - _local.dumped > 3:
+            _local.dumped = time.monotonic()
+            prof.dump_stats(os.path.join(os.environ["SCALE_THREAD_PROFILE"],
+                                         f"{threading.current_thread().name}.pstats"))
     _out = open(os.environ["SCALE_STATS"], "a", buffering=1)
     def _tick(expected):
         now = time.perf_counter()

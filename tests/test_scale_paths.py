@@ -138,3 +138,35 @@ def test_a_job_for_an_idle_printer_is_not_read_back_from_the_disk(tmp_path):
     rig.deliver(message(msgid="<idle@x>", body=b"%!PS idle"))
     assert [d for _j, d in rig.outputs["lp"].sent] == [b"%!PS idle"]
     assert loads == [] and rig.runner().dispatcher.handed == {}
+
+
+def test_a_finished_jobs_removal_needs_no_directory_fsync_and_a_lost_one_is_harmless(tmp_path, monkeypatch):
+    """The "done" record is synced before the files go, so the spool
+    directory's fsync after them only guarded against the job coming back
+    after a power cut; when it does, it is terminal, recognised as finished
+    and removed again without a second status mail."""
+    import json
+
+    from support.printer_fakes import Rig, make_site, message
+
+    import phaserlink.printer.spool as spool_module
+
+    rig = Rig(tmp_path, make_site(tmp_path)).start(lp="ok")
+    root = rig.site.appliance.spool / "jobs" / "lp"
+    synced = []
+    real = spool_module.fsync_dir
+    monkeypatch.setattr(spool_module, "fsync_dir", lambda path: (synced.append(str(path)), real(path))[1])
+    rig.deliver(message(msgid="<done@x>", body=b"%!PS done"))
+    assert len(rig.outputs["lp"].sent) == 1 and rig.queue.events() == ["received", "printed"]
+    [printed] = [job for job, _data in rig.outputs["lp"].sent]
+    assert synced.count(str(root)) == 1  # the job's creation; not its removal
+    # The power cut lost the removal: the job is back, completed.
+    job_id = printed.job_id  # one document: the printer's job id is the spool's
+    back = root / job_id
+    back.mkdir()
+    state = {"job_id": job_id, "printer": "lp", "state": "completed", "reasons": ["job-completed-successfully"],
+             "created": 1.0, "changed": 2.0, "sender": "alice@example.com", "message_id": "<done@x>"}
+    (back / "state.json").write_text(json.dumps(state))
+    rig.restart(lp="ok")
+    assert not back.exists()
+    assert rig.queue.events() == [] and len(rig.outputs["lp"].sent) == 0  # nothing printed or mailed again

@@ -505,7 +505,7 @@ class Dispatcher:
         (the "done" record and the removal are one spool call)."""
         self.ages.pop(job.job_id, None)
         if self.spool.finished_before(job.job_id):
-            await defer.maybeDeferred(self.spool.remove, job.job_id)  # mail went out before a crash
+            await defer.maybeDeferred(self.spool.remove, job.job_id, done=True)  # mail went out before a crash
             return
         if job.state == J.COMPLETED:
             pages = f" ({job.pages} page{'s' if job.pages != 1 else ''})" if job.pages is not None else ""
@@ -518,7 +518,8 @@ class Dispatcher:
             text = (f"Your print job {_quoted(job.title)} for printer {self.printer.name} "
                     f"was not printed.\nReason: {job.detail or 'unknown'}.")
             self.status.notify(job, ERRORS, text)
-        await defer.maybeDeferred(self.spool.remove, job.job_id, seen=[journal.done(job, self.reactor.seconds())])
+        await defer.maybeDeferred(self.spool.remove, job.job_id, seen=[journal.done(job, self.reactor.seconds())],
+                                  done=True)
 
     # -- a printer that is down, a server that cannot print now ------------------------
 

@@ -40,7 +40,7 @@ class Options(usage.Options):
 
 
 def makeService(options: Options):
-    from phaserlink.fdlimit import needed_files, raise_file_limit
+    from phaserlink.process import needed_files, raise_file_limit
     from phaserlink.service import makeService as make
 
     site = options.site

@@ -170,3 +170,30 @@ def test_a_finished_jobs_removal_needs_no_directory_fsync_and_a_lost_one_is_harm
     rig.restart(lp="ok")
     assert not back.exists()
     assert rig.queue.events() == [] and len(rig.outputs["lp"].sent) == 0  # nothing printed or mailed again
+
+
+def test_metrics_gauges_count_every_printer_in_one_query_and_read_no_job(tmp_path):
+    """A /metrics scrape asked each printer for its view: its head job's
+    state.json read and a count query per printer, 500 of each in the
+    reactor at site scale.  The gauges now come from one query."""
+    from support.printer_fakes import Rig, make_site, message
+
+    from phaserlink.admin.metrics import ConsoleMetrics
+    from phaserlink.printer.operations import PrinterOperations
+
+    rig = Rig(tmp_path, make_site(tmp_path, names=("a", "b", "c"))).start(a="down", b="down", c="ok")
+    ops = PrinterOperations(rig.service, rig.clock)
+    for n in range(3):
+        rig.deliver(message(msgid=f"<a{n}@x>"), printer="a")
+    rig.deliver(message(msgid="<b0@x>"), printer="b")
+    rig.deliver(message(msgid="<c0@x>"), printer="c")
+    views = {p["name"]: p["jobs_waiting"] for p in ops.printers()}
+    assert views == {"a": 3, "b": 1, "c": 0}
+    loads = []
+    for runner in ops.runners.values():
+        real = runner.spool.load
+        runner.spool.load = lambda job_id, real=real: (loads.append(job_id), real(job_id))[1]
+    assert ops.gauges() == [("a", 3, False), ("b", 1, False), ("c", 0, False)]
+    text = ConsoleMetrics(ops, None, list(ops.runners)).render().decode()
+    assert 'phaserlink_jobs_waiting{printer="a"} 3.0' in text and 'phaserlink_jobs_waiting{printer="c"} 0.0' in text
+    assert loads == []

@@ -11,7 +11,7 @@ import socket
 
 from support.appliance import Appliance
 
-from phaserlink.fdlimit import needed_files, raise_file_limit
+from phaserlink.process import needed_files, raise_file_limit
 
 SESSIONS = 300
 SOFT = 256  # below what 300 sessions need
@@ -79,4 +79,19 @@ def test_appliance_started_with_a_low_soft_limit_takes_max_sessions(tmp_path):
     finally:
         for s in sessions:
             s.close()
+        app.stop()
+
+
+def test_what_start_up_made_is_frozen_out_of_the_collectors_walks(tmp_path):
+    """Full collections walked every object start-up made (up to a second
+    at 500 printers, bench/scale.py); the appliance freezes them once every
+    printer has started, and says so in its log."""
+    app = Appliance(tmp_path)
+    app.sections = ("[printer:demo]\nsender_auth = none\naddresses = demo@phaserlink.test\n"
+                    "allowed_senders = *\noutput = file:" + str(tmp_path / "out") + "\n")
+    app.start()
+    try:
+        app.wait_for(lambda: "long-lived objects moved out of the collector's walks" in app.log(),
+                     what="the freeze after start-up")
+    finally:
         app.stop()

@@ -197,3 +197,32 @@ def test_metrics_gauges_count_every_printer_in_one_query_and_read_no_job(tmp_pat
     text = ConsoleMetrics(ops, None, list(ops.runners)).render().decode()
     assert 'phaserlink_jobs_waiting{printer="a"} 3.0' in text and 'phaserlink_jobs_waiting{printer="c"} 0.0' in text
     assert loads == []
+
+
+def test_a_recipient_is_found_without_walking_every_printer(tmp_path):
+    """Each RCPT walked all printers' addresses (and built the set of local
+    domains again for an unknown one): O(printers) per recipient."""
+    from phaserlink import config
+
+    sections = "".join(f"[printer:p{i}]\naddresses = p{i}@site.test, P{i}-alias@other.test\noutput = pull\n"
+                       "sender_auth = none\nallowed_senders = *\n\n" for i in range(300))
+    (tmp_path / "site.ini").write_text(
+        f"[appliance]\nhostname = box.test\nspool = {tmp_path / 'var'}\nsmtp_listen = tcp:0\npop3_listen = tcp:0\n\n"
+        + sections + "[group:all]\naddress = all@site.test\nmembers = p1, p2\n")
+    site = config.load(str(tmp_path / "site.ini"))
+    assert [p.name for p in site.printers_for_address("<P299@Site.Test>")] == ["p299"]
+    assert [p.name for p in site.printers_for_address("p7-alias@other.test")] == ["p7"]
+    assert [p.name for p in site.printers_for_address("all@site.test")] == ["p1", "p2"]
+    assert site.printers_for_address("nobody@site.test") is None
+    assert site.is_local_domain("x@other.test") and not site.is_local_domain("x@elsewhere.test")
+    walked = []
+
+    class Spy(dict):
+        def values(self):
+            walked.append(1)
+            return super().values()
+
+    object.__setattr__(site, "printers", Spy(site.printers))
+    site.printers_for_address("p150@site.test")
+    site.is_local_domain("x@elsewhere.test")
+    assert walked == []

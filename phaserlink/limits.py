@@ -57,6 +57,13 @@ FDS_PER_PRINTER = 6
 #: pools' pipes, converters' pipes, outbound and printer connections.
 FDS_BASE = 256
 
+#: Young (generation 1) collections between two full collections, at
+#: least: Python's 10 made a full collection every few seconds once
+#: start-up was frozen (its "25% more long-lived objects" rule is met at
+#: once when the unfrozen part is small), each up to 180 ms at 1,000
+#: sessions under load; 100 made them about ten times rarer (bench/scale.py).
+GC_YOUNG_PER_FULL = 100
+
 # -- config ----------------------------------------------------------------
 
 MAX_LOCAL_PART = 64

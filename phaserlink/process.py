@@ -20,7 +20,9 @@ bench/scale.py measured full collections of up to a second in the reactor
 thread, 14 in 100 s, while 1,000 sessions were open: they were the probe's
 p99.  Once every printer has started, :func:`freeze_start_up` collects once
 and moves what is left into the permanent generation (``gc.freeze``), which
-no later collection walks.
+no later collection walks, and makes full collections rarer
+(``GC_YOUNG_PER_FULL``): with start-up frozen, Python's own rule ran one
+every few seconds.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Callable
 
 from twisted.logger import Logger
 
-from phaserlink.limits import FDS_BASE, FDS_PER_PRINTER
+from phaserlink.limits import FDS_BASE, FDS_PER_PRINTER, GC_YOUNG_PER_FULL
 
 log = Logger()
 
@@ -68,6 +70,8 @@ def freeze_start_up() -> int:
     the collector's sight; return how many objects were frozen."""
     gc.collect()
     gc.freeze()
+    young, middle, full = gc.get_threshold()
+    gc.set_threshold(young, middle, max(full, GC_YOUNG_PER_FULL))
     frozen = gc.get_freeze_count()
     log.info("start-up done: {n} long-lived objects moved out of the collector's walks", n=frozen)
     return frozen

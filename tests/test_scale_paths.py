@@ -226,3 +226,46 @@ def test_a_recipient_is_found_without_walking_every_printer(tmp_path):
     site.printers_for_address("p150@site.test")
     site.is_local_domain("x@elsewhere.test")
     assert walked == []
+
+
+def _inspect_threads(tmp_path):
+    import dataclasses
+    import threading
+
+    from support.printer_fakes import FakeOutput, FakeQueue, fake_toolkit, make_site, message
+    from twisted.internet import reactor, task
+
+    from phaserlink.pop3_store.maildir import MaildirStore
+    from phaserlink.printer.service import PrinterService
+
+    threads: list[bool] = []  # in the reactor thread?
+    base = fake_toolkit()
+
+    def inspect(path):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return base.inspect(path)
+
+    site = make_site(tmp_path)
+    store = MaildirStore(site.appliance.spool / "mail", list(site.printers))
+    out = FakeOutput("ok")
+    printers = PrinterService(site, store, FakeQueue(), reactor=reactor,
+                              tools=dataclasses.replace(base, inspect=inspect), outputs={"lp": out})
+    printers.startService()
+    try:
+        d = store.deliver(["lp"])
+        d.write(message())
+        d.commit()
+        for _ in range(500):
+            if out.sent:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        assert len(out.sent) == 1
+    finally:
+        yield printers.stopService()
+    assert threads == [False]
+
+
+def test_the_intake_reads_a_message_header_off_the_reactor_thread(tmp_path):
+    import pytest_twisted
+
+    return pytest_twisted.inlineCallbacks(_inspect_threads)(tmp_path)

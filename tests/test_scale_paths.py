@@ -245,6 +245,16 @@ def _inspect_threads(tmp_path):
         threads.append(threading.current_thread() is threading.main_thread())
         return base.inspect(path)
 
+    from phaserlink.pop3_store import maildir
+
+    listed: list[bool] = []
+    real_messages = maildir.Maildir.messages
+
+    def messages(self):
+        listed.append(threading.current_thread() is threading.main_thread())
+        return real_messages(self)
+
+    maildir.Maildir.messages = messages
     site = make_site(tmp_path)
     store = MaildirStore(site.appliance.spool / "mail", list(site.printers))
     out = FakeOutput("ok")
@@ -261,8 +271,10 @@ def _inspect_threads(tmp_path):
             yield task.deferLater(reactor, 0.01, lambda: None)
         assert len(out.sent) == 1
     finally:
+        maildir.Maildir.messages = real_messages
         yield printers.stopService()
     assert threads == [False]
+    assert listed and True not in listed  # the retriever's listing of the Maildir, too
 
 
 def test_the_intake_reads_a_message_header_off_the_reactor_thread(tmp_path):

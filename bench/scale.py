@@ -143,6 +143,14 @@ if os.environ.get("SCALE_STATS"):
             _stats.clear()
             lag, _lag[0] = _lag[0], 0.0
             _out.write(json.dumps({"t": time.monotonic(), "lag": lag, "pools": snap}) + "\\n")
+            if os.environ.get("SCALE_CENSUS") and int(time.monotonic()) % 15 == 0:
+                from collections import Counter
+                objects = gc.get_objects()
+                top = Counter(type(o).__name__ for o in objects).most_common(12)
+                with open(os.environ["SCALE_CENSUS"], "a") as census:
+                    census.write(f"{time.monotonic():.0f} tracked={len(objects)} frozen={gc.get_freeze_count()} "
+                                 f"{top}\\n")
+                del objects
     _reactor.callWhenRunning(_tick, time.perf_counter())
     threading.Thread(target=_dump, daemon=True).start()
 """

@@ -281,3 +281,29 @@ def test_the_intake_reads_a_message_header_off_the_reactor_thread(tmp_path):
     import pytest_twisted
 
     return pytest_twisted.inlineCallbacks(_inspect_threads)(tmp_path)
+
+
+def test_seen_index_lookups_leave_no_garbage_and_no_open_snapshot(tmp_path):
+    """Connection.execute made a cursor per statement, each remembered by a
+    weak reference until 200 piled up: ~200,000 of them over 1,000
+    connections for the collector to walk.  The reused cursor must not hold
+    a read snapshot after a hit either (the WAL could not be checkpointed)."""
+    import gc
+    import weakref
+
+    from phaserlink.printer import journal
+
+    seen = journal.SeenIndex(tmp_path / "seen.sqlite")
+    seen.open(time.time())
+
+    def weakrefs() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is weakref.ReferenceType)
+
+    before = weakrefs()
+    for n in range(150):
+        seen.write([journal.message_id(f"<{n}@x>")], time.time())
+        assert seen.has_message_id(f"<{n}@x>")
+    assert weakrefs() - before < 10
+    busy, _log, _done = seen._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+    assert busy == 0 and (tmp_path / "seen.sqlite-wal").stat().st_size == 0
+    seen.close()

@@ -357,7 +357,8 @@ class Dispatcher:
         # completed): at site scale the log lines were 15% of the reactor's
         # time (bench/scale.py).
         await self._set(job, J.COMPLETED, [J.JOB_COMPLETED_SUCCESSFULLY], quiet=True)
-        log.info("printer {printer} job {job}: completed, {delivered}", printer=self.printer.name, job=job.job_id,
+        log.info("printer {printer} job {job}: {state} ({reasons}); {delivered}", printer=self.printer.name,
+                 job=job.job_id, state=J.COMPLETED, reasons=J.JOB_COMPLETED_SUCCESSFULLY,
                  delivered=delivered or "nothing to send")
         await self.finish(job)
 

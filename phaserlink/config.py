@@ -26,6 +26,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -220,19 +221,29 @@ class SiteConfig:
 
     def printers_for_address(self, address: str) -> tuple[PrinterConfig, ...] | None:
         """The printers a mail to *address* goes to, or None if it is not ours."""
-        wanted = normalize_address(address)
-        for printer in self.printers.values():
-            if wanted in printer.addresses:
-                return (printer,)
-        for group in self.groups.values():
-            if wanted == group.address:
-                return tuple(self.printers[m] for m in group.members)
-        return None
+        return self._by_address.get(normalize_address(address))
+
+    @cached_property
+    def _by_address(self) -> dict[str, tuple[PrinterConfig, ...]]:
+        """Every printer and group address -> its printers, made once: each
+        RCPT walked all printers' addresses (500 printers at site scale,
+        issue 11).  A printer's own address wins over a group's, as before."""
+        index: dict[str, tuple[PrinterConfig, ...]] = {}
+        for group in reversed(list(self.groups.values())):
+            index[group.address] = tuple(self.printers[m] for m in group.members)
+        for printer in reversed(list(self.printers.values())):
+            for address in printer.addresses:
+                index[address] = (printer,)
+        return index
 
     def is_local_domain(self, address: str) -> bool:
         """True if *address* is in a domain one of our printers or groups uses."""
         domain = normalize_address(address).rpartition("@")[2]
-        return domain in self.local_domains()
+        return domain in self._local_domains
+
+    @cached_property
+    def _local_domains(self) -> frozenset[str]:
+        return self.local_domains()
 
     def local_domains(self) -> frozenset[str]:
         domains = {a.rpartition("@")[2] for p in self.printers.values() for a in p.addresses}

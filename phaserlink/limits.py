@@ -47,6 +47,23 @@ WIRE_SCAN_CHUNK = 1 << 20  # bytes read at a time when measuring the wire size
 #: (10 s), queue attempts are bounded by their own time-outs.
 APPLIANCE_STOP_TIMEOUT = 30.0
 
+# -- process file limit (issue 11, bench/scale.py) -------------------------
+
+#: File descriptors one printer keeps open while idle: its seen index's two
+#: SQLite connections (database, WAL and shared-memory files each) and
+#: the console history's share.  Measured: 5 per printer (bench/scale.py).
+FDS_PER_PRINTER = 6
+#: Descriptors beyond sessions and printers: listeners, the log, thread
+#: pools' pipes, converters' pipes, outbound and printer connections.
+FDS_BASE = 256
+
+#: Young (generation 1) collections between two full collections, at
+#: least: Python's 10 made a full collection every few seconds once
+#: start-up was frozen (its "25% more long-lived objects" rule is met at
+#: once when the unfrozen part is small), each up to 180 ms at 1,000
+#: sessions under load; 100 made them about ten times rarer (bench/scale.py).
+GC_YOUNG_PER_FULL = 100
+
 # -- config ----------------------------------------------------------------
 
 MAX_LOCAL_PART = 64
@@ -128,6 +145,11 @@ CONNECT_TIMEOUT = 30.0
 MIN_WINDOW = 86400.0
 #: How often the spool prunes records older than the window.
 PRUNE_INTERVAL = 3600.0
+#: Page cache of each of a seen index's two SQLite connections, KiB.
+#: SQLite's default (2,000 KiB, pre-allocated in part) made the two
+#: connections of each printer cost ~300 KB: 150 MB at 500 printers
+#: (bench/scale.py).  The lookups are primary-key reads: a few pages each.
+SEEN_CACHE_KIB = 64
 #: Seconds a lookup waits for a writer that holds the database (WAL
 #: readers normally never wait; this bounds the rare recovery case).
 READ_TIMEOUT = 1.0

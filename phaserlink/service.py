@@ -119,7 +119,7 @@ def makeService(site: SiteConfig, reactor=None, spool_lock: SpoolLock | None = N
     StoreService(store, reactor).setServiceParent(top)
     queue = OutboundQueue(site, reactor=reactor)
     queue.setServiceParent(top)
-    printers = PrinterService(site, store, queue, reactor=reactor)
+    printers = PrinterService(site, store, queue, reactor=reactor, freeze_after_start=True)
     # The operator's operations and the job history (docs/console.md):
     # before the printers, so it stops after them.
     operations = PrinterOperations(printers, reactor, site.console.history_days)

@@ -40,6 +40,10 @@ class Options(usage.Options):
 
 
 def makeService(options: Options):
+    from phaserlink.process import needed_files, raise_file_limit
     from phaserlink.service import makeService as make
+
+    site = options.site
+    raise_file_limit(needed_files(site.appliance.max_sessions, len(site.printers)))
 
     return make(options.site, spool_lock=options.spool_lock)

@@ -1,6 +1,7 @@
 """No fsync in the reactor thread on the printer side's path (issue 7, item
-8): the retriever's fsync of the incoming file, the spool's state writes,
-the seen index's commits and the local mailbox's deletes all run in the
+8): the fsync of the retrieved incoming file (since issue 11 the first step
+of the spool's create, one durable task with the rename), the spool's state
+writes, the seen index's commits and the local mailbox's deletes all run in the
 durable pool, on a real reactor with real threads."""
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ OURS = ("printer/spool.py", "printer/journal.py", "printer/retriever.py", "print
 @pytest_twisted.inlineCallbacks
 def test_every_fsync_of_the_spool_path_runs_off_the_reactor_thread(tmp_path, monkeypatch):
     calls: list[tuple[str, bool]] = []  # (our caller, in the reactor thread)
+    synced: list[str] = []  # the paths fsync'd
     real_fsync = os.fsync
 
     def fsync(fd):
+        try:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
         frame = sys._getframe(1)
         while frame is not None:
             name = frame.f_code.co_filename.replace(os.sep, "/")
@@ -67,5 +73,6 @@ def test_every_fsync_of_the_spool_path_runs_off_the_reactor_thread(tmp_path, mon
     finally:
         yield printers.stopService()
     where = {c for c, _ in calls}
-    assert {"printer/retriever.py", "printer/spool.py", "seen index commit"} <= where, calls
+    assert {"printer/spool.py", "seen index commit"} <= where, calls
+    assert any("/jobs/lp/incoming/" in path for path in synced), synced  # the message, before it moved in
     assert [c for c in calls if c[1]] == []  # none in the reactor thread

@@ -42,9 +42,14 @@ class _LiveGauges:
                                     labels=["printer"])
         paused = GaugeMetricFamily("phaserlink_printer_paused", "1 if an operator paused the printer",
                                    labels=["printer"])
-        for p in self.printers.printers():
-            waiting.add_metric([p["name"]], p["jobs_waiting"])
-            paused.add_metric([p["name"]], 1 if "paused" in p["state_reasons"] else 0)
+        gauges = getattr(self.printers, "gauges", None)
+        if gauges is not None:  # one query for all printers (PrinterOperations)
+            rows = gauges()
+        else:
+            rows = [(p["name"], p["jobs_waiting"], "paused" in p["state_reasons"]) for p in self.printers.printers()]
+        for name, jobs, is_paused in rows:
+            waiting.add_metric([name], jobs)
+            paused.add_metric([name], 1 if is_paused else 0)
         yield waiting
         yield paused
         if self.queue is not None:

@@ -339,6 +339,14 @@ class JobHistory:
         db.row_factory = None
         return db.execute("SELECT COUNT(*) FROM jobs WHERE printer = ? AND ended IS NULL", (printer,)).fetchone()[0]
 
+    def waiting_by_printer(self) -> dict[str, int]:
+        """:meth:`waiting` of every printer that has waiting jobs, in one
+        query (the ``jobs_waiting`` index): a scrape of ``/metrics`` made
+        one query per printer, 500 of them in the reactor (bench/scale.py)."""
+        db = self._reader()
+        db.row_factory = None
+        return dict(db.execute("SELECT printer, COUNT(*) FROM jobs WHERE ended IS NULL GROUP BY printer"))
+
     def counts(self) -> list[tuple[str, str, int]]:
         """(printer, state, jobs) over the whole history."""
         db = self._reader()

@@ -47,6 +47,7 @@ from phaserlink.limits import (  # noqa: E402
     MIN_WINDOW,
     PRUNE_INTERVAL,
     READ_TIMEOUT,
+    SEEN_CACHE_KIB as CACHE_KIB,
 )
 
 UIDL, MSGID, PARTIAL_DONE, DONE = "uidl", "msgid", "partial-done", "done"
@@ -125,6 +126,13 @@ class SeenIndex:
         self.window = max(float(window), MIN_WINDOW)
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        # One cursor per connection, used again for every statement:
+        # Connection.execute makes a cursor each time and (Python 3.11)
+        # keeps a weak reference to it until 200 have piled up, so 1,000
+        # connections (500 printers) held ~200,000 dead weak references,
+        # which every full collection walked (bench/scale.py).
+        self._wcur: sqlite3.Cursor | None = None
+        self._rcur: sqlite3.Cursor | None = None
         self._read_lock = threading.Lock()
 
     # -- blocking (durable pool) -----------------------------------------------
@@ -134,14 +142,21 @@ class SeenIndex:
             return
         created = not self.path.exists()
         writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        writer.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         writer.execute("PRAGMA journal_mode=WAL")
         writer.executescript(_SCHEMA)
         if created:
             fsync_dir(self.path.parent)
         self._writer = writer
+        self._wcur = writer.cursor()
         self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=READ_TIMEOUT)
-        self._reader.execute("PRAGMA query_only=1")
+        self._rcur = self._reader.cursor()
+        self._rcur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self._rcur.execute("PRAGMA query_only=1")
+        # Its files (the WAL) open now, not at the first lookup: the
+        # process's descriptors stay flat once every printer has started.
+        self._rcur.execute("SELECT 1 FROM seen LIMIT 1").fetchall()
         self._migrate(now)
         self.prune(now)
 
@@ -159,8 +174,8 @@ class SeenIndex:
 
     def prune(self, now: float) -> int:
         """Forget records older than the window; return how many."""
-        db = self._db()
-        cur = db.execute("DELETE FROM seen WHERE t < ?", (now - self.window,))
+        cur = self._db()
+        cur.execute("DELETE FROM seen WHERE t < ?", (now - self.window,))
         if cur.rowcount:
             log.info("seen index {path}: pruned {n} records older than {days:g} days",
                      path=self.path, n=cur.rowcount, days=self.window / 86400)
@@ -171,11 +186,13 @@ class SeenIndex:
             if conn is not None:
                 conn.close()
         self._reader = self._writer = None
+        self._rcur = self._wcur = None
 
-    def _db(self) -> sqlite3.Connection:
-        if self._writer is None:
+    def _db(self) -> sqlite3.Cursor:
+        """The writer's cursor (the durable pool, one call at a time)."""
+        if self._wcur is None:
             raise RuntimeError("seen index not open")
-        return self._writer
+        return self._wcur
 
     def _commit(self, sql: str, rows: Iterable[tuple], sync: bool) -> None:
         db = self._db()
@@ -221,8 +238,11 @@ class SeenIndex:
         if self._reader is None:
             raise RuntimeError("seen index not open")
         with self._read_lock:
-            row = self._reader.execute("SELECT 1 FROM seen WHERE kind = ? AND key = ?", (kind, key)).fetchone()
-        return row is not None
+            # fetchall, not fetchone: the statement runs to its end, so the
+            # reused cursor holds no read transaction (which would keep the
+            # WAL from being checkpointed) between lookups.
+            rows = self._rcur.execute("SELECT 1 FROM seen WHERE kind = ? AND key = ?", (kind, key)).fetchall()
+        return bool(rows)
 
     def has_uidl(self, source: str, value: str) -> bool:
         return self._has(UIDL, _uidl_key(source, value))
@@ -241,15 +261,15 @@ class SeenIndex:
             raise RuntimeError("seen index not open")
         with self._read_lock:
             if kind is None:
-                return self._reader.execute("SELECT count(*) FROM seen").fetchone()[0]
-            return self._reader.execute("SELECT count(*) FROM seen WHERE kind = ?", (kind,)).fetchone()[0]
+                return self._rcur.execute("SELECT count(*) FROM seen").fetchall()[0][0]
+            return self._rcur.execute("SELECT count(*) FROM seen WHERE kind = ?", (kind,)).fetchall()[0][0]
 
     def records(self, kind: str) -> list[dict[str, Any]]:
         """Every record of *kind* (for tests and the console: not on any hot path)."""
         if self._reader is None:
             raise RuntimeError("seen index not open")
         with self._read_lock:
-            rows = self._reader.execute("SELECT key, t, data FROM seen WHERE kind = ? ORDER BY t", (kind,)).fetchall()
+            rows = self._rcur.execute("SELECT key, t, data FROM seen WHERE kind = ? ORDER BY t", (kind,)).fetchall()
         out = []
         for key, t, data in rows:
             if data:

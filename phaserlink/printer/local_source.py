@@ -75,9 +75,14 @@ class LocalMailSession:
         self.marked: dict[str, StoredMessage] = {}
 
     def list(self) -> defer.Deferred:
-        found = self.maildir.messages()
-        self.messages = {m.key: m for m in found}
-        return defer.succeed([SourceMessage(m.key, m.size) for m in found])
+        # In the worker pool: two directory scans and a stat per message
+        # were 0.6 ms of the reactor's time per pass at site scale
+        # (bench/scale.py), one pass per delivery.
+        def listed(found: list[StoredMessage]) -> list[SourceMessage]:
+            self.messages = {m.key: m for m in found}
+            return [SourceMessage(m.key, m.size) for m in found]
+
+        return self.blocking(self.maildir.messages).addCallback(listed)
 
     def retrieve(self, uidl: str, out: BinaryIO) -> defer.Deferred:
         message = self.messages.get(uidl)

@@ -160,6 +160,15 @@ class PrinterOperations(service.Service):
     def printers(self) -> list[dict[str, Any]]:
         return [self._printer_view(name) for name in self.runners]
 
+    def gauges(self) -> list[tuple[str, int, bool]]:
+        """(printer, jobs waiting, paused) of every printer, for
+        ``/metrics``: one history query and no state file read, where
+        :meth:`printers` reads each printer's head job and counts each
+        printer's jobs in a query of its own."""
+        waiting = self.history.waiting_by_printer()
+        return [(name, waiting.get(name, 0), bool(getattr(runner.dispatcher, "paused", False)))
+                for name, runner in self.runners.items()]
+
     def printer(self, name: str) -> dict[str, Any]:
         if name not in self.runners:
             raise C.UnknownPrinter(name)

@@ -164,9 +164,11 @@ class PrinterService(service.MultiService):
 
     def __init__(self, site: SiteConfig, store, queue, reactor=None, *, tools: Toolkit | None = None,
                  sources: dict | None = None, outputs: dict | None = None,
-                 blocking: Callable[..., defer.Deferred] | None = None):
+                 blocking: Callable[..., defer.Deferred] | None = None, freeze_after_start: bool = False):
         """*tools*, *sources* and *outputs* (by printer name) and *blocking*
-        replace the real ones in tests."""
+        replace the real ones in tests.  *freeze_after_start*: the
+        appliance's process (phaserlink/service.py), not a test's."""
+        self.freeze_after_start = freeze_after_start
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -186,6 +188,19 @@ class PrinterService(service.MultiService):
                                    mailbox_sessions=self.mailbox_sessions)
             runner.setServiceParent(self)
             self.runners[printer.name] = runner
+        self.all_started: defer.Deferred | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        # Once every printer has taken back its jobs, what start-up made
+        # lives as long as the process: out of the collector's walks
+        # (phaserlink/process.py).
+        started = [r.started for r in self.runners.values() if r.started is not None]
+        self.all_started = defer.DeferredList(started, consumeErrors=True)
+        if self.freeze_after_start:
+            from phaserlink.process import freeze_start_up
+
+            self.all_started.addCallback(lambda _: freeze_start_up())
 
     # -- held jobs: the SMTP session's release addresses (docs/trust.md) -------------
 

@@ -90,8 +90,6 @@ class FileOutput:
             except BaseException:  # cancelled: leave no temporary file behind
                 _unlink_quietly(tmp)
                 raise
-        log.info("job {job_id} written to {path} ({size} bytes)", job_id=job.job_id,
-                 path=str(final), size=size)
         copies = max(1, job.copies)
         detail = f"{size} bytes" + (f"; {copies} copies asked, file written once" if copies > 1 else "")
         notes = not_said(job, ("sides", "media", "color", "pages"), "a file: printer writes the document as it is")

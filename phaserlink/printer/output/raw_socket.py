@@ -336,7 +336,5 @@ class SocketOutput:
             acknowledged = "all bytes written, connection closed"
         if protocol.end_reported:
             acknowledged += "; the printer reported the job printed"
-        log.info("job {job_id} sent to {where}: {ack}", job_id=job.job_id,
-                 where=self.where, ack=acknowledged)
         return OutputResult(acknowledged=acknowledged, pages=protocol.pages,
                             detail="; ".join(notes), notes=tuple(unsaid))

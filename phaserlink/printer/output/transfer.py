@@ -20,10 +20,9 @@ from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
-    connectProtocol,
 )
 from twisted.internet.interfaces import IConsumer, IPullProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -229,6 +228,20 @@ def describe_connect_error(failure: Failure, where: str) -> PrinterOutputError:
     return PrinterUnavailable(f"cannot connect to {where}: {why}", ipp)
 
 
+class _OneConnection(Factory):
+    """Builds the one job protocol, silently: Twisted's ``connectProtocol``
+    factory logs "Starting factory" and "Stopping factory" for every job,
+    two of the nine log lines a printed job cost (bench/scale.py)."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol):
+        self.protocol_instance = protocol
+
+    def buildProtocol(self, addr) -> Protocol:
+        return self.protocol_instance
+
+
 async def connect(reactor, host: str, port: int, protocol: JobProtocol, *,
                   timeout: float, bind_port: int | None = None) -> JobProtocol:
     """Connect *protocol* to host:port within *timeout*; bind the local
@@ -242,7 +255,7 @@ async def connect(reactor, host: str, port: int, protocol: JobProtocol, *,
     else:
         endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout, bindAddress=bind)
     try:
-        await connectProtocol(endpoint, protocol)
+        await endpoint.connect(_OneConnection(protocol))
     except (error.ConnectBindError, CancelledError):
         raise
     except PrinterOutputError:

@@ -87,7 +87,9 @@ def fake_report(out, **fields) -> None:
     out.write(("\n".join(lines) + "\n\n" + fields["human_text"] + "\n").encode())
 
 
-def fake_toolkit() -> Toolkit:
+def fake_toolkit(authserv_id: str | None = None) -> Toolkit:
+    """Stands in for default_toolkit (whose argument says whose
+    Authentication-Results are ours; the fakes read none)."""
     return Toolkit(inspect=fake_inspect, extract=fake_extract, reassemble=fake_reassemble,
                    needs_conversion=fake_needs_conversion, convert=fake_convert,
                    unprintable=(FakeUnprintable,), write_report=fake_report)

@@ -219,7 +219,9 @@ async def test_p910nd_hung_times_out(files, size):
         with pytest.raises(PrinterUnavailable) as caught:
             await out.send(job(files[size]))
         assert caught.value.ipp_reason == REASON_TIMED_OUT
-        assert SHORT_TIMEOUT <= time.monotonic() - started < SHORT_TIMEOUT + 5
+        # The reactor's timers have millisecond granularity (epoll), so a
+        # timer may fire a hair before its time.
+        assert SHORT_TIMEOUT - 0.01 <= time.monotonic() - started < SHORT_TIMEOUT + 5
         # What the kernel had buffered may still reach the paper once the
         # printer wakes up: raw 9100 cannot tell (see raw_socket.py).
     finally:

@@ -14,6 +14,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from support.peers import free_port, wait_for_port
 from support.twistd import TWISTD
@@ -36,6 +37,7 @@ class Appliance:
     sections: str = ""
     proc: subprocess.Popen | None = None
     log_dir: Path | None = None  # default: the appliance directory
+    preexec: "Callable[[], None] | None" = None  # runs in the child before twistd (limits)
 
     @property
     def config_path(self) -> Path:
@@ -70,6 +72,7 @@ class Appliance:
             cwd=self.directory,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec,
         )
         try:
             wait_for_port(self.smtp_port, timeout=timeout)

@@ -6,13 +6,13 @@ console (issue 9), as an admin would."""
 
 from __future__ import annotations
 
-import smtplib
 import time
 
 import pytest
 
-from support.console_http import call, console_config, job, jobs, wait_console
+from support.console_http import call, console_config, job, wait_console
 from support.e2e import wait_until
+from support.held import deliver, dmarc_printer, printed_files, wait_held_jobs
 from test_accept9_sender_hold import dns, message  # noqa: F401  (dns is a fixture)
 from test_console_appliance import metric
 
@@ -23,26 +23,13 @@ def test_an_unreleased_job_is_canceled_after_hold_timeout_across_kill9_without_m
         appliance, dns, tmp_path):  # noqa: F811
     out = tmp_path / "printed"
     appliance.appliance_extra = f"dns_servers = {dns.address}\n"
-    appliance.sections = f"""\
-[printer:lp]
-addresses = lp@phaserlink.test
-output = file:{out}
-allowed_senders = *@good.test
-sender_auth = dmarc
-unauthenticated = hold
-hold_timeout = 6s
-formats = postscript
-notify = printed, errors
-
-"""
+    appliance.sections = dmarc_printer(out, unauthenticated="hold", hold_timeout="6s", notify="printed, errors")
     port = console_config(appliance)  # its smarthost does not answer: the mail stays in the queue
     appliance.start()
     wait_console(appliance)
-    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=30) as client:
-        assert client.sendmail("alice@good.test", ["lp@phaserlink.test"],
-                               message("alice@good.test", "lp@phaserlink.test", "never-released")) == {}
-    [held] = wait_until(lambda: [j for j in jobs(port, printer="lp") if j["state"] == "pending-held"] or None,
-                        30, "the held job", appliance.log)
+    deliver(appliance, ("alice@good.test", "lp@phaserlink.test",
+                        message("alice@good.test", "lp@phaserlink.test", "never-released")))
+    [held] = wait_held_jobs(appliance, port)
     wait_until(lambda: call(port, "GET", "/api/v1/queue").json()["messages"], 20, "the release mail")
     appliance.kill9()
     appliance.start()
@@ -52,7 +39,7 @@ notify = printed, errors
                        "the held job canceled after hold_timeout", appliance.log)
     assert "job-hold-until-specified" in ended["state_reasons"], ended
     time.sleep(1)
-    assert not out.exists() or list(out.glob("*")) == []
+    assert printed_files(out) == []
     queued = call(port, "GET", "/api/v1/queue").json()["messages"]
     assert len(queued) == 1 and queued[0]["recipients"] == ["alice@good.test"], queued  # the release mail only
     assert metric(port, "phaserlink_jobs_total", printer="lp", state="canceled") == 1

@@ -18,9 +18,10 @@ import time
 
 import pytest
 
-from support.console_http import admin_cli, call, console_config, job, jobs, wait_console
+from support.console_http import admin_cli, call, console_config, job, wait_console
 from support.dnsmasq import DnsServer
 from support.e2e import wait_until
+from support.held import deliver, dmarc_printer, printed_files, queued_release_mails, release_address, wait_held_jobs
 from support.peers import free_port
 from test_console_appliance import metric
 
@@ -51,16 +52,7 @@ def dns(tmp_path):
 def test_a_job_held_for_sender_release_is_released_from_the_cli_and_prints_once(appliance, dns, tmp_path):
     out = tmp_path / "printed"
     appliance.appliance_extra = f"dns_servers = {dns.address}\n"
-    appliance.sections = f"""\
-[printer:lp]
-addresses = lp@phaserlink.test
-output = file:{out}
-allowed_senders = *@good.test
-sender_auth = dmarc
-unauthenticated = hold
-formats = postscript
-notify = none
-
+    appliance.sections = dmarc_printer(out, unauthenticated="hold") + f"""\
 [printer:down]
 addresses = down@phaserlink.test
 output = socket://127.0.0.1:{free_port()}
@@ -74,12 +66,11 @@ notify = none
     appliance.start()
     wait_console(appliance)
 
-    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=30) as client:
-        # Not authenticated (SPF -all, no signature): a 250, and the job is held.
-        assert client.sendmail("alice@good.test", ["lp@phaserlink.test"],
-                               message("alice@good.test", "lp@phaserlink.test", "hold-me")) == {}
-        assert client.sendmail("bob@elsewhere.test", ["down@phaserlink.test"],
-                               message("bob@elsewhere.test", "down@phaserlink.test", "waiting")) == {}
+    # Not authenticated (SPF -all, no signature): a 250, and the job is held.
+    deliver(appliance, ("alice@good.test", "lp@phaserlink.test",
+                        message("alice@good.test", "lp@phaserlink.test", "hold-me")),
+            ("bob@elsewhere.test", "down@phaserlink.test",
+             message("bob@elsewhere.test", "down@phaserlink.test", "waiting")))
 
     # The CLI's --json list, filtered by printer and state, with the issue's names.
     def held_list():
@@ -107,7 +98,7 @@ notify = none
     assert all(PRINTER_KEYS <= set(p) for p in printers), printers
     assert {p["name"]: p["jobs_waiting"] for p in printers}["lp"] == 1
     time.sleep(1)
-    assert not out.exists() or list(out.glob("*")) == []  # held: nothing printed
+    assert printed_files(out) == []  # held: nothing printed
 
     # Release from the CLI: exit 0, the job prints once.
     done = admin_cli(port, "release", held["id"])
@@ -145,8 +136,7 @@ notify = none
     assert admin_cli(port, "queue", "retry", "no-such-message").returncode == 1
 
     # Retry-now of a job waiting for a printer that is down: 200 with its state.
-    [waiting] = wait_until(lambda: [j for j in jobs(port, printer="down") if j["state"] == "pending-held"] or None,
-                           30, "the job waiting for its printer", appliance.log)
+    [waiting] = wait_held_jobs(appliance, port, printer="down", what="the job waiting for its printer")
     assert "printer-stopped" in waiting["state_reasons"], waiting
     answer = call(port, "POST", f"/api/v1/jobs/{waiting['id']}/retry")
     assert answer.code == 200, answer.body
@@ -160,42 +150,27 @@ notify = none
 def test_a_held_job_canceled_in_the_console_never_prints_when_its_owner_replies(appliance, dns, tmp_path):
     """Cancel is final: the owner's reply to the release mail, arriving after
     an operator canceled the held job, prints nothing."""
-    import re
-
     out = tmp_path / "printed"
     appliance.appliance_extra = f"dns_servers = {dns.address}\n"
-    appliance.sections = f"""\
-[printer:lp]
-addresses = lp@phaserlink.test
-output = file:{out}
-allowed_senders = *@good.test
-sender_auth = dmarc
-unauthenticated = hold
-formats = postscript
-notify = none
-
-"""
+    appliance.sections = dmarc_printer(out, unauthenticated="hold")
     port = console_config(appliance)
     appliance.start()
     wait_console(appliance)
-    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=30) as client:
-        assert client.sendmail("alice@good.test", ["lp@phaserlink.test"],
-                               message("alice@good.test", "lp@phaserlink.test", "cancel-me")) == {}
-    [held] = wait_until(lambda: [j for j in jobs(port, printer="lp") if j["state"] == "pending-held"] or None,
-                        30, "the held job", appliance.log)
-    queued = appliance.wait_for(lambda: [p for p in (appliance.spool / "queue" / "data").glob("*")
-                                         if b"release+" in p.read_bytes()], timeout=20, what="the release mail")
-    address = re.search(rb"Reply-To: <(release\+[A-Za-z0-9_-]+@phaserlink\.test)>", queued[0].read_bytes())
+    deliver(appliance, ("alice@good.test", "lp@phaserlink.test",
+                        message("alice@good.test", "lp@phaserlink.test", "cancel-me")))
+    [held] = wait_held_jobs(appliance, port)
+    queued = queued_release_mails(appliance, b"release+", timeout=20)
+    address = release_address(queued[0].read_bytes().decode(errors="replace"))
     assert address, queued[0].read_bytes()[:2000]
     done = admin_cli(port, "cancel", held["id"])
     assert done.returncode == 0, done.stderr
     assert job(port, held["id"])["state"] == "canceled"
     with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=30) as client:
         try:
-            client.sendmail("alice@good.test", [address.group(1).decode()], b"Subject: Re: release\r\n\r\nyes\r\n")
+            client.sendmail("alice@good.test", [address], b"Subject: Re: release\r\n\r\nyes\r\n")
         except smtplib.SMTPRecipientsRefused:
             pass  # refusing the release address is as good: nothing is held under it
     time.sleep(2)
     assert job(port, held["id"])["state"] == "canceled"
-    assert not out.exists() or list(out.glob("*")) == []
+    assert printed_files(out) == []
     appliance.stop()

@@ -19,6 +19,7 @@ import dkim
 import pytest
 
 from support.dnsmasq import DnsServer, dkim_key
+from support.held import deliver, dmarc_printer, queued_release_mails, release_address
 from support.peers import free_port
 
 POSTSCRIPT = b"%!PS-Adobe-3.0\n%%Title: signed\n72 720 moveto (signed job) show showpage\n%%EOF\n"
@@ -52,15 +53,7 @@ def site(appliance, signer, tmp_path):
     dns, _ = signer
     out = tmp_path / "printed"
     appliance.appliance_extra = f"dns_servers = {dns.address}\n"
-    appliance.sections = f"""\
-        [printer:lp]
-        addresses = lp@phaserlink.test
-        output = file:{out}
-        allowed_senders = *@good.test
-        sender_auth = dmarc
-        formats = postscript
-        notify = none
-        """
+    appliance.sections = dmarc_printer(out)
     appliance.start()
     appliance.printed = out
     return appliance
@@ -117,8 +110,7 @@ def test_dns_down_is_451_the_reactor_serves_others_and_the_retry_prints(site, si
     assert b"cannot be verified for printer lp now, try again later" in text
     assert took > 2 and greetings and max(greetings) < 0.5, (took, greetings)  # others were served meanwhile
     dns.start()
-    with smtplib.SMTP("127.0.0.1", site.smtp_port, timeout=20) as client:
-        assert client.sendmail("bounce@elsewhere.test", ["lp@phaserlink.test"], msg) == {}
+    deliver(site, ("bounce@elsewhere.test", "lp@phaserlink.test", msg), timeout=20)
     (path,) = printed(site)
     assert path.read_bytes() == POSTSCRIPT
 
@@ -129,16 +121,7 @@ def start_holding(appliance, dns, out, smarthost_port: int) -> None:
     appliance.appliance_extra = (f"dns_servers = {dns.address}\n"
                                  f"smarthost = 127.0.0.1:{smarthost_port}\nsmarthost_tls = none\n"
                                  "queue_retry_min = 1s\nqueue_retry_max = 2s\n")
-    appliance.sections = f"""\
-        [printer:lp]
-        addresses = lp@phaserlink.test
-        output = file:{out}
-        allowed_senders = *@good.test
-        sender_auth = dmarc
-        unauthenticated = hold
-        formats = postscript
-        notify = none
-        """
+    appliance.sections = dmarc_printer(out, unauthenticated="hold")
     appliance.start()
     appliance.printed = out
 
@@ -148,21 +131,18 @@ def test_hold_the_release_mail_and_a_reply_print_exactly_once(appliance, signer,
     job is held (nothing printed), the release mail waits in the outbound
     queue for the From: address (its smarthost does not answer), and a mail to the
     release address it names prints the job once."""
-    import re
-
     dns, _ = signer
     out = tmp_path / "printed"
     # A smarthost nobody listens on keeps the release mail in the queue for
     # the test to read (without one, MX delivery would look good.test up).
     start_holding(appliance, dns, out, smarthost_port=free_port())
-    with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:
-        assert client.sendmail("someone@elsewhere.test", ["lp@phaserlink.test"], job("alice@good.test", "h1")) == {}
-    queued = appliance.wait_for(lambda: [p for p in (appliance.spool / "queue" / "data").glob("*")
-                                         if b"Release your print job?" in p.read_bytes()], timeout=10,
-                                what="the release mail in the outbound queue")
+    deliver(appliance, ("someone@elsewhere.test", "lp@phaserlink.test", job("alice@good.test", "h1")), timeout=20)
+    queued = queued_release_mails(appliance, b"Release your print job?", timeout=10,
+                                  what="the release mail in the outbound queue")
     text = queued[0].read_bytes().decode()
     assert "To: <alice@good.test>" in text and "Auto-Submitted: auto-replied" in text
-    address = re.search(r"Reply-To: <(release\+[A-Za-z0-9_-]+@phaserlink\.test)>", text).group(1)
+    address = release_address(text)
+    assert address, text
     time.sleep(1)
     assert list(out.glob("*")) == []
     with smtplib.SMTP("127.0.0.1", appliance.smtp_port, timeout=20) as client:

@@ -87,6 +87,14 @@ class Script:
         (session,) = self.results
         return session
 
+    def retrieving(self, size: int):
+        """Log in, list one message u1 of *size* octets and start its RETR:
+        (the session, what it writes into, the retrieve's Deferred)."""
+        session = self.login()
+        self.listed(session, [("u1", size)])
+        out = io.BytesIO()
+        return session, out, session.retrieve("u1", out)
+
     def listed(self, session: POP3Session, entries: list[tuple[str, int]]):
         got = []
         session.list_uidl().addCallback(got.append)
@@ -296,10 +304,7 @@ def test_silent_server_times_out_on_greeting():
 
 def test_timeout_counts_from_the_last_byte_during_retr():
     s = Script()
-    session = s.login()
-    s.listed(session, [("u1", 100)])
-    out = io.BytesIO()
-    d = session.retrieve("u1", out)
+    session, out, d = s.retrieving(100)
     s.expect(b"RETR 1\r\n")
     s.send(b"+OK\r\nline 1\r\n")
     s.clock.advance(TIMEOUT - 1)
@@ -348,10 +353,7 @@ def test_retrieve_unstuffs_and_writes_lf_in_any_split():
     for cut1 in range(1, len(data)):
         for cut2 in (cut1 + 1, cut1 + 3, len(data)):
             s = Script()
-            session = s.login()
-            s.listed(session, [("u1", 99)])
-            out = io.BytesIO()
-            d = session.retrieve("u1", out)
+            session, out, d = s.retrieving(99)
             dd = session.delete("u1")
             s.expect(b"RETR 1\r\n")
             for piece in (data[:cut1], data[cut1:cut2], data[cut2:]):
@@ -377,10 +379,7 @@ def test_retrieve_dot_line_at_16k_chunk_boundary_and_random_chunks():
     data = b"+OK\r\n" + wire(body)
     for trial in range(20):
         s = Script()
-        session = s.login()
-        s.listed(session, [("u1", len(body))])
-        out = io.BytesIO()
-        d = session.retrieve("u1", out)
+        session, out, d = s.retrieving(len(body))
         pos = 0
         cuts = [16384 + 5, 16384 + 6] if trial == 0 else []
         while pos < len(data):
@@ -402,10 +401,7 @@ def test_unstuffer_returns_what_follows_the_end():
 
 def test_retrieve_err_fails_with_server_text_and_session_goes_on():
     s = Script()
-    session = s.login()
-    s.listed(session, [("u1", 10)])
-    out = io.BytesIO()
-    d = session.retrieve("u1", out)
+    session, out, d = s.retrieving(10)
     s.expect(b"RETR 1\r\n")
     s.send(b"-ERR no such message\r\n")
     f = outcome(d)
@@ -448,10 +444,7 @@ def test_quit_err_means_deletions_not_committed():
 
 def test_connection_lost_mid_retr_fails_retrieve():
     s = Script()
-    session = s.login()
-    s.listed(session, [("u1", 10)])
-    out = io.BytesIO()
-    d = session.retrieve("u1", out)
+    session, out, d = s.retrieving(10)
     s.send(b"+OK\r\npart")
     s.proto.connectionLost(Failure(ConnectionLost("gone")))
     f = outcome(d)

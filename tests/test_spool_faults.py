@@ -27,6 +27,24 @@ def deliver_then_fill(rig, disk, data=JOB):
     rig.settle()
 
 
+def fill_disk_before(rig, disk, tool: str) -> list:
+    """Make the intake's *tool* (``inspect``, ``reassemble``) fill *disk*
+    to ENOSPC the first time it is called, then do its work; the list
+    returned is non-empty once that happened."""
+    intake = rig.runner().intake
+    real = getattr(intake.tools, tool)
+    filled: list = []
+
+    def on_a_disk_that_fills(*args):
+        if not filled:
+            disk.fill(leave=0)
+            filled.append(True)
+        return real(*args)
+
+    intake.tools = dataclasses.replace(intake.tools, **{tool: on_a_disk_that_fills})
+    return filled
+
+
 def test_enospc_at_retrieval_keeps_the_message_and_prints_it_once_later(rig, small_disk):
     rig.start()
     deliver_then_fill(rig, small_disk)
@@ -50,19 +68,9 @@ def test_enospc_at_retrieval_keeps_the_message_and_prints_it_once_later(rig, sma
 
 def test_enospc_at_spooling_keeps_the_message_and_prints_it_once_later(rig, small_disk):
     rig.start()
-    intake = rig.runner().intake
-    real_inspect = intake.tools.inspect
-    filled = []
-
-    def inspect_on_a_disk_that_fills(path):
-        # Retrieval succeeded (the message is in incoming/, fsync'd); now
-        # the disk fills before the job's state is written.
-        if not filled:
-            small_disk.fill(leave=0)
-            filled.append(True)
-        return real_inspect(path)
-
-    intake.tools = dataclasses.replace(intake.tools, inspect=inspect_on_a_disk_that_fills)
+    # Retrieval succeeds (the message is in incoming/, fsync'd); then the
+    # disk fills before the job's state is written.
+    filled = fill_disk_before(rig, small_disk, "inspect")
     rig.deliver(JOB)
     assert filled and rig.outputs["lp"].sent == []
     assert len(rig.mailbox()) == 1  # not deleted: the job was never durable
@@ -87,17 +95,7 @@ def test_enospc_for_a_fragment_keeps_it_and_the_set_completes_later(rig, small_d
 
     rig.start()
     rig.deliver(fragment(1, inner + b"one\n"))
-    intake = rig.runner().intake
-    real_inspect = intake.tools.inspect
-    filled = []
-
-    def fill_once(path):
-        if not filled:
-            small_disk.fill(leave=0)
-            filled.append(True)
-        return real_inspect(path)
-
-    intake.tools = dataclasses.replace(intake.tools, inspect=fill_once)
+    fill_disk_before(rig, small_disk, "inspect")
     rig.deliver(fragment(2, b"two\n"))
     assert rig.outputs["lp"].sent == [] and len(rig.mailbox()) == 1
     small_disk.release()
@@ -116,17 +114,7 @@ def test_enospc_while_a_set_is_put_together_is_retried_not_blamed_on_the_documen
         return message(msgid=f"<g{n}@example.com>", X_Fake_Partial=f"set2 {n} 2", body=body)
 
     rig.start()
-    intake = rig.runner().intake
-    real = intake.tools.reassemble
-    filled = []
-
-    def reassemble_on_a_full_disk(paths, out):
-        if not filled:
-            small_disk.fill(leave=0)
-            filled.append(True)
-        return real(paths, out)
-
-    intake.tools = dataclasses.replace(intake.tools, reassemble=reassemble_on_a_full_disk)
+    filled = fill_disk_before(rig, small_disk, "reassemble")
     rig.deliver(fragment(1, inner + b"one\n" * 2000))
     rig.deliver(fragment(2, b"two\n" * 2000))
     assert filled and rig.outputs["lp"].sent == []

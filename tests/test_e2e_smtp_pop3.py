@@ -12,7 +12,7 @@ from __future__ import annotations
 import poplib
 import smtplib
 
-from support.appliance import password_hash
+from support.appliance import pull_printer
 
 
 def dotted_body() -> bytes:
@@ -37,14 +37,7 @@ def dotted_body() -> bytes:
 
 
 def test_dot_line_at_16384_survives_smtp_in_and_pop3_out(appliance):
-    appliance.sections = f"""
-        [printer:pull]
-        sender_auth = none
-        addresses = pull@phaserlink.test
-        output = pull
-        allowed_senders = *
-        pop3_password = {password_hash("pull")}
-    """
+    appliance.sections = pull_printer()
     appliance.start()
     header = (b"From: alice@example.com\r\nTo: pull@phaserlink.test\r\nSubject: dots\r\n"
               b"Message-ID: <dots@example.com>\r\n\r\n")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from phaserlink.trust import logins
-from support.appliance import password_hash
+from support.appliance import password_hash, pull_printer
 
 
 def read_reply(f) -> bytes:
@@ -62,17 +62,7 @@ def auth_plain(port: int, ca, user: str, password: str) -> tuple[bytes, float, b
 def app(appliance, test_ca):
     cert = test_ca.issue("localhost")
     appliance.appliance_extra = f"tls_certificate = {cert.certificate}\ntls_key = {cert.key}\n"
-    appliance.sections = f"""\
-        [printer:pull]
-        sender_auth = none
-        addresses = pull@phaserlink.test
-        output = pull
-        allowed_senders = *
-        pop3_password = {password_hash("pull")}
-
-        [user:alice]
-        password = {password_hash("wonderland")}
-        """
+    appliance.sections = pull_printer() + f"[user:alice]\npassword = {password_hash('wonderland')}\n"
     appliance.ca = cert.ca
     return appliance.start()
 

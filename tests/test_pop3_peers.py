@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.appliance import password_hash
+from support.appliance import pull_printer
 from support.fetchmail import Fetchmail
 
 pytestmark = pytest.mark.peer
@@ -58,14 +58,7 @@ def crlf(data: bytes) -> bytes:
 @pytest.fixture
 def pull(appliance, test_ca):
     cert = test_ca.issue()
-    appliance.sections = f"""
-        [printer:pull]
-        sender_auth = none
-        addresses = pull@phaserlink.test
-        output = pull
-        allowed_senders = *
-        pop3_password = {password_hash("pull")}
-    """
+    appliance.sections = pull_printer()
     appliance.appliance_extra = f"""
         tls_certificate = {cert.certificate}
         tls_key = {cert.key}
@@ -79,6 +72,14 @@ def stls_client(app) -> poplib.POP3:
     client = poplib.POP3("127.0.0.1", app.pop3_port, timeout=30)
     assert "STLS" in client.capa()
     client.stls(ssl.create_default_context(cafile=str(app.ca)))
+    return client
+
+
+def stls_login(app) -> poplib.POP3:
+    """A client over STLS (stls_client), logged in to the mailbox pull."""
+    client = stls_client(app)
+    client.user("pull")
+    client.pass_("pull")
     return client
 
 
@@ -193,9 +194,7 @@ def test_retr_dot_line_at_16384_is_byte_identical(pull):
     data = dotted_message()
     put(pull.mailbox, data, "1700000000.M1P1Q1.test")
     pull.start()
-    client = stls_client(pull)
-    client.user("pull")
-    client.pass_("pull")
+    client = stls_login(pull)
     # poplib undoes the stuffing; compare the raw wire too.
     client._putcmd("RETR 1")
     raw = bytearray()
@@ -231,9 +230,7 @@ def test_second_session_gets_in_use(pull):
 def test_kill9_right_after_quit_keeps_the_deletion(pull):
     keys = [put(pull.mailbox, data, f"170000000{i}.M1P1Q{i}.test") for i, data in enumerate(MESSAGES)]
     pull.start()
-    client = stls_client(pull)
-    client.user("pull")
-    client.pass_("pull")
+    client = stls_login(pull)
     client.dele(1)
     assert client.quit().startswith(b"+OK")
     pull.kill9()
@@ -251,9 +248,7 @@ def test_kill9_right_after_quit_keeps_the_deletion(pull):
 def test_dropped_connection_then_kill9_deletes_nothing(pull):
     keys = [put(pull.mailbox, data, f"170000000{i}.M1P1Q{i}.test") for i, data in enumerate(MESSAGES)]
     pull.start()
-    client = stls_client(pull)
-    client.user("pull")
-    client.pass_("pull")
+    client = stls_login(pull)
     client.dele(1)
     client.dele(2)
     client.close()  # no QUIT
@@ -275,9 +270,7 @@ def test_smtp_delivery_then_pop3_retrieval(pull):
     with smtplib.SMTP("127.0.0.1", pull.smtp_port, timeout=30) as smtp:
         refused = smtp.sendmail("carol@example.org", ["pull@phaserlink.test"], crlf(body))
         assert refused == {}
-    client = stls_client(pull)
-    client.user("pull")
-    client.pass_("pull")
+    client = stls_login(pull)
     count, _ = client.stat()
     assert count == 1
     resp, lines, _ = client.retr(1)

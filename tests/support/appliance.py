@@ -26,6 +26,14 @@ def password_hash(password: str) -> str:
     return hash_password(password, iterations=1000)
 
 
+def pull_printer(name: str = "pull", password: str = "pull") -> str:
+    """A ``[printer:NAME]`` section for NAME@phaserlink.test from anyone,
+    whose jobs wait in its mailbox for pick-up over POP3 (``output =
+    pull``) as NAME with *password*."""
+    return (f"[printer:{name}]\nsender_auth = none\naddresses = {name}@phaserlink.test\noutput = pull\n"
+            f"allowed_senders = *\npop3_password = {password_hash(password)}\n\n")
+
+
 @dataclass
 class Appliance:
     """A configured appliance directory; ``start()`` runs twistd on it."""

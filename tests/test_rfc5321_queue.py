@@ -11,23 +11,14 @@ import threading
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from phaserlink.net import smtp_client
 from phaserlink.net.smtp_client import SMTPError
 from phaserlink.smtp_relay.queue import STOP_TIMEOUT, OutboundQueue
 
-from test_queue import MAX_AGE, MESSAGE, FakeSMTP, answer, enqueue, envelope, make_queue, make_site, parse
-
-
-@pytest.fixture
-def clock():
-    return task.Clock()
-
-
-@pytest.fixture
-def fake(clock):
-    return FakeSMTP(clock)
+from test_queue import (  # noqa: F401  (clock and fake are fixtures)
+    MAX_AGE, MESSAGE, FakeSMTP, answer, clock, enqueue, envelope, fake, make_queue, make_site, parse)
 
 
 def test_no_smarthost_bounces_at_max_age_with_the_reason(tmp_path, clock, fake):

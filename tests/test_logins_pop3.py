@@ -11,6 +11,7 @@ import pytest
 
 from phaserlink.trust import logins
 from support.pop3 import Session, factory_for, make_site, make_store
+from test_logins_rules import count_pbkdf2_rounds
 
 
 @pytest.fixture
@@ -75,14 +76,7 @@ def test_smtp_and_pop3_count_failures_in_one_table(site, factory):
 
 def test_unknown_user_costs_a_pbkdf2_of_the_configured_rounds(factory, site, monkeypatch):
     rounds = site.printers["pull"].pop3_password.iterations
-    calls = []
-    real = hashlib.pbkdf2_hmac
-
-    def counting(name, password, salt, iterations, *rest):
-        calls.append(iterations)
-        return real(name, password, salt, iterations, *rest)
-
-    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counting)
+    calls = count_pbkdf2_rounds(monkeypatch)
     for user in (b"nobody", b"local", b"pull"):  # unknown, may not log in, known
         s = wrong_login(factory, "192.0.2.1", user)
         factory.reactor.advance(logins.FAILURE_DELAY)

@@ -131,12 +131,12 @@ def test_checks_run_one_at_a_time_and_a_full_queue_answers_busy():
     assert guard.buckets.tokens(client_key("192.0.2.3")) == guard.buckets.burst  # busy cost nothing
 
 
-def test_unknown_name_costs_a_pbkdf2_of_the_same_rounds(monkeypatch):
+def count_pbkdf2_rounds(monkeypatch) -> list[int]:
+    """From now on, the iterations of every hashlib.pbkdf2_hmac call, in
+    order (each call still hashes): what a password check cost."""
     import hashlib
 
-    book = PasswordBook({"alice": PasswordHash.parse(hash_password("right", iterations=4321))})
-    assert book.dummy.iterations == 4321
-    calls = []
+    calls: list[int] = []
     real = hashlib.pbkdf2_hmac
 
     def counting(name, password, salt, iterations, *rest):
@@ -144,6 +144,13 @@ def test_unknown_name_costs_a_pbkdf2_of_the_same_rounds(monkeypatch):
         return real(name, password, salt, iterations, *rest)
 
     monkeypatch.setattr(hashlib, "pbkdf2_hmac", counting)
+    return calls
+
+
+def test_unknown_name_costs_a_pbkdf2_of_the_same_rounds(monkeypatch):
+    book = PasswordBook({"alice": PasswordHash.parse(hash_password("right", iterations=4321))})
+    assert book.dummy.iterations == 4321
+    calls = count_pbkdf2_rounds(monkeypatch)
     assert book.verify("alice", b"right")
     assert not book.verify("alice", b"wrong")
     assert not book.verify("mallory", b"right")

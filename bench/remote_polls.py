@@ -32,7 +32,6 @@ import random
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from measure import vm_hwm_kb  # noqa: E402
 from support.appliance import Appliance  # noqa: E402
 from support.ca import TestCA  # noqa: E402
 from support.dovecot import Dovecot  # noqa: E402
+from support.mailbox_printer import pop3s_printer_section  # noqa: E402
 
 PS = b"%!PS-Adobe-3.0\n%%Title: probe\n/Helvetica findfont 12 scalefont setfont\n72 720 moveto (probe) show\nshowpage\n"
 
@@ -111,20 +111,8 @@ def run(printers: int, poll: float, sessions: int, seconds: float, probes: int) 
         dovecot.start(users={n: "pw" for n in names})
         (work / "pw").write_text("pw\n")
         app.appliance_extra = f"mailbox_sessions = {sessions}\n"
-        app.sections = "".join(textwrap.dedent(f"""\
-            [printer:{n}]
-            addresses = {n}@printers.test
-            output = file:{out / n}
-            allowed_senders = *@big.test
-            sender_auth = none
-            formats = postscript
-            notify = none
-            mailbox = pop3s://{n}@127.0.0.1:{dovecot.pop3s_port}
-            mailbox_password_file = {work / 'pw'}
-            mailbox_tls = required
-            mailbox_ca = {ca.ca_path}
-            poll_interval = {poll:g}s
-            """) for n in names)
+        app.sections = "".join(pop3s_printer_section(n, out / n, dovecot, work / "pw", ca.ca_path, poll=f"{poll:g}s")
+                               for n in names)
         started = time.monotonic()
         app.start(timeout=120)
         pid = app.proc.pid

@@ -44,6 +44,7 @@ import pytest
 from support.appliance import Appliance
 from support.dns_server import DnsServer
 from support.dovecot import Dovecot
+from support.mailbox_printer import pop3s_printer_section as printer_section
 from support.opendkim import OpenDKIMVerifier
 from support.peers import free_port, in_ci, require_program, wait_for_port
 from support.postfix import Postfix
@@ -368,20 +369,8 @@ def test_many_printers_on_one_dovecot_stay_within_its_login_limit(tmp_path, test
         password = tmp_path / "mailbox.password"
         password.write_text("pw\n")
         box.appliance_extra = "mailbox_sessions = 4\n"
-        box.sections = "".join(textwrap.dedent(f"""\
-            [printer:{n}]
-            addresses = {n}@printers.test
-            output = file:{out / n}
-            allowed_senders = *@big.test
-            sender_auth = none
-            formats = postscript
-            notify = none
-            mailbox = pop3s://{n}@127.0.0.1:{dovecot.pop3s_port}
-            mailbox_password_file = {password}
-            mailbox_tls = required
-            mailbox_ca = {test_ca.ca_path}
-            poll_interval = 2s
-            """) for n in names)
+        box.sections = "".join(printer_section(n, out / n, dovecot, password, test_ca.ca_path, poll="2s")
+                               for n in names)
         logs = [("Dovecot", lambda: dovecot.log_text), ("box", box.log)]
         for n in names:  # waiting before the appliance starts: 80 logins at once
             dovecot.deliver(n, bytes(job_mail(sender="alice@big.test", to=f"{n}@printers.test")))
@@ -397,28 +386,6 @@ def test_many_printers_on_one_dovecot_stay_within_its_login_limit(tmp_path, test
     finally:
         box.stop()
         dovecot.stop()
-
-
-def printer_section(name: str, out: Path, dovecot: Dovecot | None = None, password: Path | None = None,
-                    ca: Path | None = None) -> str:
-    text = textwrap.dedent(f"""\
-        [printer:{name}]
-        addresses = {name}@printers.test
-        output = file:{out}
-        allowed_senders = *@big.test
-        sender_auth = none
-        formats = postscript
-        notify = none
-        """)
-    if dovecot is not None:
-        text += textwrap.dedent(f"""\
-            mailbox = pop3s://{name}@127.0.0.1:{dovecot.pop3s_port}
-            mailbox_password_file = {password}
-            mailbox_tls = required
-            mailbox_ca = {ca}
-            poll_interval = 1s
-            """)
-    return text
 
 
 def test_a_lost_box_s_printers_move_to_the_other_box(tmp_path, test_ca):

@@ -8,11 +8,11 @@ import pytest
 import pytest_twisted
 from zope.interface.verify import verifyObject
 
-from phaserlink.config import load
 from phaserlink.net.pop3_client import POP3AuthError, POP3TLSError
 from phaserlink.printer.interfaces import IMailSession, IMailSource, SourceMessage
 from phaserlink.printer.remote_source import RemoteMailSource, read_password
 from support.dovecot import Dovecot
+from support.mailbox_printer import remote_printer
 
 pytestmark = pytest.mark.peer
 
@@ -30,26 +30,8 @@ def dovecot(test_ca):
 
 
 def printer_config(tmp_path, url: str, *, password: str = PASSWORD, extra: str = ""):
-    pwfile = tmp_path / "mailbox.password"
-    pwfile.write_text(password + "\n")
-    (tmp_path / "site.ini").write_text(
-        f"""
-[appliance]
-hostname = phaserlink.test
-spool = {tmp_path}/var
-
-[printer:remote]
-sender_auth = none
-addresses = remote@phaserlink.test
-output = file:{tmp_path}/printed
-allowed_senders = *
-mailbox = {url}
-mailbox_password_file = {pwfile}
-{extra}
-"""
-    )
-    site = load(tmp_path / "site.ini")
-    return site.printers["remote"]
+    """Printer ``remote`` on the mailbox at *url*; this module's Dovecot password unless told."""
+    return remote_printer(tmp_path, url, password=password, extra=extra)
 
 
 def reactor():

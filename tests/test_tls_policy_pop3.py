@@ -8,18 +8,16 @@ for a later poll; with ``none`` it logs in; with ``required`` it refuses.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 import pytest_twisted
 
-from phaserlink.config import load
 from phaserlink.net.pop3_client import POP3CleartextRefused, POP3TLSError, connect
 from phaserlink.printer.remote_source import RemoteMailSource
 from support.dovecot import Dovecot
+from support.e2e import phaserlink, user_env
+from support.mailbox_printer import remote_printer
 from support.recording_proxy import RecordingProxy
 
 pytestmark = pytest.mark.peer
@@ -88,30 +86,10 @@ def test_required_refuses_before_user(proxy):
     assert_no_login_sent(proxy)
 
 
-def site_printer(tmp_path, url: str, extra: str = ""):
-    pwfile = tmp_path / "mailbox.password"
-    pwfile.write_text(PASSWORD + "\n")
-    (tmp_path / "site.ini").write_text(f"""
-[appliance]
-hostname = phaserlink.test
-spool = {tmp_path}/var
-
-[printer:remote]
-sender_auth = none
-addresses = remote@phaserlink.test
-output = file:{tmp_path}/printed
-allowed_senders = *
-mailbox = {url}
-mailbox_password_file = {pwfile}
-{extra}
-""")
-    return load(tmp_path / "site.ini").printers["remote"]
-
-
 @pytest_twisted.inlineCallbacks
 def test_remote_source_default_policy_names_mailbox_tls(proxy, tmp_path):
     """site.ini without mailbox_tls (default opportunistic)."""
-    printer = site_printer(tmp_path, f"pop3://printer1@127.0.0.1:{proxy.port}")
+    printer = remote_printer(tmp_path, f"pop3://printer1@127.0.0.1:{proxy.port}", password=PASSWORD)
     assert printer.mailbox.tls == "opportunistic"
     with pytest.raises(POP3CleartextRefused) as e:
         yield RemoteMailSource(printer, reactor(), timeout=10).open()
@@ -156,19 +134,10 @@ def test_retriever_logs_the_refusal_keeps_the_mail_and_prints_once_allowed(appli
         assert len(printed_files(out)) == 1
 
 
-def phaserlink(env, *args, timeout: float = 60):
-    return subprocess.run([sys.executable, "-m", "phaserlink.client.cli", *args], env=env,
-                          capture_output=True, timeout=timeout, text=True)
-
-
 @pytest.fixture
 def home(tmp_path):
-    env = dict(os.environ)
-    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        env[var] = str(tmp_path / "home" / var.lower())
-    env["PHASERLINK_SITE_DESTINATIONS"] = str(tmp_path / "no-site.ini")
-    env["PHASERLINK_PASSWORD"] = PASSWORD
-    return env
+    """A fresh user whose password (PHASERLINK_PASSWORD) is PASSWORD."""
+    return dict(user_env(tmp_path / "home"), PHASERLINK_PASSWORD=PASSWORD)
 
 
 def test_phaserlink_status_refuses_to_log_in_in_clear_and_says_why(proxy, plain_dovecot, home):

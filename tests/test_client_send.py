@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from support.appliance import password_hash
+from support.e2e import user_env
 from support.peers import free_port
 
 PS = b"%!PS-Adobe-3.0\n/Courier findfont 12 scalefont setfont\n72 700 moveto (PhaserLink client test) show\nshowpage\n"
@@ -28,12 +29,7 @@ def big_ps(size: int) -> bytes:
 @pytest.fixture
 def home(tmp_path):
     """An empty user: no destinations, no journal, no cache."""
-    env = dict(os.environ)
-    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        env[var] = str(tmp_path / "home" / var.lower())
-    env["PHASERLINK_SITE_DESTINATIONS"] = str(tmp_path / "no-site.ini")
-    env.pop("PHASERLINK_PASSWORD", None)
-    return env
+    return user_env(tmp_path / "home")
 
 
 def phaserlink(env, *args, stdin: bytes | None = None, timeout: float = 120):

@@ -7,13 +7,12 @@ the appliance's outbound queue with ``smarthost_user`` (real twistd)."""
 from __future__ import annotations
 
 import base64
-import os
 import socket
-import subprocess
-import sys
 import threading
 
 import pytest
+
+from support.e2e import phaserlink, user_env
 
 PASSWORD = "smtp secret, never in clear"
 PS = b"%!PS-Adobe-3.0\n72 700 moveto (policy) show\nshowpage\n"
@@ -105,17 +104,8 @@ def no_auth_sent(server: PlainAuthServer) -> bool:
 
 @pytest.fixture
 def home(tmp_path):
-    env = dict(os.environ)
-    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        env[var] = str(tmp_path / "home" / var.lower())
-    env["PHASERLINK_SITE_DESTINATIONS"] = str(tmp_path / "no-site.ini")
-    env["PHASERLINK_PASSWORD"] = PASSWORD
-    return env
-
-
-def phaserlink(env, *args):
-    return subprocess.run([sys.executable, "-m", "phaserlink.client.cli", *args], env=env,
-                          capture_output=True, timeout=60, text=True)
+    """A fresh user whose password (PHASERLINK_PASSWORD) is PASSWORD."""
+    return dict(user_env(tmp_path / "home"), PHASERLINK_PASSWORD=PASSWORD)
 
 
 def test_phaserlink_send_sends_no_auth_without_starttls(server, home, tmp_path):

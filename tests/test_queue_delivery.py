@@ -18,6 +18,7 @@ from twisted.internet import reactor, task
 from phaserlink.config import Smarthost
 from phaserlink.net import smtp_client
 from phaserlink.smtp_relay.queue import OutboundQueue
+from support.reactor_wait import until
 from support.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.peer
@@ -54,15 +55,6 @@ async def enqueue(q: OutboundQueue, data: bytes, sender="alice@example.test", rc
     m = q.submit(sender, list(rcpts))
     m.write(data)
     return await m.commit()  # durable in a worker thread, then the id
-
-
-async def until(predicate, timeout: float = 15.0, step: float = 0.05) -> None:
-    waited = 0.0
-    while not predicate():
-        if waited >= timeout:
-            raise TimeoutError("condition not reached")
-        await task.deferLater(reactor, step, lambda: None)
-        waited += step
 
 
 @pytest.fixture

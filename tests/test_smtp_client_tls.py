@@ -21,6 +21,7 @@ from phaserlink.net import smtp_client
 from phaserlink.smtp_relay.queue import OutboundQueue
 from support.ca import TestCA
 from support.peers import free_port
+from support.reactor_wait import until
 from support.postfix import Postfix
 from support.smtp_sink import SmtpSink
 
@@ -50,15 +51,6 @@ def dot_message(marker: bytes) -> bytes:
 
 def delivered(postfix: Postfix, marker: bytes) -> list[bytes]:
     return [p.read_bytes() for p in postfix.message_paths() if b"Subject: " + marker + b"\n" in p.read_bytes()]
-
-
-async def until(predicate, timeout: float = 20.0, step: float = 0.05) -> None:
-    waited = 0.0
-    while not predicate():
-        if waited >= timeout:
-            raise TimeoutError("condition not reached")
-        await task.deferLater(reactor, step, lambda: None)
-        waited += step
 
 
 def send(port: int, message: bytes, **kw):

@@ -172,6 +172,17 @@ def test_kill9_after_spool_while_raw_printer_is_down_prints_once(appliance):
         printer.cleanup()
 
 
+def printed_once_at_lpd(appliance, lpd, data: bytes, timeout: float) -> None:
+    """After the restart: *data* reaches *lpd* within *timeout*, byte for
+    byte, and once printer lp's spool is empty and lpd is idle it is there
+    exactly once."""
+    [job] = wait_until(lambda: lpd.jobs(), timeout, "the job at lpd after restart", appliance.log)
+    assert sha256(job) == sha256(data)
+    wait_until(lambda: printer_idle(appliance, "lp"), 30, "the spool to empty", appliance.log)
+    lpd.wait_idle()
+    assert len(lpd.jobs()) == 1
+
+
 def test_kill9_after_spool_while_lpd_is_frozen_prints_once(appliance):
     """The appliance has connected and sent its receive-job command, but the
     printer has acknowledged nothing (it is frozen): the job is
@@ -188,11 +199,7 @@ def test_kill9_after_spool_while_lpd_is_frozen_prints_once(appliance):
         appliance.kill9()
         lpd.resume()
         appliance.start()
-        [job] = wait_until(lambda: lpd.jobs(), 30, "the job at lpd after restart", appliance.log)
-        assert sha256(job) == sha256(data)
-        wait_until(lambda: printer_idle(appliance, "lp"), 30, "the spool to empty", appliance.log)
-        lpd.wait_idle()
-        assert len(lpd.jobs()) == 1
+        printed_once_at_lpd(appliance, lpd, data, timeout=30)
     finally:
         appliance.stop()
         lpd.cleanup()
@@ -226,11 +233,7 @@ def test_kill9_mid_send_to_lpd_prints_once(appliance):
         finally:
             lpd.resume()
         appliance.start()
-        [job] = wait_until(lambda: lpd.jobs(), 60, "the job at lpd after restart", appliance.log)
-        assert sha256(job) == sha256(data)
-        wait_until(lambda: printer_idle(appliance, "lp"), 30, "the spool to empty", appliance.log)
-        lpd.wait_idle()
-        assert len(lpd.jobs()) == 1
+        printed_once_at_lpd(appliance, lpd, data, timeout=60)
     finally:
         appliance.stop()
         lpd.cleanup()

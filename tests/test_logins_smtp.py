@@ -5,7 +5,6 @@ refused and cut off, and an unknown user costs a full PBKDF2."""
 from __future__ import annotations
 
 import base64
-import hashlib
 
 import pytest
 
@@ -13,6 +12,7 @@ from phaserlink.trust import logins
 from support.appliance import password_hash
 from support.ca import TestCA
 from support.smtp import PRINTERS, Session, make_site
+from test_logins_rules import count_pbkdf2_rounds
 
 DEMO = "demo@phaserlink.test"
 
@@ -45,15 +45,8 @@ def tls_session(site, peer="192.0.2.10", first=None) -> Session:
 
 @pytest.fixture
 def pbkdf2_calls(monkeypatch):
-    calls: list[int] = []
-    real = hashlib.pbkdf2_hmac
-
-    def counting(name, password, salt, iterations, *rest):
-        calls.append(iterations)
-        return real(name, password, salt, iterations, *rest)
-
-    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counting)
-    return calls
+    """The iterations of each pbkdf2_hmac call the test makes."""
+    return count_pbkdf2_rounds(monkeypatch)
 
 
 def test_wrong_password_is_answered_after_the_delay_and_others_go_on(site):

@@ -148,15 +148,21 @@ def test_without_pdftops_ghostscript_converts_pdf_to_postscript(gs, tmp_path, mo
     assert f"{MARKER} page 1" in text_of(gs, out)
 
 
+def use_fake_pdftops(tmp_path, monkeypatch, script: str) -> None:
+    """Make the converter run a pdftops that is the shell *script*."""
+    fake = tmp_path / "bin" / "pdftops"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(0o755)
+    monkeypatch.setattr(convert_mod, "PDFTOPS", str(fake))
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_pdftops_that_cannot_run_leaves_the_job_to_ghostscript(gs, tmp_path, monkeypatch):
     """A broken pdftops (its loader exits 127: a library missing) does not
     hold PDFs that Ghostscript can convert."""
-    broken = tmp_path / "bin" / "pdftops"
-    broken.parent.mkdir()
-    broken.write_text("#!/bin/sh\necho 'pdftops: error while loading shared libraries: libpoppler.so' >&2\nexit 127\n")
-    broken.chmod(0o755)
-    monkeypatch.setattr(convert_mod, "PDFTOPS", str(broken))
+    use_fake_pdftops(tmp_path, monkeypatch,
+                     "echo 'pdftops: error while loading shared libraries: libpoppler.so' >&2\nexit 127\n")
     pdf = make_pdf(gs, tmp_path)
     out = tmp_path / "job.ps"
     yield convert(reactor(), pdf, out, "pdf", "postscript", timeout=60)
@@ -168,11 +174,7 @@ def test_a_pdftops_that_cannot_run_leaves_the_job_to_ghostscript(gs, tmp_path, m
 def test_a_pdftops_that_stops_half_way_is_a_temporary_fault(gs, tmp_path, monkeypatch):
     """pdftops exiting 0 with its PostScript cut short (a full disk): the
     output check (``%%EOF``) holds the job; nothing half written is sent."""
-    fake = tmp_path / "bin" / "pdftops"
-    fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\nfor last; do :; done\nprintf "%%!PS-Adobe-3.0\\n%%%%Pages: 1\\n" > "$last"\n')
-    fake.chmod(0o755)
-    monkeypatch.setattr(convert_mod, "PDFTOPS", str(fake))
+    use_fake_pdftops(tmp_path, monkeypatch, 'for last; do :; done\nprintf "%%!PS-Adobe-3.0\\n%%%%Pages: 1\\n" > "$last"\n')
     pdf = make_pdf(gs, tmp_path)
     out = tmp_path / "job.ps"
     with pytest.raises(ConverterFailed) as e:

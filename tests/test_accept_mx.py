@@ -33,7 +33,7 @@ import pytest
 import pytest_twisted
 
 from support.dns_server import DnsServer
-from support.peers import free_port, require_program, require_root, wait_for_port
+from support.peers import free_port, require_program, require_root
 from support.postfix import Postfix
 from test_mx_delivery import LoopbackSink
 from test_printer_appliance import job_mail, printed_files, send
@@ -41,26 +41,6 @@ from test_printer_appliance import job_mail, printed_files, send
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(180)]
 
 SELECTOR, DOMAIN = "pl1", "big.test"
-
-
-class PostfixMX(Postfix):
-    """A private Postfix taking mail on another loopback address (only its
-    master.cf listener moves: ``inet_interfaces`` wants an interface address)."""
-
-    listen: str = "127.0.0.4"
-
-    def master_cf(self) -> str:
-        return super().master_cf().replace(f"127.0.0.1:{self.port} inet", f"{self.listen}:{self.port} inet")
-
-    def start(self) -> "PostfixMX":
-        require_root("a private Postfix instance")
-        self.write_config()
-        result = self.postfix("start", check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"postfix start failed: {result.stdout}{result.stderr}{self.log()}")
-        self.running = True
-        wait_for_port(self.port, host=self.listen, timeout=20)
-        return self
 
 
 def dkim_keygen_command(directory: Path) -> tuple[Path, str, str]:
@@ -121,7 +101,7 @@ def test_status_mail_goes_by_mx_past_a_refusing_and_a_dead_mx_to_postfix_and_ver
     dns.txt(f"{SELECTOR}._domainkey.{DOMAIN}", txt)
     refusing = LoopbackSink(tmp_path / "mx1", "127.0.0.2", port, soft_reject=["RCPT"])
     assert "-r" in refusing.command_line()  # smtp-sink's own 450-to-RCPT switch
-    postfix = PostfixMX(tmp_path / "mx3", port=port, myhostname="mx3.big.test")
+    postfix = Postfix(tmp_path / "mx3", port=port, myhostname="mx3.big.test", address="127.0.0.4")
     out = tmp_path / "printed"
     try:
         dns.start()
@@ -258,8 +238,8 @@ def test_starttls_to_a_real_postfix_mx(appliance, tmp_path, test_ca, certificate
     port = free_port()
     dns = DnsServer(tmp_path / "dns")
     dns.mx("tls.test", "mx.tls.test", 10).host("mx.tls.test", "127.0.0.4")
-    postfix = PostfixMX(tmp_path / "mx", port=port, myhostname="mx.tls.test",
-                        tls=test_ca.issue(certificate_name, ips=("127.0.0.4",)))
+    postfix = Postfix(tmp_path / "mx", port=port, myhostname="mx.tls.test", address="127.0.0.4",
+                      tls=test_ca.issue(certificate_name, ips=("127.0.0.4",)))
     out = tmp_path / "printed"
     try:
         dns.start()

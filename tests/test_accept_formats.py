@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import smtplib
 import subprocess
 import sys
 import time
@@ -31,86 +30,51 @@ from pathlib import Path
 
 import pytest
 
-from support.appliance import Appliance
 from support.e2e import SENDER, phaserlink, printer_section, user_env, wait_until
 from support.ippeveprinter import IppEvePrinter
+from support.message_samples import mail_with
 from support.p910nd import P910ndPrinter
 from support.peers import require_program
-from support.smtp_sink import SmtpSink
+from support.printer_site import PrinterSite, module_site
 from test_convert_e2e import MARKER, jpeg_rotated_6, office_document
 from test_ipp_e2e import pdf_bytes
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(240)]
 
 
-class Site:
+class Site(PrinterSite):
     """The appliance, its two printers and the status-mail sink."""
+
+    status_timeout = 90  # LibreOffice and Ghostscript take their time
 
     def __init__(self, base: Path) -> None:
         self.base = base
         self.ipp = IppEvePrinter(base / "ippeve", formats="application/pdf", duplex=True)
         self.raw = P910ndPrinter()
-        self.sink = SmtpSink(base / "sink")
-        self.appliance = Appliance(base / "appliance")
-        self.appliance.directory.mkdir()
+        super().__init__(base)
 
     def start(self) -> "Site":
         self.ipp.start()
         self.raw.start()
-        self.sink.start()
-        self.appliance.appliance_extra = f"""\
-            smarthost = 127.0.0.1:{self.sink.port}
-            smarthost_tls = none
-            status_sender = postmaster@phaserlink.test
-            queue_retry_min = 1s
-            queue_retry_max = 2s
-            """
-        self.appliance.sections = (printer_section("office", self.ipp.uri, formats="pdf")
-                                   + printer_section("laser", self.raw.uri(), formats="postscript")
-                                   + printer_section("capped", self.ipp.uri, formats="pdf", max_pages_per_job="2"))
+        self.configure(printer_section("office", self.ipp.uri, formats="pdf")
+                       + printer_section("laser", self.raw.uri(), formats="postscript")
+                       + printer_section("capped", self.ipp.uri, formats="pdf", max_pages_per_job="2"))
         from support.console_http import console_config
 
         self.admin_port = console_config(self.appliance)
         self.appliance.start()
         return self
 
-    def stop(self) -> None:
-        for stop in (self.appliance.stop, self.sink.stop, self.ipp.close, self.raw.cleanup):
-            try:
-                stop()
-            except Exception:
-                pass
-
-    def log(self) -> str:
-        return self.appliance.log()[-5000:]
+    def peer_stops(self):
+        return (self.ipp.close, self.raw.cleanup)
 
     def mail(self, to: str, *attachments: tuple[bytes, str, str, str], subject: str = "Please print") -> str:
         """A plain mail with *attachments* as a phone or mail program sends
         it; returns its Message-ID."""
-        msg = EmailMessage()
-        msg["From"] = SENDER
-        msg["To"] = f"{to}@phaserlink.test"
-        msg["Subject"] = subject
-        msg["Message-ID"] = message_id = make_msgid(domain="example.com")
-        msg.set_content("Please print the attached.\n")
-        for data, maintype, subtype, name in attachments:
-            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-        with smtplib.SMTP("127.0.0.1", self.appliance.smtp_port, timeout=30) as smtp:
-            smtp.send_message(msg)
-        return message_id
-
-    def status_text(self, needle: str, words: str = "delivered", timeout: float = 90) -> str:
-        """The human text of the status mail whose raw text holds *needle*
-        (a Message-ID, a file name) and says *words*."""
-        def find():
-            for saved in self.sink.messages():
-                if not saved.raw.rstrip().endswith(b"--") or needle.encode() not in saved.raw:
-                    continue
-                for part in saved.message.walk():
-                    if part.get_content_type() == "text/plain" and words in part.get_content():
-                        return part.get_content()
-            return None
-        return wait_until(find, timeout, f"the status mail about {needle} saying {words!r}", self.log)
+        msg = mail_with(*attachments, sender=SENDER, to=f"{to}@phaserlink.test", subject=subject,
+                        body="Please print the attached.\n")
+        self.send(msg)
+        return msg["Message-ID"]
 
     def new_ipp_document(self, before: int) -> Path:
         docs = self.ipp.wait_documents(before + 1, timeout=90)
@@ -118,13 +82,7 @@ class Site:
         return docs[-1]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    s = Site(tmp_path_factory.mktemp("accept-formats"))
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+site = module_site(Site, "accept-formats")
 
 
 def render(path: Path, tmp: Path) -> list[tuple[int, int]]:
@@ -359,8 +317,7 @@ def test_an_html_only_mail_prints_as_the_page_it_shows_without_fetching_remote_c
                     "<p>Thank you.</p></body></html>", subtype="html")
     before = len(site.ipp.documents())
     try:
-        with smtplib.SMTP("127.0.0.1", site.appliance.smtp_port, timeout=30) as smtp:
-            smtp.send_message(msg)
+        site.send(msg)
         text = site.status_text(message_id, timeout=120)
         doc = site.new_ipp_document(before)
     finally:
@@ -388,21 +345,28 @@ def test_a_file_the_converter_cannot_read_aborts_the_job_with_document_format_er
     assert len(site.ipp.documents()) == before
 
 
+def path_without(bin_dir: Path, *names: str) -> Path:
+    """*bin_dir* made to hold a link to every program on PATH except *names*
+    (the first of each name wins, as on PATH): set as PATH, those programs
+    are missing and everything else is found."""
+    bin_dir.mkdir()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            if entry.name in names or (bin_dir / entry.name).exists():
+                continue
+            (bin_dir / entry.name).symlink_to(entry.path)
+    return bin_dir
+
+
 def test_without_libreoffice_an_office_document_gets_document_format_error_saying_so(tmp_path, monkeypatch):
     """A site without LibreOffice: the appliance runs with a PATH holding
     every program of this machine but soffice/libreoffice; a mailed .docx
     fails with document-format-error and words naming LibreOffice, and a
     PDF still prints."""
     soffice = require_program("soffice", "libreoffice-writer-nogui")
-    bin_dir = tmp_path / "bin-without-libreoffice"
-    bin_dir.mkdir()
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        if not directory or not os.path.isdir(directory):
-            continue
-        for entry in os.scandir(directory):
-            if entry.name in ("soffice", "libreoffice", "loffice") or (bin_dir / entry.name).exists():
-                continue
-            (bin_dir / entry.name).symlink_to(entry.path)
+    bin_dir = path_without(tmp_path / "bin-without-libreoffice", "soffice", "libreoffice", "loffice")
     docx = office_document(soffice, tmp_path, "docx", f"{MARKER}nolo")
     monkeypatch.setenv("PATH", str(bin_dir))
     site = Site(tmp_path / "site")
@@ -425,18 +389,8 @@ def test_a_missing_ghostscript_holds_the_job_and_it_prints_once_when_installed(t
     pdftops, which goes first) are missing from the appliance's PATH: a
     temporary fault, the job is held (not lost, not aborted); once gs is
     back on the PATH the retry prints it once, through Ghostscript."""
-    from support.e2e import job_states
-
     gs = require_program("gs", "ghostscript")
-    bin_dir = tmp_path / "bin-without-gs"
-    bin_dir.mkdir()
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
-        if not directory or not os.path.isdir(directory):
-            continue
-        for entry in os.scandir(directory):
-            if entry.name in ("gs", "pdftops") or (bin_dir / entry.name).exists():
-                continue
-            (bin_dir / entry.name).symlink_to(entry.path)
+    bin_dir = path_without(tmp_path / "bin-without-gs", "gs", "pdftops")
     monkeypatch.setenv("PATH", str(bin_dir))
     site = Site(tmp_path / "site")
     try:
@@ -444,10 +398,7 @@ def test_a_missing_ghostscript_holds_the_job_and_it_prints_once_when_installed(t
         site.raw.clear_jobs()
         message_id = site.mail("laser", (pdf_bytes(2, "no-gs-yet"), "application", "pdf", "later.pdf"))
 
-        def held():
-            return [s for s in job_states(site.appliance, "laser").values() if s["state"] == "pending-held"]
-
-        [state] = wait_until(held, 60, "the job held while Ghostscript is missing", site.log)
+        [state] = site.wait_held("laser", 60, "the job held while Ghostscript is missing", reason=None)
         assert "Ghostscript" in site.appliance.log() and "not installed" in site.appliance.log()
         assert site.raw.jobs() == []
         (bin_dir / "gs").symlink_to(gs)

@@ -18,16 +18,15 @@ job, on real IPP peers through the real appliance (twistd).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from email.utils import make_msgid
 
 import pytest
 
-from support.e2e import job_states, wait_until
+from support.e2e import wait_until
 from support.peers import require_program
-from test_ipp_e2e import Site, ippeve, job_mail, pdf_bytes, site_for  # noqa: F401  (fixtures)
+from test_ipp_e2e import Site, cups_queue, ippeve, job_mail, pdf_bytes, site_for  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(180)]
 
@@ -35,18 +34,6 @@ FAILING_SCRIPT = """#!/bin/sh
 echo "ERROR: the fuser unit is too hot" >&2
 exit 1
 """
-
-
-def human_text(site: Site, message_id: str, words: str, timeout: float = 60) -> str:
-    def find():
-        for saved in site.sink.messages():
-            if not saved.raw.rstrip().endswith(b"--") or message_id.encode() not in saved.raw:
-                continue
-            for part in saved.message.walk():
-                if part.get_content_type() == "text/plain" and words in part.get_content():
-                    return part.get_content()
-        return None
-    return wait_until(find, timeout, f"the status mail saying {words!r}", site.log)
 
 
 def test_a_job_the_printer_aborts_fails_with_the_printers_reasons_and_is_not_sent_again(ippeve, site_for,
@@ -60,7 +47,7 @@ def test_a_job_the_printer_aborts_fails_with_the_printers_reasons_and_is_not_sen
     site.send(job_mail("office", pdf_bytes(1, "accept-aborted"), message_id=message_id))
     fields = site.report(message_id, "failed", timeout=60)
     assert "X-PhaserLink-Job-State: aborted" in fields, fields
-    text = human_text(site, message_id, "aborted")
+    text = site.status_text(message_id, "aborted")
     assert "job-state-reasons" in text, text
     site.settle("office")
     time.sleep(2)
@@ -78,30 +65,9 @@ def test_a_job_canceled_at_the_printer_fails_and_the_mail_says_canceled(ippeve, 
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     fields = site.report(message_id, "failed", timeout=60)
-    text = human_text(site, message_id, "canceled")
+    text = site.status_text(message_id, "canceled")
     assert "canceled job" in text, (fields, text)
     assert len(printer.documents()) == 1
-
-
-@pytest.fixture
-def cups_queue():
-    from support.cups import CupsServer, make_cups_directory
-
-    cups = CupsServer(make_cups_directory())
-    out = cups.directory / "printed"
-    out.mkdir()
-    os.chmod(out, 0o777)
-    cups.start()
-    backend = cups.backend_dir / "keep"
-    backend.write_text("#!/bin/sh\n[ $# -eq 0 ] && { echo 'direct keep \"Unknown\" \"keep\"'; exit 0; }\n"
-                       f"cat \"${{6:--}}\" > {out}/job-$1\nexit 0\n")
-    backend.chmod(0o744)
-    cups.run("lpadmin", "-p", "Q", "-E", "-v", "keep:/")
-    cups.printed = out
-    try:
-        yield cups
-    finally:
-        cups.stop()
 
 
 @pytest.mark.parametrize("stop, start, words", [
@@ -117,11 +83,7 @@ def test_a_cups_queue_not_accepting_or_stopped_holds_the_job_and_prints_it_once_
     message_id = make_msgid(domain="example.com")
     site.send(job_mail("cupsq", data, message_id=message_id))
 
-    def held():
-        return [s for s in job_states(site.appliance, "cupsq").values()
-                if s["state"] == "pending-held" and "printer-stopped" in s["reasons"]]
-
-    wait_until(held, 60, "the job held with printer-stopped", site.log)
+    site.wait_held("cupsq", 60)
     wait_until(lambda: words in site.appliance.log(), 20, f"the log saying the printer {words}", site.log)
     assert list(cups.printed.glob("job-*")) == []
     cups.run(start, "Q")
@@ -158,15 +120,7 @@ def tls_site(tmp_path, printer, **keys) -> Site:
     from support.e2e import printer_section
 
     site = Site(tmp_path / "tls-site", {})
-    site.sink.start()
-    site.appliance.appliance_extra = f"""\
-        smarthost = 127.0.0.1:{site.sink.port}
-        smarthost_tls = none
-        status_sender = postmaster@phaserlink.test
-        queue_retry_min = 1s
-        queue_retry_max = 2s
-        """
-    site.appliance.sections = printer_section("secure", printer.ipps_uri, formats="pdf", **keys)
+    site.configure(printer_section("secure", printer.ipps_uri, formats="pdf", **keys))
     site.appliance.start()
     return site
 
@@ -192,10 +146,7 @@ def test_ipps_with_a_certificate_the_system_cas_do_not_know_holds_the_job_and_se
         message_id = make_msgid(domain="example.com")
         site.send(job_mail("secure", pdf_bytes(1, "accept-ipps-unknown-ca"), message_id=message_id))
 
-        def held():
-            return [s for s in job_states(site.appliance, "secure").values() if s["state"] == "pending-held"]
-
-        wait_until(held, 60, "the job held on the unverified certificate", site.log)
+        site.wait_held("secure", 60, "the job held on the unverified certificate", reason=None)
         wait_until(lambda: "certificate verify failed" in site.appliance.log(), 20, "the TLS failure logged",
                    site.log)
         time.sleep(1)

@@ -15,7 +15,6 @@ One appliance with four printers serves the module:
 from __future__ import annotations
 
 import random
-import smtplib
 import subprocess
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -23,97 +22,59 @@ from pathlib import Path
 
 import pytest
 
-from support.appliance import Appliance
 from support.e2e import (
     MARKER,
     SENDER,
-    job_states,
     pdf_from_postscript,
     postscript,
-    printer_idle,
     printer_section,
     rendered_text,
     sha256,
     wait_until,
 )
 from support.lpd import LPRngServer
+from support.message_samples import mail_with
 from support.p910nd import P910ndPrinter
 from support.peers import require_program
-from support.smtp_sink import SmtpSink
+from support.printer_site import PrinterSite, module_site
 
 pytestmark = pytest.mark.timeout(180)
 
 
-class Site:
+class Site(PrinterSite):
     def __init__(self, base: Path):
         self.lpd = LPRngServer(queues=("raw",))
         self.raw = P910ndPrinter()
         self.flaky = P910ndPrinter()
-        self.sink = SmtpSink(base / "sink")
-        self.appliance = Appliance(base / "appliance")
-        self.appliance.directory.mkdir()
+        super().__init__(base)
 
     def start(self) -> "Site":
         self.lpd.start()
         self.raw.start()
-        self.sink.start()
-        app = self.appliance
-        app.appliance_extra = f"""\
-            smarthost = 127.0.0.1:{self.sink.port}
-            smarthost_tls = none
-            status_sender = postmaster@phaserlink.test
-            queue_retry_min = 1s
-            queue_retry_max = 2s
-            """
-        app.sections = (printer_section("lp", self.lpd.uri())
-                        + printer_section("raw", self.raw.uri())
-                        + printer_section("flaky", self.flaky.uri()))
-        app.start()
+        self.configure(printer_section("lp", self.lpd.uri())
+                       + printer_section("raw", self.raw.uri())
+                       + printer_section("flaky", self.flaky.uri()))
+        self.appliance.start()
         return self
 
-    def stop(self) -> None:
-        for stop in (self.appliance.stop, self.sink.stop, self.lpd.cleanup, self.raw.cleanup,
-                     self.flaky.cleanup):
-            try:
-                stop()
-            except Exception:
-                pass
-
-    def log(self) -> str:
-        return self.appliance.log()[-5000:]
+    def peer_stops(self):
+        return (self.lpd.cleanup, self.raw.cleanup, self.flaky.cleanup)
 
     def send(self, msg: EmailMessage | bytes, to: str | None = None) -> None:
-        with smtplib.SMTP("127.0.0.1", self.appliance.smtp_port, timeout=30) as smtp:
-            if isinstance(msg, bytes):
-                # Lines end in CRLF on the wire (the appliance refuses bare LF).
-                smtp.sendmail(SENDER, [to], msg.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-            else:
-                smtp.send_message(msg)
-
-    def settle(self, printer: str) -> None:
-        wait_until(lambda: printer_idle(self.appliance, printer), 60, f"printer {printer} to be idle", self.log)
+        if isinstance(msg, bytes):
+            self.send_raw(to, msg)
+        else:
+            super().send(msg)
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    s = Site(tmp_path_factory.mktemp("e2e-printer"))
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+site = module_site(Site, "e2e-printer")
 
 
 def job_mail(printer: str, data: bytes, *, subtype: str = "postscript", filename: str = "job.ps",
              subject: str = "e2e job", message_id: str | None = None) -> EmailMessage:
     """What a mail client sends: a text body and the document attached."""
-    msg = EmailMessage()
-    msg["From"] = SENDER
-    msg["To"] = f"{printer}@phaserlink.test"
-    msg["Subject"] = subject
-    msg["Message-ID"] = message_id or make_msgid(domain="example.com")
-    msg.set_content("Please print the attached file.\n")
-    msg.add_attachment(data, maintype="application", subtype=subtype, filename=filename)
-    return msg
+    return mail_with((data, "application", subtype, filename), sender=SENDER, to=f"{printer}@phaserlink.test",
+                     subject=subject, message_id=message_id, body="Please print the attached file.\n")
 
 
 def test_lprng_lpd_receives_the_job_byte_identical(site):
@@ -184,30 +145,12 @@ def test_pdf_for_a_postscript_printer_arrives_as_postscript_that_renders(site, t
     site.settle("raw")
 
 
-def sink_report(site: Site, message_id: str, event: str, timeout: float = 30):
-    """The status mail (parsed by the stdlib, not by our own parser) about
-    *message_id* for *event*, once smtp-sink saved all of it."""
-    def find():
-        for saved in site.sink.messages():
-            if not saved.raw.rstrip().endswith(b"--"):
-                continue  # smtp-sink is still writing it
-            msg = saved.message
-            for part in msg.walk():
-                if part.get_content_type() == "message/disposition-notification":
-                    fields = part.get_payload(0) if part.is_multipart() else None
-                    text = str(fields) if fields is not None else part.get_payload(decode=False)
-                    if message_id in text and f"X-PhaserLink-Event: {event}" in text:
-                        return saved, msg, text
-        return None
-    return wait_until(find, timeout, f"the {event} status mail at smtp-sink", site.log)
-
-
 def test_status_mail_at_smtp_sink_is_a_disposition_notification_report(site):
     message_id = make_msgid(domain="example.com")
     data = postscript(marker=MARKER, seed=b"status")
     site.raw.clear_jobs()
     site.send(job_mail("raw", data, subject="Status please", message_id=message_id))
-    saved, msg, fields = sink_report(site, message_id, "printed")
+    saved, msg, fields = site.report_mail(message_id, "printed")
     # The envelope: null reverse-path, to the sender only.
     assert saved.mail_from == "" and saved.recipients == [SENDER]
     # RFC 6522 / RFC 8098 as a stock parser sees them.
@@ -234,11 +177,7 @@ def test_a_printer_that_is_down_gets_its_job_when_it_comes_back(site):
     site.flaky.clear_jobs()
     site.send(job_mail("flaky", data))
 
-    def held():
-        return [s for s in job_states(site.appliance, "flaky").values()
-                if s["state"] == "pending-held" and "printer-stopped" in s["reasons"]]
-
-    wait_until(held, 30, "the job held with printer-stopped", site.log)
+    site.wait_held("flaky", 30)
     assert site.flaky.jobs() == []
     site.flaky.start()
     [job] = wait_until(lambda: site.flaky.jobs(), 30, "the job at the printer once it is back", site.log)

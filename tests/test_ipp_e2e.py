@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import smtplib
 import time
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -24,11 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from support.appliance import Appliance
-from support.e2e import SENDER, job_states, printer_idle, printer_section, wait_until
+from support.e2e import SENDER, job_states, printer_section, wait_until
 from support.ippeveprinter import IppEvePrinter
 from support.message_samples import mail_with
-from support.smtp_sink import SmtpSink
+from support.printer_site import PrinterSite
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,61 +46,21 @@ def job_mail(printer: str, data: bytes, *, subject: str = "ipp job", message_id:
                      subject=subject, message_id=message_id)
 
 
-class Site:
+class Site(PrinterSite):
     """The appliance, status mail to smtp-sink, and the IPP printers."""
 
+    log_tail = 6000
+
     def __init__(self, base: Path, printers: dict[str, str], formats: str | None = "pdf, postscript") -> None:
-        self.sink = SmtpSink(base / "sink")
-        self.appliance = Appliance(base / "appliance")
-        self.appliance.directory.mkdir()
+        super().__init__(base)
         self.printers = printers
         self.formats = formats  # None: no formats key, what the IPP printer says
 
     def start(self) -> "Site":
-        self.sink.start()
-        self.appliance.appliance_extra = f"""\
-            smarthost = 127.0.0.1:{self.sink.port}
-            smarthost_tls = none
-            status_sender = postmaster@phaserlink.test
-            queue_retry_min = 1s
-            queue_retry_max = 2s
-            """
-        self.appliance.sections = "".join(printer_section(name, uri, formats=self.formats)
-                                          for name, uri in self.printers.items())
+        self.configure("".join(printer_section(name, uri, formats=self.formats)
+                               for name, uri in self.printers.items()))
         self.appliance.start()
         return self
-
-    def stop(self) -> None:
-        for stop in (self.appliance.stop, self.sink.stop):
-            try:
-                stop()
-            except Exception:
-                pass
-
-    def log(self) -> str:
-        return self.appliance.log()[-6000:]
-
-    def send(self, msg: EmailMessage) -> None:
-        with smtplib.SMTP("127.0.0.1", self.appliance.smtp_port, timeout=30) as smtp:
-            smtp.send_message(msg)
-
-    def report(self, message_id: str, event: str, timeout: float = 30) -> str:
-        """The status mail's notification fields about *message_id* for *event*."""
-        def find():
-            for saved in self.sink.messages():
-                if not saved.raw.rstrip().endswith(b"--"):
-                    continue
-                for part in saved.message.walk():
-                    if part.get_content_type() == "message/disposition-notification":
-                        inner = part.get_payload(0) if part.is_multipart() else None
-                        text = str(inner) if inner is not None else part.get_payload(decode=False)
-                        if message_id in text and f"X-PhaserLink-Event: {event}" in text:
-                            return text
-            return None
-        return wait_until(find, timeout, f"the {event} status mail", self.log)
-
-    def settle(self, printer: str) -> None:
-        wait_until(lambda: printer_idle(self.appliance, printer), 60, f"printer {printer} idle", self.log)
 
 
 @pytest.fixture
@@ -158,11 +116,7 @@ def test_a_printer_that_is_down_holds_the_job_and_prints_it_once_when_back(ippev
     message_id = make_msgid(domain="example.com")
     site.send(job_mail("office", data, message_id=message_id))
 
-    def held():
-        return [s for s in job_states(site.appliance, "office").values()
-                if s["state"] == "pending-held" and "printer-stopped" in s["reasons"]]
-
-    wait_until(held, 30, "the job held with printer-stopped", site.log)
+    site.wait_held("office", 30)
     printer.start()  # the same port, a fresh spool
     fields = site.report(message_id, "printed", timeout=60)
     assert "X-PhaserLink-Pages: 2" in fields
@@ -179,8 +133,7 @@ def test_a_printer_stopped_mid_job_gets_the_job_once_when_back(ippeve, site_for)
     site.send(job_mail("office", data, message_id=message_id))
     printer.wait_documents(1)
     printer.pause()
-    wait_until(lambda: [s for s in job_states(site.appliance, "office").values() if s["state"] == "pending-held"],
-               90, "the job held while the printer is frozen", site.log)
+    site.wait_held("office", 90, "the job held while the printer is frozen", reason=None)
     printer.resume()
     fields = site.report(message_id, "printed", timeout=60)
     assert "X-PhaserLink-Job-State: completed" in fields
@@ -209,7 +162,10 @@ def test_kill9_after_the_ipp_job_was_created_prints_once(ippeve, site_for):
     assert f"job {state['printer_job']} from an earlier attempt" in site.appliance.log()
 
 
-def test_a_cups_queue_over_ipp_completes_and_cups_lists_it(site_for, tmp_path):
+@pytest.fixture
+def cups_queue():
+    """A private cupsd with the queue Q, whose backend keeps each job it
+    gets as a file job-ID in ``cups.printed``."""
     from support.cups import CupsServer, make_cups_directory
 
     cups = CupsServer(make_cups_directory())
@@ -223,18 +179,24 @@ def test_a_cups_queue_over_ipp_completes_and_cups_lists_it(site_for, tmp_path):
                            f"cat \"${{6:--}}\" > {out}/job-$1\nexit 0\n")
         backend.chmod(0o744)
         cups.run("lpadmin", "-p", "Q", "-E", "-v", "keep:/")
-        site = site_for({"cupsq": f"ipp://127.0.0.1:{cups.port}/printers/Q"})
-        data = pdf_bytes(1, "e2e-cups")
-        message_id = make_msgid(domain="example.com")
-        site.send(job_mail("cupsq", data, subject="Via CUPS", message_id=message_id))
-        fields = site.report(message_id, "printed", timeout=60)
-        assert "X-PhaserLink-Job-State: completed" in fields
-        listed = cups.run("lpstat", "-W", "completed", "-o", "Q").stdout
-        assert "Q-1" in listed, listed
-        [printed] = list(out.glob("job-*"))
-        assert printed.read_bytes() == data
+        cups.printed = out
+        yield cups
     finally:
         cups.stop()
+
+
+def test_a_cups_queue_over_ipp_completes_and_cups_lists_it(site_for, cups_queue):
+    cups = cups_queue
+    site = site_for({"cupsq": f"ipp://127.0.0.1:{cups.port}/printers/Q"})
+    data = pdf_bytes(1, "e2e-cups")
+    message_id = make_msgid(domain="example.com")
+    site.send(job_mail("cupsq", data, subject="Via CUPS", message_id=message_id))
+    fields = site.report(message_id, "printed", timeout=60)
+    assert "X-PhaserLink-Job-State: completed" in fields
+    listed = cups.run("lpstat", "-W", "completed", "-o", "Q").stdout
+    assert "Q-1" in listed, listed
+    [printed] = list(cups.printed.glob("job-*"))
+    assert printed.read_bytes() == data
 
 
 # -- the printer says what it takes (no formats key): PDF through, raster made for it, photos on its media --
@@ -344,10 +306,6 @@ def test_formats_that_allow_nothing_the_printer_takes_hold_the_job_and_say_so(ip
     site.send(attachment_mail("strict", rendered_pdf(tmp_path, 1, "mismatch"), "application", "pdf", "r.pdf",
                               message_id=message_id))
 
-    def held():
-        return [s for s in job_states(site.appliance, "strict").values()
-                if s["state"] == "pending-held" and "printer-stopped" in s["reasons"]]
-
-    [state] = wait_until(held, 30, "the job held", site.log)
+    [state] = site.wait_held("strict", 30, "the job held")
     assert "says it takes pwg-raster, but its formats in site.ini (postscript) allow none" in state["detail"]
     assert printer.documents() == []

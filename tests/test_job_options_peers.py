@@ -20,9 +20,7 @@ Printers of the one appliance of this module:
 from __future__ import annotations
 
 import re
-import smtplib
 import subprocess
-from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -33,13 +31,13 @@ from phaserlink.client import cli
 from phaserlink.client.send_command import send_options
 from phaserlink.message import build
 from phaserlink.printer.output import OutputJob, make_output
-from support.appliance import Appliance
-from support.e2e import SENDER, phaserlink, printer_idle, printer_section, rendered_text, user_env, wait_until
+from support.e2e import SENDER, phaserlink, printer_section, rendered_text, user_env
 from support.ippeveprinter import IppEvePrinter
 from support.lpd import LPRngServer
+from support.message_samples import mail_with
 from support.p910nd import P910ndPrinter
 from support.peers import require_program
-from support.smtp_sink import SmtpSink
+from support.printer_site import PrinterSite, module_site
 from test_ipp_e2e import pdf_bytes
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(180)]
@@ -70,7 +68,7 @@ def flags(*argv: str) -> str | None:
     return send_options(cli.build_parser().parse_args(["send", "--to", "p", *argv, "f"]))
 
 
-class Site:
+class Site(PrinterSite):
     def __init__(self, base: Path):
         self.raw = P910ndPrinter()
         self.lpd = LPRngServer(queues=("raw",))
@@ -78,26 +76,15 @@ class Site:
         self.raster = IppEvePrinter(base / "ippeve-raster", formats="image/pwg-raster")
         self.disk = base / "disk"
         self.disk.mkdir()
-        self.sink = SmtpSink(base / "sink")
-        self.appliance = Appliance(base / "appliance")
-        self.appliance.directory.mkdir()
+        super().__init__(base)
 
     def start(self) -> "Site":
         self.raw.start()
         self.lpd.start()
         self.ippeve.start()
         self.raster.start()
-        self.sink.start()
-        app = self.appliance
-        app.appliance_extra = f"""\
-            smarthost = 127.0.0.1:{self.sink.port}
-            smarthost_tls = none
-            status_sender = postmaster@phaserlink.test
-            queue_retry_min = 1s
-            queue_retry_max = 2s
-            """
         ipp = self.ippeve.uri
-        app.sections = (
+        self.configure(
             printer_section("raw", self.raw.uri())
             + printer_section("disk", f"file:{self.disk}", formats="pdf")
             + printer_section("lp", self.lpd.uri(), subject_options="yes")
@@ -106,23 +93,14 @@ class Site:
             + printer_section("forced", ipp, formats="pdf", options_allowed="copies, pages",
                               options_default="sides=two-sided-long-edge")
             + printer_section("rast", self.raster.uri, formats="pwg-raster"))
-        app.start()
+        self.appliance.start()
         return self
 
-    def stop(self) -> None:
-        for stop in (self.appliance.stop, self.sink.stop, self.lpd.cleanup, self.raw.cleanup, self.ippeve.close,
-                     self.raster.close):
-            try:
-                stop()
-            except Exception:
-                pass
-
-    def log(self) -> str:
-        return self.appliance.log()[-5000:]
+    def peer_stops(self):
+        return (self.lpd.cleanup, self.raw.cleanup, self.ippeve.close, self.raster.close)
 
     def send(self, to: str, raw: bytes) -> None:
-        with smtplib.SMTP("127.0.0.1", self.appliance.smtp_port, timeout=30) as smtp:
-            smtp.sendmail(SENDER, [f"{to}@phaserlink.test"], raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        self.send_raw(f"{to}@phaserlink.test", raw)
 
     def send_job(self, to: str, data: bytes, fmt: str, *, options: str | None = None, copies: int = 1,
                  title: str = "options test") -> str:
@@ -141,41 +119,19 @@ class Site:
 
     def send_mail(self, to: str, subject: str, data: bytes, subtype: str, filename: str) -> str:
         """A plain mail, as a person's mail program sends it."""
-        msg = EmailMessage()
-        msg["From"] = SENDER
-        msg["To"] = f"{to}@phaserlink.test"
-        msg["Subject"] = subject
-        msg["Message-ID"] = message_id = make_msgid(domain="example.com")
-        msg.set_content("Please print the attached file.\n")
-        msg.add_attachment(data, maintype="application", subtype=subtype, filename=filename)
+        msg = mail_with((data, "application", subtype, filename), sender=SENDER, to=f"{to}@phaserlink.test",
+                        subject=subject, body="Please print the attached file.\n")
         self.send(to, msg.as_bytes())
-        return message_id
+        return msg["Message-ID"]
 
     def printed_text(self, message_id: str, words: str = "delivered") -> str:
         """The human text of the "printed" status mail about *message_id*
         (or anything else its raw text holds: the file name), or of the one
         with other *words*."""
-        def find():
-            for saved in self.sink.messages():
-                if not saved.raw.rstrip().endswith(b"--") or message_id.encode() not in saved.raw:
-                    continue
-                for part in saved.message.walk():
-                    if part.get_content_type() == "text/plain" and words in part.get_content():
-                        return part.get_content()
-            return None
-        return wait_until(find, 60, f"the status mail that says {words!r}", self.log)
-
-    def settle(self, printer: str) -> None:
-        wait_until(lambda: printer_idle(self.appliance, printer), 60, f"printer {printer} idle", self.log)
+        return self.status_text(message_id, words)
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    s = Site(tmp_path_factory.mktemp("job-options"))
-    try:
-        yield s.start()
-    finally:
-        s.stop()
+site = module_site(Site, "job-options")
 
 
 def test_pages_2_of_a_3_page_postscript_job_prints_one_page_on_a_raw_printer(site, tmp_path):

@@ -6,46 +6,22 @@ the IPP attributes ``sides``, ``copies`` and ``page-ranges``."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from phaserlink.client import cups_install
-from support.cups import CupsServer, make_cups_directory
+from support.cups import cupsd, phaserlink_queue  # noqa: F401  (cupsd is a fixture)
 from support.e2e import SENDER, printer_section, wait_until
-from support.peers import require_root
 from test_ipp_e2e import Site, ippeve, pdf_bytes  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(180)]
 
 
-@pytest.fixture
-def cupsd():
-    require_root("a private cupsd with a root-owned backend")
-    directory = make_cups_directory()
-    server = CupsServer(directory)
-    yield server
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 def test_lp_job_options_reach_ippeveprinter_through_the_phaserlink_backend(cupsd, ippeve, tmp_path):
     printer = ippeve(duplex=True, formats="application/pdf")
     site = Site(tmp_path / "site", {})
-    site.sink.start()
-    site.appliance.appliance_extra = f"""\
-        smarthost = 127.0.0.1:{site.sink.port}
-        smarthost_tls = none
-        status_sender = postmaster@phaserlink.test
-        """
-    site.appliance.sections = printer_section("office", printer.uri, formats="pdf", senders=SENDER)
+    site.configure(printer_section("office", printer.uri, formats="pdf", senders=SENDER))
     try:
         site.appliance.start()
-        cupsd.start()
-        cups_install.install(cupsd.backend_dir, run_as="root")
-        sender = SENDER.replace("@", "%40")
-        uri = f"phaserlink://office%40phaserlink.test?server=127.0.0.1:{site.appliance.smtp_port}&from={sender}"
-        cupsd.run("lpadmin", "-p", "pl", "-E", "-v", uri)
+        phaserlink_queue(cupsd, "office@phaserlink.test", site.appliance.smtp_port, SENDER)
         document = tmp_path / "three.pdf"
         document.write_bytes(pdf_bytes(3, "accept-cups-options"))
         out = cupsd.run("lp", "-d", "pl", "-t", "CUPS options", "-n", "2", "-o", "sides=two-sided-long-edge",

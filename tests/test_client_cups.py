@@ -5,28 +5,16 @@ appliance's printer; a refusal fails the CUPS job."""
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 from phaserlink.client import cups_install
-from support.cups import CupsServer, make_cups_directory
-from support.peers import require_root
+from support.cups import cupsd, phaserlink_queue  # noqa: F401  (cupsd is a fixture)
 
 pytestmark = pytest.mark.peer
 
 PS = (b"%!PS-Adobe-3.0\n%%Title: cups test\n/Courier findfont 12 scalefont setfont\n"
       b"72 700 moveto (PhaserLink via CUPS) show\nshowpage\n%%EOF\n")
-
-
-@pytest.fixture
-def cupsd(tmp_path):
-    require_root("a private cupsd with a root-owned backend")
-    directory = make_cups_directory()
-    server = CupsServer(directory)
-    yield server
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -47,10 +35,7 @@ def printer_site(appliance, tmp_path):
 
 
 def test_lp_on_a_phaserlink_queue_prints_byte_identical(cupsd, printer_site, tmp_path):
-    cupsd.start()
-    cups_install.install(cupsd.backend_dir, run_as="root")
-    uri = f"phaserlink://demo%40phaserlink.test?server=127.0.0.1:{printer_site.smtp_port}&from=alice%40example.com"
-    cupsd.run("lpadmin", "-p", "pl", "-E", "-v", uri)
+    phaserlink_queue(cupsd, "demo@phaserlink.test", printer_site.smtp_port, "alice@example.com")
     job = tmp_path / "job.ps"
     job.write_bytes(PS * 2000)  # ~200 KB
     out = cupsd.run("lp", "-d", "pl", "-t", "CUPS title", "-n", "2", str(job))
@@ -66,10 +51,7 @@ def test_lp_on_a_phaserlink_queue_prints_byte_identical(cupsd, printer_site, tmp
 
 
 def test_a_refused_job_fails_with_the_servers_words(cupsd, printer_site, tmp_path):
-    cupsd.start()
-    cups_install.install(cupsd.backend_dir, run_as="root")
-    uri = f"phaserlink://demo%40phaserlink.test?server=127.0.0.1:{printer_site.smtp_port}&from=eve%40evil.example"
-    cupsd.run("lpadmin", "-p", "pl", "-E", "-v", uri)
+    phaserlink_queue(cupsd, "demo@phaserlink.test", printer_site.smtp_port, "eve@evil.example")
     job = tmp_path / "job.ps"
     job.write_bytes(PS)
     out = cupsd.run("lp", "-d", "pl", str(job))

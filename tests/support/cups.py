@@ -177,3 +177,32 @@ def make_cups_directory() -> Path:
     path = Path(tempfile.mkdtemp(prefix="phaserlink-cupsd-"))
     os.chmod(path, 0o755)
     return path
+
+
+@pytest.fixture
+def cupsd():
+    """An unstarted private cupsd (in make_cups_directory) for the tests
+    that install the root-owned PhaserLink backend into it; skipped (a
+    failure under CI) without root.  Stopped and removed afterwards."""
+    from support.peers import require_root
+
+    require_root("a private cupsd with a root-owned backend")
+    directory = make_cups_directory()
+    server = CupsServer(directory)
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def phaserlink_queue(cups: CupsServer, to: str, smtp_port: int, sender: str, queue: str = "pl") -> None:
+    """Start *cups*, install the PhaserLink backend into it (as root) and
+    add the queue *queue* whose device mails each job to *to* through the
+    appliance's SMTP server on *smtp_port*, from *sender*."""
+    from urllib.parse import quote
+
+    from phaserlink.client import cups_install
+
+    cups.start()
+    cups_install.install(cups.backend_dir, run_as="root")
+    uri = f"phaserlink://{quote(to, safe='')}?server=127.0.0.1:{smtp_port}&from={quote(sender, safe='')}"
+    cups.run("lpadmin", "-p", queue, "-E", "-v", uri)

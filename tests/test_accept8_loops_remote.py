@@ -17,7 +17,7 @@ import pytest
 
 from support.dovecot import Dovecot
 from support.smtp_sink import SmtpSink
-from test_printer_appliance import POSTSCRIPT, job_mail, printed_files, printer_section, sink_mails
+from test_printer_appliance import POSTSCRIPT, dovecot_printer_section, job_mail, printed_files, sink_mails
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,14 +26,10 @@ def test_bounces_and_auto_replies_in_a_remote_mailbox_never_print_nor_get_status
     dovecot = Dovecot()
     try:
         dovecot.start(users={"printer1": "pw"})
-        password = tmp_path / "mailbox.password"
-        password.write_text("pw\n")
         out = tmp_path / "printed"
         with SmtpSink(tmp_path / "sink") as sink:
             appliance.appliance_extra = f"smarthost = 127.0.0.1:{sink.port}\nsmarthost_tls = none\n"
-            appliance.sections = printer_section(
-                "remote", f"file:{out}", mailbox=f"pop3://printer1@127.0.0.1:{dovecot.port}",
-                mailbox_password_file=str(password), mailbox_tls="none", poll_interval="1s")
+            appliance.sections = dovecot_printer_section(dovecot, tmp_path, out)
             bounce = job_mail(to="remote@phaserlink.test", sender="MAILER-DAEMON@example.com",
                               subject="Undelivered Mail Returned to Sender", Message_ID="<bounce-1@example.com>")
             bounce_bytes = b"Return-Path: <>\r\n" + bytes(bounce)

@@ -261,6 +261,16 @@ def test_lpd_printer_gets_the_job_with_title_user_and_copies(appliance, tmp_path
         assert args["-n"] == "alice" and args["-J"] == "Quarterly report"
 
 
+def dovecot_printer_section(dovecot, tmp_path, out) -> str:
+    """Printer ``remote`` (remote@phaserlink.test) printing into *out* what
+    it fetches every second from the mailbox printer1 (password "pw", in
+    clear) of *dovecot*; its password file is written into *tmp_path*."""
+    password = tmp_path / "mailbox.password"
+    password.write_text("pw\n")
+    return printer_section("remote", f"file:{out}", mailbox=f"pop3://printer1@127.0.0.1:{dovecot.port}",
+                           mailbox_password_file=str(password), mailbox_tls="none", poll_interval="1s")
+
+
 def test_remote_dovecot_mailbox_is_polled_printed_and_emptied(appliance, tmp_path):
     """mailbox = pop3://...: the retriever polls Dovecot, prints, deletes
     there; the same message delivered twice (a relay's duplicate) prints once."""
@@ -269,12 +279,8 @@ def test_remote_dovecot_mailbox_is_polled_printed_and_emptied(appliance, tmp_pat
     dovecot = Dovecot()
     try:
         dovecot.start(users={"printer1": "pw"})
-        password = tmp_path / "mailbox.password"
-        password.write_text("pw\n")
         out = tmp_path / "printed"
-        appliance.sections = printer_section(
-            "remote", f"file:{out}", mailbox=f"pop3://printer1@127.0.0.1:{dovecot.port}",
-            mailbox_password_file=str(password), mailbox_tls="none", poll_interval="1s")
+        appliance.sections = dovecot_printer_section(dovecot, tmp_path, out)
         mail = bytes(job_mail(to="remote@phaserlink.test", Message_ID="<remote-1@example.com>"))
         dovecot.deliver("printer1", mail)
         dovecot.deliver("printer1", mail)
@@ -331,8 +337,8 @@ def test_sigterm_keeps_the_spool_lock_until_the_printer_stopped(appliance, tmp_p
     import signal
     import socket
 
-    from phaserlink.durable import SpoolLock, SpoolLocked
     from phaserlink.printer.dispatch import STOP_GRACE
+    from test_spool_shutdown import lock_is_held
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -350,13 +356,7 @@ def test_sigterm_keeps_the_spool_lock_until_the_printer_stopped(appliance, tmp_p
         stopped_at = time.monotonic()
 
         def held() -> bool:
-            probe = SpoolLock(appliance.spool)
-            try:
-                probe.acquire()
-            except SpoolLocked:
-                return True
-            probe.release()
-            return False
+            return lock_is_held(appliance.spool)
 
         while time.monotonic() - stopped_at < STOP_GRACE - 2:
             assert appliance.proc.poll() is None

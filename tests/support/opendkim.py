@@ -54,6 +54,11 @@ class OpenDKIM:
             f"PidFile {self.directory / 'opendkim.pid'}\n"
         )
         self.key.chmod(0o600)
+        return self._run(conf)
+
+    def _run(self, conf: Path):
+        """Run opendkim in the foreground on the config file *conf*, its
+        output into opendkim.log, and wait for its milter port; self."""
         log = (self.directory / "opendkim.log").open("ab")
         self.proc = subprocess.Popen([self.binary, "-f", "-x", str(conf)], stdout=log, stderr=log)
         try:
@@ -105,11 +110,4 @@ class OpenDKIMVerifier(OpenDKIM):
             f"ResolverConfiguration {unbound}\n"
             f"PidFile {self.directory / 'opendkim.pid'}\n"
         )
-        log = (self.directory / "opendkim.log").open("ab")
-        self.proc = subprocess.Popen([self.binary, "-f", "-x", str(conf)], stdout=log, stderr=log)
-        try:
-            wait_for_port(self.port, timeout=10)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"opendkim did not start: {(self.directory / 'opendkim.log').read_text()[-1000:]}")
-        return self
+        return self._run(conf)

@@ -225,7 +225,9 @@ def test_broken_pdf_is_a_conversion_error_with_ghostscripts_message(gs, tmp_path
 
 @pytest_twisted.inlineCallbacks
 def test_reactor_keeps_running_during_conversion(gs, tmp_path):
-    pdf = make_pdf(gs, tmp_path, pages=40)
+    # 400 pages: pdftops takes a few hundred ms, long enough for the reactor
+    # to tick many times however busy the machine is.
+    pdf = make_pdf(gs, tmp_path, pages=400)
     ticks = []
     loop = task.LoopingCall(lambda: ticks.append(reactor().seconds()))
     loop.start(0.005)
@@ -237,7 +239,7 @@ def test_reactor_keeps_running_during_conversion(gs, tmp_path):
         loop.stop()
     # A blocking conversion would allow no tick at all until it returned.
     assert during >= 3, during
-    assert f"{MARKER} page 40" in text_of(gs, tmp_path / "job.ps")
+    assert f"{MARKER} page 400" in text_of(gs, tmp_path / "job.ps")
 
 
 @pytest_twisted.inlineCallbacks

@@ -6,7 +6,7 @@ authheaders, in a verifier worker process (or the ``lookup`` pool with
 :mod:`phaserlink.trust.gate` decide with them in the SMTP process.  They
 live here, apart from the code that finds them, so that the SMTP process can
 read them (and unpickle a worker's answer) without importing those
-libraries and dnspython: with worker processes it never does (about 4 MB
+libraries and dnspython: with worker processes it never does (about 3.5 MB
 of the appliance's resident memory).
 """
 

@@ -22,7 +22,7 @@ DATA) and decides with them itself.  Two implementations of the one seam:
 Either way the functions are those of :mod:`phaserlink.trust.stamp`, given
 the stored message's path.  This module does not import them: with worker
 processes the SMTP process never loads pyspf, dkimpy, authheaders and
-dnspython (about 4 MB resident); the lookup pool imports them with its
+dnspython (about 3.5 MB resident); the lookup pool imports them with its
 first request.  Whether they are installed is checked at start all the
 same (:func:`check_libraries`), so a missing one still stops twistd.
 """

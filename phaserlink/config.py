@@ -582,14 +582,12 @@ class _Loader:
         here so a bad one stops the start with its key's name."""
         from dataclasses import replace
 
-        from phaserlink.values import parse_port
-
-        from phaserlink.trust.dns import parse_server
+        from phaserlink.values import parse_dns_server, parse_port
 
         servers = []  # one parser for MX delivery and sender verification
         for item in split_list(s.get("dns_servers") or ""):
             try:
-                servers.append(parse_server(item))
+                servers.append(parse_dns_server(item))
             except ValueError as e:
                 s.error("dns_servers", f"{e}; use IP[:PORT] ...")
         selector, domain = s.get("dkim_selector"), s.get("dkim_domain")

@@ -14,6 +14,7 @@ destinations.ini: file and section; argparse: the option).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 KIB = 1024
@@ -111,3 +112,16 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
         return host, parse_port(port_text)
     except ValueError as e:
         raise ValueError(f"{text!r}: {e}") from None
+
+
+def parse_dns_server(text: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` or ``[V6]:PORT`` -> (ip, port), port 53 by default;
+    the host must be an IP address (a resolver needs an address to ask, not
+    a name to resolve).  Here, not with the resolver: reading the config
+    must not import dnspython."""
+    host, port = parse_host_port(text, 53)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: a DNS server is given by its IP address") from None
+    return host, port

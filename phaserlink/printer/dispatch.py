@@ -45,8 +45,7 @@ from phaserlink.printer import journal
 from phaserlink.printer.faults import DocumentFault, Fault, PermanentFault, TemporaryFault, classify
 from phaserlink.printer.jobs import Document, Job
 from phaserlink.printer.local_source import run_inline
-from phaserlink.printer.output.interfaces import IDescribingOutput, IPageSelecting
-from phaserlink.printer.output.ipp import IExactlyOnceOutput
+from phaserlink.printer.output.interfaces import IDescribingOutput, IExactlyOnceOutput, IPageSelecting
 from phaserlink.printer.spool import JobSpool
 from phaserlink.printer.status import DELAYED, ERRORS, PRINTED, StatusMailer
 from phaserlink.printer.target import PrintTarget, print_target

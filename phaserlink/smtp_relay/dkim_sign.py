@@ -12,15 +12,13 @@ Only these: dkimpy needs the whole message in memory, and the appliance's
 own messages are small.  Relayed mail (print jobs of any size, from
 clients that sign their own mail or go through their own MTA) is not
 signed.  The key file is loaded by the configuration check at start, so a
-bad key is a config error naming ``dkim_key``.
+bad key is a config error naming ``dkim_key``.  dkimpy is imported only
+then: a site that does not sign never loads it in the SMTP process.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import dkim
-from dkim.crypto import parse_pem_private_key
 
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
 from phaserlink.limits import (  # noqa: E402
@@ -33,6 +31,8 @@ CANONICALIZATION = (b"relaxed", b"relaxed")
 
 def load_key(path: str | Path) -> bytes:
     """The PEM RSA private key in *path*, checked; ValueError says why not."""
+    from dkim.crypto import parse_pem_private_key
+
     try:
         pem = Path(path).read_bytes()
     except OSError as e:
@@ -59,6 +59,8 @@ class Signer:
     def header(self, message: bytes) -> bytes:
         """The ``DKIM-Signature:`` field (LF line ends, folded) for *message*
         (RFC 5322, LF or CRLF line ends)."""
+        import dkim
+
         wire = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         field = dkim.sign(wire, self.selector.encode("ascii"), self.domain.encode("ascii"), self.key,
                           canonicalize=CANONICALIZATION)

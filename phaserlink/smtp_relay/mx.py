@@ -45,7 +45,6 @@ from typing import IO, Any, Sequence
 
 from twisted.internet import defer, ssl
 from twisted.logger import Logger
-from twisted.names import client, dns, error as dns_error
 
 from phaserlink.net import smtp_client
 from phaserlink.net.smtp_client import (
@@ -97,6 +96,8 @@ class Host:
 
 
 def _address_of(record: Any) -> str | None:
+    from twisted.names import dns
+
     if record.type == dns.A:
         return record.payload.dottedQuad()
     if record.type == dns.AAAA:
@@ -105,17 +106,34 @@ def _address_of(record: Any) -> str | None:
 
 
 class MXResolver:
-    """MX and address look-ups on ``twisted.names.client``."""
+    """MX and address look-ups on ``twisted.names.client``.
+
+    ``twisted.names`` is imported, and the client made (reading
+    ``/etc/resolv.conf`` when no servers are given), by the first look-up:
+    an appliance with a smarthost, or without mail to send, never loads it."""
 
     def __init__(self, reactor: Any, servers: Sequence[tuple[str, int]] = (),
                  timeouts: tuple[float, ...] = DNS_TIMEOUTS):
         self.timeouts = timeouts
-        if servers:
-            self.resolver = client.Resolver(servers=list(servers), reactor=reactor)
-        else:
-            self.resolver = client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
+        self.reactor = reactor
+        self.servers = list(servers)
+        self._resolver: Any = None
+
+    @property
+    def resolver(self) -> Any:
+        """The ``twisted.names.client.Resolver`` (made on first use)."""
+        if self._resolver is None:
+            from twisted.names import client
+
+            if self.servers:
+                self._resolver = client.Resolver(servers=self.servers, reactor=self.reactor)
+            else:
+                self._resolver = client.Resolver(resolv="/etc/resolv.conf", reactor=self.reactor)
+        return self._resolver
 
     async def addresses(self, name: str) -> list[str]:
+        from twisted.names import error as dns_error
+
         found: list[str] = []
         for lookup in (self.resolver.lookupAddress, self.resolver.lookupIPV6Address):
             try:
@@ -136,6 +154,8 @@ class MXResolver:
         if domain.startswith("[") and domain.endswith("]"):
             literal = domain[1:-1].removeprefix("IPv6:")
             return [Host(literal, literal)]
+        from twisted.names import dns, error as dns_error
+
         try:
             answers, _auth, _extra = await self.resolver.lookupMailExchange(domain, timeout=self.timeouts)
         except (dns_error.DomainError, dns_error.DNSNameError):

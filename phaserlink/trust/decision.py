@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from phaserlink.config import PrinterConfig, UserConfig, sender_matches
-from phaserlink.trust.verify import PASS, TEMPERROR, Evidence, SPFResult, domain_of
+from phaserlink.trust.facts import PASS, TEMPERROR, Evidence, SPFResult, domain_of
 
 
 @dataclass(frozen=True)

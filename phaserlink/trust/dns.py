@@ -21,7 +21,6 @@ this module gives those libraries the same :class:`Resolver`:
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from typing import Iterable
@@ -178,13 +177,7 @@ class using:
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    """``HOST[:PORT]`` or ``[V6]:PORT`` -> (ip, port); the host must be an IP
-    address (a resolver needs an address to ask, not a name to resolve)."""
-    from phaserlink.values import parse_host_port
+    """``HOST[:PORT]`` -> (ip, port): :func:`phaserlink.values.parse_dns_server`."""
+    from phaserlink.values import parse_dns_server
 
-    host, port = parse_host_port(text, 53)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: a DNS server is given by its IP address") from None
-    return host, port
+    return parse_dns_server(text)

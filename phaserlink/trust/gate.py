@@ -27,6 +27,7 @@ nothing about senders any more: what got a 250 prints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -34,13 +35,15 @@ from twisted.logger import Logger
 from phaserlink.config import PrinterConfig, SiteConfig
 from phaserlink.threads import pools_for
 from phaserlink.trust import decision as D
+from phaserlink.trust import facts as V  # what the verifier found: plain data, no verification library
 from phaserlink.trust import headers as H
 from phaserlink.trust import hold
-from phaserlink.trust import verify as V
-from phaserlink.trust.dns import Resolver
+from phaserlink.trust.facts import Stamped
 from phaserlink.trust.quota import Quotas
-from phaserlink.trust.stamp import Stamped
 from phaserlink.trust.verifier import IVerifier, verifier_for
+
+if TYPE_CHECKING:
+    from phaserlink.trust.dns import Resolver
 
 log = Logger()
 
@@ -86,13 +89,14 @@ def _wait(seconds: float) -> str:
 class SenderGate:
     """Sender verification for one site (one per SMTP factory)."""
 
-    def __init__(self, site: SiteConfig, reactor, resolver: Resolver | None = None, queue=None,
+    def __init__(self, site: SiteConfig, reactor, resolver: "Resolver | None" = None, queue=None,
                  verifier: IVerifier | None = None):
         self.site = site
         self.reactor = reactor
         self.pools = pools_for(reactor)
-        self.resolver = resolver or Resolver(site.appliance.dns_servers)
-        self.verifier = verifier or verifier_for(site, reactor, self.resolver)
+        # No resolver of our own: worker processes have theirs, and the
+        # lookup pool makes one (importing dnspython) with its first request.
+        self.verifier = verifier or verifier_for(site, reactor, resolver)
         self.hostname = site.appliance.hostname
         self.trusted = frozenset(site.appliance.trusted_authserv_ids) - {self.hostname.lower()}
         self.quotas = Quotas(site.appliance.spool / "trust" / "quotas.json", reactor,

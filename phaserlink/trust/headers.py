@@ -21,8 +21,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email.utils import getaddresses
+from typing import TYPE_CHECKING
 
-import authres
+if TYPE_CHECKING:
+    import authres
 
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
 from phaserlink.limits import (  # noqa: E402
@@ -101,6 +103,8 @@ def authserv_id(field: Field) -> str | None:
 
 def parse_results(field: Field) -> "authres.AuthenticationResultsHeader | None":
     """An Authentication-Results field (or an ARC-A-R one) parsed by authres; None if unreadable."""
+    import authres  # here: the SMTP process reads headers with this module, and only a verifier parses them
+
     value = field.value
     if field.name.startswith("arc-"):
         value = value.partition(";")[2].strip()

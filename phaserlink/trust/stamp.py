@@ -26,24 +26,13 @@ the header that records them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from phaserlink.trust import headers as H
 from phaserlink.trust import verify as V
 from phaserlink.trust.dns import Resolver
+from phaserlink.trust.facts import Stamped  # the answer's class, readable without the libraries
 from phaserlink.trust.hold import HOLD_FIELD
-
-
-@dataclass(frozen=True)
-class Stamped:
-    """What :func:`examine_file` found and how it changed the file."""
-
-    evidence: V.Evidence
-    size: int  # the file's size after the rewrite
-    lines_delta: int  # line ends added (negative: removed) by the rewrite
-    hold_at: int  # the offset just after our Authentication-Results (where a hold field goes)
-    subject: str
 
 
 def check_spf(resolver: Resolver, client_ip: str, mail_from: str, helo: str) -> V.SPFResult:

@@ -20,16 +20,23 @@ DATA) and decides with them itself.  Two implementations of the one seam:
   a reactor without threads.
 
 Either way the functions are those of :mod:`phaserlink.trust.stamp`, given
-the stored message's path.
+the stored message's path.  This module does not import them: with worker
+processes the SMTP process never loads pyspf, dkimpy, authheaders and
+dnspython (about 3.5 MB resident); the lookup pool imports them with its
+first request.  Whether they are installed is checked at start all the
+same (:func:`check_libraries`), so a missing one still stops twistd.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import pickle
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IReactorProcess
@@ -37,12 +44,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from phaserlink.limits import VERIFY_RESTART_DELAY, VERIFY_STOP_TIMEOUT, VERIFY_TIMEOUT
+from phaserlink.limits import QUERY_TIMEOUT, VERIFY_RESTART_DELAY, VERIFY_STOP_TIMEOUT, VERIFY_TIMEOUT
 from phaserlink.threads import pools_for
-from phaserlink.trust import stamp
-from phaserlink.trust import verify as V
-from phaserlink.trust.dns import QUERY_TIMEOUT, Resolver
+from phaserlink.trust import facts as V
 from phaserlink.trust.worker import HEADER, frame, settings_arg
+
+if TYPE_CHECKING:
+    from phaserlink.trust.dns import Resolver
 
 log = Logger()
 
@@ -60,7 +68,7 @@ class IVerifier(Interface):
 
     def examine(path: Path, skip: int, spf: "V.SPFResult | None", checks: V.Checks,
                 trusted: frozenset, our_id: str,
-                spf_query: "tuple[str, str, str] | None" = None) -> "defer.Deferred[stamp.Stamped]":
+                spf_query: "tuple[str, str, str] | None" = None) -> "defer.Deferred[V.Stamped]":
         """Verify the stored message at *path* (and SPF for *spf_query*
         ``(client_ip, mail_from, helo)`` if given) and stamp our
         Authentication-Results."""
@@ -87,14 +95,37 @@ class _Calls:
 
 @implementer(IVerifier)
 class ThreadVerifier(_Calls):
-    """In this process, in the ``lookup`` pool (inline without threads)."""
+    """In this process, in the ``lookup`` pool (inline without threads).
 
-    def __init__(self, reactor, resolver: Resolver):
+    Without a *resolver*, one on *dns_servers* is made by the first
+    request, in the pool's thread, which is also where the verification
+    libraries are imported: not at start, and not in the reactor thread."""
+
+    def __init__(self, reactor, resolver: "Resolver | None" = None, dns_servers=(),
+                 timeout: float = QUERY_TIMEOUT):
         self.pools = pools_for(reactor)
-        self.resolver = resolver
+        self._resolver = resolver
+        self._servers = tuple(dns_servers)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+
+    @property
+    def resolver(self) -> "Resolver":
+        if self._resolver is None:
+            with self._lock:  # the pool's threads may ask first at once: one resolver, one cache
+                if self._resolver is None:
+                    from phaserlink.trust.dns import Resolver
+
+                    self._resolver = Resolver(self._servers, self._timeout)
+        return self._resolver
+
+    def _run(self, operation: str, *args):
+        from phaserlink.trust import stamp
+
+        return stamp.OPERATIONS[operation](self.resolver, *args)
 
     def _call(self, operation, *args):
-        return self.pools.lookup(stamp.OPERATIONS[operation], self.resolver, *args)
+        return self.pools.lookup(self._run, operation, *args)
 
 
 class _Worker(protocol.ProcessProtocol):
@@ -256,11 +287,34 @@ class ProcessVerifier(_Calls):
         return done
 
 
-def verifier_for(site, reactor, resolver: Resolver) -> IVerifier:
+#: What :mod:`phaserlink.trust.verify` and :mod:`phaserlink.trust.dns`
+#: import (dkimpy, pyspf, authheaders and authres, dnspython).
+LIBRARIES = ("dkim", "spf", "authheaders", "authres", "dns")
+
+
+def check_libraries() -> None:
+    """Raise the ModuleNotFoundError an import would for a verification
+    library that is not installed, without importing any (they are only
+    imported where the verification runs, maybe never in this process)."""
+    for name in LIBRARIES:
+        if sys.modules.get(name) is not None:
+            continue
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: blocked (None in sys.modules)
+            found = False
+        if not found:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+def verifier_for(site, reactor, resolver: "Resolver | None" = None) -> IVerifier:
     """Worker processes if the site wants them and the reactor can spawn
-    them, else the lookup pool."""
+    them, else the lookup pool.  *resolver* is the pool's (made on first
+    use when None); worker processes make their own with its time-out."""
+    check_libraries()
     processes = site.appliance.verify_processes
     if processes > 0 and IReactorProcess.providedBy(reactor) and pools_for(reactor).threaded:
-        return ProcessVerifier(reactor, site.appliance.dns_servers, processes, resolver.timeout)
-    return ThreadVerifier(reactor, resolver)
+        timeout = resolver.timeout if resolver is not None else QUERY_TIMEOUT
+        return ProcessVerifier(reactor, site.appliance.dns_servers, processes, timeout)
+    return ThreadVerifier(reactor, resolver, site.appliance.dns_servers)
 

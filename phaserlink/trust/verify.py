@@ -36,6 +36,12 @@ import spf
 
 from phaserlink.trust import headers as H
 from phaserlink.trust.dns import DNSTempError, Resolver, using
+# The facts found here, kept where the SMTP process can read them without
+# these libraries (phaserlink/trust/facts.py); the names stay importable here.
+from phaserlink.trust.facts import (  # noqa: F401
+    FAIL, NEUTRAL, NONE, PASS, PERMERROR, SOFTFAIL, TEMPERROR,
+    Checks, DKIMResult, DMARCResult, Evidence, SPFResult, Upstream, domain_of,
+)
 
 # Limits live in phaserlink/limits.py (one place per side); the names stay importable here.
 from phaserlink.limits import (  # noqa: E402
@@ -46,83 +52,6 @@ from phaserlink.limits import (  # noqa: E402
 
 #: RSA keys shorter than this do not verify (RFC 8301: 1024 at least).
 MIN_KEY_BITS = 1024
-
-PASS, FAIL, NONE, TEMPERROR, PERMERROR, NEUTRAL, SOFTFAIL = (
-    "pass", "fail", "none", "temperror", "permerror", "neutral", "softfail")
-
-
-@dataclass(frozen=True)
-class SPFResult:
-    result: str  # pass, fail, softfail, neutral, none, temperror, permerror
-    domain: str  # the domain checked (of MAIL FROM, or the HELO name)
-    identity: str  # mailfrom or helo
-    mail_from: str
-    explanation: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.result == PASS
-
-
-@dataclass(frozen=True)
-class DKIMResult:
-    result: str  # pass, fail, temperror, permerror
-    domain: str  # d=
-    selector: str  # s=
-    comment: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.result == PASS
-
-
-@dataclass(frozen=True)
-class DMARCResult:
-    result: str  # pass, fail, none (no record), temperror, permerror
-    from_domain: str
-    policy: str  # p= of the record that applied, '' without one
-    aligned: bool  # an aligned identifier passed (relaxed unless the record says strict)
-    comment: str = ""
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Results believed from a trusted verifier in front of us."""
-
-    authserv_id: str
-    via: str  # "Authentication-Results" or "ARC"
-    dmarc_pass: frozenset[str] = frozenset()  # header.from domains with dmarc=pass
-    dkim_pass: frozenset[str] = frozenset()  # header.d domains with dkim=pass
-    spf_pass: frozenset[str] = frozenset()  # smtp.mailfrom domains with spf=pass
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Everything found about one message; what the decision reads."""
-
-    from_addresses: tuple[str, ...]
-    auto_submitted: str | None
-    spf: SPFResult | None
-    dkim: tuple[DKIMResult, ...] = ()
-    dmarc: DMARCResult | None = None
-    upstream: tuple[Upstream, ...] = ()
-    arc: str = ""  # the chain's cv= (pass, fail, none) when ARC was checked
-
-    @property
-    def author(self) -> str | None:
-        return self.from_addresses[0] if len(self.from_addresses) == 1 else None
-
-    @property
-    def author_domain(self) -> str | None:
-        author = self.author
-        return author.rpartition("@")[2] if author and "@" in author else None
-
-    def dkim_temperror(self) -> bool:
-        return any(r.result == TEMPERROR for r in self.dkim)
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(".")
 
 
 def org_domain(domain: str) -> str:
@@ -333,16 +262,6 @@ def check_arc(resolver: Resolver, message: bytes, fields: list[H.Field],
 
 
 # -- the whole message ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Checks:
-    """Which checks a message needs (the union over its printers' rules)."""
-
-    dkim: bool = False
-    dmarc: bool = False
-    upstream: bool = False  # the client is a relay: believe trusted Authentication-Results
-    arc: bool = False  # trusted ids are configured: check ARC chains
 
 
 @dataclass

@@ -34,8 +34,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from phaserlink.limits import LOOKUP_THREADS
-from phaserlink.trust.dns import Resolver
-from phaserlink.trust.stamp import OPERATIONS
 
 HEADER = struct.Struct(">I")
 
@@ -99,6 +97,12 @@ class _Profiles:
 
 
 def serve(settings: dict, stdin, stdout) -> None:
+    # Here, not at the top: the appliance imports this module for frame()
+    # and settings_arg(), and must not load the verification libraries
+    # (dnspython, pyspf, dkimpy, authheaders) that only the worker runs.
+    from phaserlink.trust.dns import Resolver
+    from phaserlink.trust.stamp import OPERATIONS
+
     resolver = Resolver([tuple(s) for s in settings.get("dns_servers", ())], settings["timeout"])
     lock = threading.Lock()
     profiles = _Profiles(os.environ.get(PROFILE_ENV))

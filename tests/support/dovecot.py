@@ -186,11 +186,18 @@ class Dovecot:
         return name
 
     def messages(self, user: str) -> list[bytes]:
-        """The messages in the user's Maildir (new/ and cur/), oldest first."""
+        """The messages in the user's Maildir (new/ and cur/), oldest first.
+
+        Dovecot renames (new/ to cur/) and expunges while a session runs: a
+        file gone between the listing and its reading means another look."""
         md = self.maildir(user)
-        files = [p for sub in ("new", "cur") if (md / sub).is_dir() for p in (md / sub).iterdir()]
-        files.sort(key=lambda p: p.name.split(":", 1)[0])
-        return [p.read_bytes() for p in files]
+        while True:
+            files = [p for sub in ("new", "cur") if (md / sub).is_dir() for p in (md / sub).iterdir()]
+            files.sort(key=lambda p: p.name.split(":", 1)[0])
+            try:
+                return [p.read_bytes() for p in files]
+            except FileNotFoundError:
+                continue
 
     def halt(self) -> None:
         """Stop the server but keep its directory (mail, config): ``start``

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from zope.interface import Attribute, Interface
 
@@ -134,3 +134,26 @@ class IDescribingOutput(Interface):
     def probe() -> "Deferred":  # noqa: F821
         """Ask the printer now; fire with its answer (and keep it as
         ``capabilities``), or fail with PrinterUnavailable / PrinterRejected."""
+
+
+#: The spool's hook for an exactly-once output: write the printer's job id
+#: (its argument) durably.  Here with the interface, not with the IPP
+#: output, so that the dispatcher names both without importing the IPP
+#: client (twisted.web.client and the codec: about 3 MB resident) for a
+#: site that has no IPP printer.
+RecordHook = Callable[[str], "Awaitable[object] | object"]
+
+
+class IExactlyOnceOutput(Interface):
+    """An output that can tell the spool the printer's own job id before the
+    document is sent, and ask the printer about it after a crash."""
+
+    def send(job: OutputJob, record: RecordHook | None = None,
+             previous: str | None = None) -> "Deferred[OutputResult]":  # noqa: F821
+        """As IPrinterOutput.send.  *record(token)* is called (and its
+        Deferred awaited) once the printer gave the job an id and before
+        any document byte is sent; the spool must write *token* durably.
+        *previous* is a token recorded by an earlier attempt: the printer
+        is asked about that job first."""
+
+    capabilities = Attribute("The printer's last Get-Printer-Attributes answer (PrinterStatus) or None.")

@@ -27,21 +27,21 @@ See docs/ipp.md (the exactly-once argument and the crash table row).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from twisted.internet import defer, error, task
 from twisted.logger import Logger
 from twisted.web import client as web_client
-from zope.interface import Attribute as IAttribute
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
 from phaserlink.net import ipp_client as ipp
 from phaserlink.net.ipp_client import IPPClient, IPPError, IPPHTTPError, IPPProtocolError, IPPTimeout, JobStatus
 from phaserlink.message.job_options import JobOptions
 from phaserlink.net.ipp_codec import Attribute, IntRange, Tag, attr
 
-from .interfaces import (
+from .interfaces import (  # IExactlyOnceOutput, RecordHook: defined there, importable here too
     IDescribingOutput,
+    IExactlyOnceOutput,
+    RecordHook,
     REASON_CONNECTING,
     REASON_DOCUMENT_FORMAT,
     REASON_NOT_FOUND,
@@ -72,24 +72,6 @@ STOPPED_STATUSES = frozenset({ipp.SERVER_ERROR_BUSY, ipp.SERVER_ERROR_NOT_ACCEPT
 INCOMPLETE_JOB_REASONS = frozenset({"job-incoming", "job-data-insufficient"})
 
 log = Logger()
-
-RecordHook = Callable[[str], "Awaitable[object] | object"]
-
-
-class IExactlyOnceOutput(Interface):
-    """An output that can tell the spool the printer's own job id before the
-    document is sent, and ask the printer about it after a crash."""
-
-    def send(job: OutputJob, record: RecordHook | None = None,
-             previous: str | None = None) -> "defer.Deferred[OutputResult]":  # noqa: F821
-        """As IPrinterOutput.send.  *record(token)* is called (and its
-        Deferred awaited) once the printer gave the job an id and before
-        any document byte is sent; the spool must write *token* durably.
-        *previous* is a token recorded by an earlier attempt: the printer
-        is asked about that job first."""
-
-    capabilities = IAttribute("The printer's last Get-Printer-Attributes answer (PrinterStatus) or None.")
-
 
 @dataclass(frozen=True)
 class _Plan:

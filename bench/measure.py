@@ -6,8 +6,13 @@ from pathlib import Path
 
 
 def vm_hwm_kb(pid: int) -> int:
-    """The resident-set high-water mark (VmHWM) of *pid*, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """The resident-set high-water mark (VmHWM) of *pid*, in KiB; 0 for a
+    process that has exited (Postfix's daemons come and go while we sum)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0

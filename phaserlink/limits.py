@@ -214,8 +214,9 @@ MAX_RECEIVED = 100
 #: way from its 250 to its printer has three durable steps; at ~3-8 ms a
 #: task and four threads, eight waiting is ~6-16 ms a step.
 INFLOW_DURABLE_BACKLOG = 8
-#: How often held sessions are looked at; each look lets go as many as the
-#: backlog is under the bound (one at the bound).
+#: How often held sessions are looked at (one is let go per look while the
+#: backlog is under the bound): also the pace, at most 1 / INFLOW_TICK
+#: messages a second, while any session is held.
 INFLOW_TICK = 0.005
 
 # -- smtp_relay.bounce -----------------------------------------------------

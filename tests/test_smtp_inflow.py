@@ -171,28 +171,3 @@ def test_the_default_factory_reads_the_durable_pool(tmp_path):
     assert s.factory.inflow.backlog() == 0
     s.ehlo()
     assert s.cmd("MAIL FROM:<a@good.example>") == b"250 2.1.0 Ok\r\n"
-
-
-def test_the_sessions_own_commits_do_not_count(tmp_path, monkeypatch):
-    """The backlog the gate reads is the durable pool's less the commits
-    of messages whose 250 is pending (the sessions bound those)."""
-    from twisted.internet import defer
-
-    from phaserlink.threads import WorkPools
-
-    monkeypatch.setattr(WorkPools, "backlog", lambda self, name: 10 if name == "durable" else 0)
-    s = Session(make_site(tmp_path))
-    assert s.factory.backlog() == 10
-    inner: defer.Deferred = defer.Deferred()
-
-    class Sink:  # relay-only: no mailbox part, the queue's commit pending
-        delivery = None
-
-        def commit_queue(self):
-            return inner
-
-    d = s.factory.commit(Sink())
-    assert s.factory.committing == 1 and s.factory.backlog() == 9
-    inner.callback(None)
-    assert s.factory.committing == 0 and s.factory.backlog() == 10
-    assert d.called

@@ -10,9 +10,7 @@ faster than it is delivered, pause up to that long before taking the next
 message.  Here the measure is the ``durable`` pool's backlog, the work
 waiting for a thread: jobs for a printer that is down or busy wait in their
 printer's queue, not there, so they do not count; only work that is
-competing for the disk now does, less the SMTP sessions' own commits
-(:meth:`SMTPFactory.backlog`): each session has at most one, so they do
-not grow with overload.
+competing for the disk now does.
 
 A session at MAIL FROM asks :meth:`InflowGate.admit`: at or under the bound
 and nobody waiting, it goes on at once (no timer, no cost).  Otherwise it

@@ -864,10 +864,9 @@ class SMTPFactory(ServerFactory):
         if self.policy.postmaster is None:
             store.add_mailbox(POSTMASTER_BOX)  # postmaster mail stays here (docs/smtp.md)
         self.gate = SenderGate(site, reactor, queue=queue)  # who may print (docs/trust.md)
-        #: Messages between the end of their DATA and their commit's end.
-        self.committing = 0
+        pools = pools_for(reactor)
         #: Holds a new message at MAIL FROM while the durable pool is behind.
-        self.inflow = InflowGate(reactor, self.backlog, site.appliance.in_flow_delay)
+        self.inflow = InflowGate(reactor, lambda: pools.backlog("durable"), site.appliance.in_flow_delay)
         self.tls_options = None
         if site.appliance.tls is not None:
             from phaserlink.tls import server_options
@@ -879,14 +878,6 @@ class SMTPFactory(ServerFactory):
 
     def stopFactory(self) -> None:
         self.inflow.stop()
-
-    def backlog(self) -> int:
-        """Durable work waiting for a thread, less our own commits: those
-        the sessions bound (each waits for its 250), and counting them
-        held intake back while the printers were down and the disk had
-        room (bench/scale.py: 110 msg/s, not 220).  What grows when SMTP
-        outruns the printers is the printer side's work."""
-        return max(0, pools_for(self.reactor).backlog("durable") - self.committing)
 
     def admit(self) -> defer.Deferred | None:
         """May a new message start now?  None: yes; else a Deferred that
@@ -932,13 +923,7 @@ class SMTPFactory(ServerFactory):
         else:
             d = sink.delivery.commit_async(self.reactor)
         d.addCallback(lambda _: sink.commit_queue())
-        self.committing += 1
-
-        def done(result):
-            self.committing -= 1
-            return result
-
-        return d.addBoth(done)
+        return d
 
 
 def build_factory(site: SiteConfig, store: MaildirStore, queue: IOutboundQueue, reactor=None) -> SMTPFactory:

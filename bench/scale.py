@@ -86,6 +86,9 @@ if os.environ.get("SCALE_DURABLE_THREADS"):  # experiments: a wider durable pool
 if os.environ.get("SCALE_INFLOW_BACKLOG"):  # experiments: inflow control's bound (before the server is imported)
     import phaserlink.limits as _limits
     _limits.INFLOW_DURABLE_BACKLOG = int(os.environ["SCALE_INFLOW_BACKLOG"])
+if os.environ.get("SCALE_INFLOW_TICK"):  # experiments: how often held sessions are looked at, seconds
+    import phaserlink.limits as _limits
+    _limits.INFLOW_TICK = float(os.environ["SCALE_INFLOW_TICK"])
 if os.environ.get("SCALE_GC_THRESHOLD"):  # experiments: the collector's thresholds, "g0,g1,g2"
     gc.set_threshold(*(int(x) for x in os.environ["SCALE_GC_THRESHOLD"].split(",")))
 if os.environ.get("SCALE_SWITCH_INTERVAL"):  # experiments: the GIL's switch interval, seconds

@@ -83,6 +83,12 @@ gc.callbacks.append(_gc_note)
 if os.environ.get("SCALE_DURABLE_THREADS"):  # experiments: a wider durable pool
     import phaserlink.threads as _threads
     _threads.DURABLE_THREADS = int(os.environ["SCALE_DURABLE_THREADS"])
+if os.environ.get("SCALE_INFLOW_BACKLOG"):  # experiments: inflow control's bound (before the server is imported)
+    import phaserlink.limits as _limits
+    _limits.INFLOW_DURABLE_BACKLOG = int(os.environ["SCALE_INFLOW_BACKLOG"])
+if os.environ.get("SCALE_INFLOW_TICK"):  # experiments: how often held sessions are looked at, seconds
+    import phaserlink.limits as _limits
+    _limits.INFLOW_TICK = float(os.environ["SCALE_INFLOW_TICK"])
 if os.environ.get("SCALE_GC_THRESHOLD"):  # experiments: the collector's thresholds, "g0,g1,g2"
     gc.set_threshold(*(int(x) for x in os.environ["SCALE_GC_THRESHOLD"].split(",")))
 if os.environ.get("SCALE_SWITCH_INTERVAL"):  # experiments: the GIL's switch interval, seconds
@@ -203,7 +209,10 @@ class Session:
         return self.reply()
 
     def send(self, printer: str, message: bytes) -> bytes:
-        """MAIL, RCPT, DATA pipelined in one write; return the DATA reply."""
+        """MAIL, RCPT, DATA pipelined in one write; return the DATA reply.
+        ``self.took``: seconds from the MAIL write to that reply (what the
+        client waits for its 250, flow control's delay included)."""
+        began = time.monotonic()
         self.sock.sendall(b"MAIL FROM:<bench@client.test>\r\nRCPT TO:<" + f"{printer}@{DOMAIN}".encode()
                           + b">\r\nDATA\r\n")
         for _ in range(3):
@@ -214,6 +223,7 @@ class Session:
         r = self.reply()
         if not r.startswith(b"250"):
             raise RuntimeError(f"server said {r!r} after DATA")
+        self.took = time.monotonic() - began
         return r
 
     def close(self) -> None:
@@ -256,6 +266,7 @@ def run_blast(port: int, sessions: int, printers: list[str], out: Path, stop: Pa
     """*sessions* sessions, each sending *size* jobs in a loop until *stop*
     exists; every marker that got its 250 is written to *out*."""
     log = open(out, "a", buffering=1)
+    took_log = open(str(out) + ".took", "a", buffering=1)  # MAIL-to-250 seconds, one a line
     lock = threading.Lock()
     ready = threading.Barrier(sessions + 1)
     errors: list[str] = []
@@ -274,6 +285,7 @@ def run_blast(port: int, sessions: int, printers: list[str], out: Path, stop: Pa
                 break
             with lock:
                 log.write(marker + "\n")
+                took_log.write(f"{s.took:.4f}\n")
             n += 1
         s.close()
 
@@ -592,8 +604,10 @@ def main() -> int:
         folder = app.out / probe_printer
         latencies = []
         probe_marks = []
+        probe_took: list[float] = []
         gc_before = len(app.gc_pauses())
         probe_began = time.monotonic()
+        load_began = os.getloadavg()[0]
         cpu0 = app.cpu()
         for n in range(probes):
             marker = f"PLMARK-p{n}-{secrets.token_hex(3)}"
@@ -601,6 +615,7 @@ def main() -> int:
             before = len(os.listdir(folder)) if folder.exists() else 0
             probe_session.send(probe_printer, job_message(probe_printer, marker))
             accepted = time.monotonic()
+            probe_took.append(probe_session.took * 1000)
             wait_until(lambda: folder.exists() and sum(1 for f in os.listdir(folder) if not f.startswith("."))
                        > before, 60, f"probe {n}", poll=0.001)
             latencies.append((time.monotonic() - accepted) * 1000)
@@ -615,9 +630,18 @@ def main() -> int:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         say(f"probe 250 -> printed ({probes} probes)", f"p50 {statistics.median(latencies):.1f} ms, "
             f"p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")
+        say("load average (1 min) as the probes began / ended", f"{load_began:.2f} / {os.getloadavg()[0]:.2f}")
         say(f"blasters ({args.blasters} x 5 KB)", f"{len(blasted)} messages during the probes, "
             f"{len(blasted) / (probe_ended - probe_began):.0f} msg/s; CPU "
             f"{cpu_probe / max(len(blasted) + probes, 1) * 1000:.1f} ms per message (SMTP to printed)")
+        blast_took_file = Path(str(blast_log) + ".took")
+        blast_took = sorted(float(x) * 1000 for x in blast_took_file.read_text().split()) \
+            if blast_took_file.exists() else []
+        probe_took.sort()
+        for who, took in (("probe", probe_took), ("blasters", blast_took)):
+            if took:
+                say(f"{who} MAIL -> 250", f"p50 {statistics.median(took):.1f} ms, "
+                    f"p99 {took[min(len(took) - 1, int(len(took) * 0.99))]:.1f} ms, max {took[-1]:.1f} ms")
         full = [ms for g, ms in pauses if g == 2]
         stats_file = app.log_dir / "stats.jsonl"
         if stats_file.exists():

@@ -137,6 +137,7 @@ class ApplianceConfig:
     verify_processes: int = 1  # 0: verify in the lookup threads of the SMTP process
     # Scaling out (issue 11, multibox; docs/scaling.md): remote mailboxes
     mailbox_sessions: int = 10  # POP3 sessions to remote mailboxes (Dovecot) at once, all printers together
+    in_flow_delay: float = 1.0  # longest wait at MAIL FROM while the disk is behind; 0: off (docs/smtp.md)
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,8 @@ APPLIANCE_KEYS = {
 # Scaling out (issue 11, multibox; docs/scaling.md): how many remote-mailbox
 # sessions one appliance opens at once, so a site sizes Dovecot's limits.
 APPLIANCE_KEYS |= {"mailbox_sessions"}
+# Inflow control (issue 11, bench/scale.py; docs/smtp.md).
+APPLIANCE_KEYS |= {"in_flow_delay"}
 # Outbound mail by MX, DKIM signing (docs/outbound.md); parsed by _Loader.outbound.
 APPLIANCE_KEYS |= {"dns_servers", "mx_port", "outbound_tls", "outbound_tls_ca", "dkim_key", "dkim_selector",
                    "dkim_domain"}
@@ -575,6 +578,7 @@ class _Loader:
             postmaster_pop3_password=self.password(s, "postmaster_pop3_password"),
             max_conversions=s.typed("max_conversions", "1", _positive_int),
             mailbox_sessions=s.typed("mailbox_sessions", "10", _positive_int),  # multibox (docs/scaling.md)
+            in_flow_delay=s.typed("in_flow_delay", "1s", parse_duration),
         )
 
     def outbound(self, s: _Section, appliance: ApplianceConfig) -> ApplianceConfig:

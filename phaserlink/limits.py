@@ -207,6 +207,18 @@ MIME_MAX_PARTS = 1000
 #: RFC 5321 6.3 asks for a hop limit of at least 100; more is a loop.
 MAX_RECEIVED = 100
 
+# -- smtp_relay.inflow (issue 11, bench/scale.py; docs/smtp.md) ------------
+
+#: Work waiting for a ``durable`` thread above which a new message is held
+#: at MAIL FROM (up to ``in_flow_delay``): two tasks per thread.  A probe's
+#: way from its 250 to its printer has three durable steps; at ~3-8 ms a
+#: task and four threads, eight waiting is ~6-16 ms a step.
+INFLOW_DURABLE_BACKLOG = 8
+#: How often held sessions are looked at (one is let go per look while the
+#: backlog is under the bound): also the pace, at most 1 / INFLOW_TICK
+#: messages a second, while any session is held.
+INFLOW_TICK = 0.005
+
 # -- smtp_relay.bounce -----------------------------------------------------
 
 BOUNCE_MAX_HEADER_BYTES = 64 * 1024  # original headers quoted in the bounce

@@ -106,6 +106,13 @@ class WorkPools:
         """A ``blocking(f, *args)`` callable for parts that take one."""
         return lambda f, *args, **kwargs: self.run(name, f, *args, **kwargs)
 
+    def backlog(self, name: str) -> int:
+        """Tasks waiting for a thread of pool *name* (0 before its first
+        use and on reactors without threads): cheap, for every MAIL FROM
+        (phaserlink/smtp_relay/inflow.py)."""
+        pool = self._pools.get(name)
+        return 0 if pool is None else pool._team.statistics().backloggedWorkCount
+
     def stats(self) -> dict[str, dict[str, int]]:
         """Queue depth and busy threads per pool (for logs and metrics)."""
         out = {}

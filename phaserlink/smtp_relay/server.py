@@ -24,7 +24,9 @@ Protocol behaviour chosen here (all replies carry RFC 3463 status codes):
   ``MAX_ERRORS`` bad commands in one session: ``421 4.7.0`` and close.
 * MAIL FROM takes SIZE= (over the limit: 552 5.3.4), BODY=7BIT/8BITMIME
   (kept with relayed mail and declared again on the way out) and AUTH=;
-  other parameters 555 5.5.4.  RCPT TO takes none.  Recipient policy:
+  other parameters 555 5.5.4; while the disk is behind, its 250 waits (at
+  most ``in_flow_delay``; :mod:`phaserlink.smtp_relay.inflow`, input held
+  meanwhile).  RCPT TO takes none.  Recipient policy:
   :mod:`phaserlink.smtp_relay.policy` (``postmaster`` is always accepted,
   never printed); the ``max_recipients``-th + 1 RCPT gets ``452 4.5.3``.
 * DATA: ``354``; then the reader (see there for bare LF/CR, NUL, line length,
@@ -78,6 +80,7 @@ from phaserlink.config import SiteConfig
 from phaserlink.pop3_store.maildir import MaildirStore
 from phaserlink.pop3_store.postmaster import POSTMASTER_BOX
 from phaserlink.smtp_relay.data import DataReader, store_failed
+from phaserlink.smtp_relay.inflow import InflowGate
 from phaserlink.smtp_relay.interfaces import IOutboundQueue
 from phaserlink.smtp_relay.policy import RelayPolicy
 from phaserlink.smtp_relay.sink import MessageSink
@@ -382,6 +385,14 @@ class SMTPServer(Protocol, TimeoutMixin):
             else:
                 self._error(555, "5.5.4", f"Unsupported parameter {key}")
                 return
+        wait = self.factory.admit()  # inflow control: may hold us while the disk is behind
+        if wait is None:
+            self._begin(address, body)
+            return
+        wait.addCallback(lambda _: None if self._closed else self._begin(address, body))
+        self._wait_for(wait)
+
+    def _begin(self, address: str, body: str | None) -> None:
         self.txn = _Transaction(address, body)
         self.reply(250, "2.1.0", "Ok")
 
@@ -853,6 +864,9 @@ class SMTPFactory(ServerFactory):
         if self.policy.postmaster is None:
             store.add_mailbox(POSTMASTER_BOX)  # postmaster mail stays here (docs/smtp.md)
         self.gate = SenderGate(site, reactor, queue=queue)  # who may print (docs/trust.md)
+        pools = pools_for(reactor)
+        #: Holds a new message at MAIL FROM while the durable pool is behind.
+        self.inflow = InflowGate(reactor, lambda: pools.backlog("durable"), site.appliance.in_flow_delay)
         self.tls_options = None
         if site.appliance.tls is not None:
             from phaserlink.tls import server_options
@@ -861,6 +875,14 @@ class SMTPFactory(ServerFactory):
 
     def buildProtocol(self, addr) -> SMTPServer:
         return SMTPServer(self)
+
+    def stopFactory(self) -> None:
+        self.inflow.stop()
+
+    def admit(self) -> defer.Deferred | None:
+        """May a new message start now?  None: yes; else a Deferred that
+        fires when it may (at most ``in_flow_delay`` later; docs/smtp.md)."""
+        return self.inflow.admit()
 
     def _thread_pool(self):
         get_pool = getattr(self.reactor, "getThreadPool", None)

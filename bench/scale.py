@@ -303,7 +303,7 @@ def run_blast(port: int, sessions: int, printers: list[str], out: Path, stop: Pa
 # -- the appliance ------------------------------------------------------------------------
 
 class App:
-    def __init__(self, work: Path, printers: int, sessions: int, sink_port: int):
+    def __init__(self, work: Path, printers: int, sessions: int, sink_port: int, in_flow_delay: str = "0"):
         self.work = work
         self.dir = work / "appliance"
         self.dir.mkdir()
@@ -321,7 +321,7 @@ class App:
             f"[appliance]\nhostname = {DOMAIN}\nspool = {self.dir / 'var'}\n"
             f"smtp_listen = tcp:{self.smtp_port}:interface=127.0.0.1:backlog=1024\n"
             f"pop3_listen = tcp:{self.pop3_port}:interface=127.0.0.1\n"
-            f"max_sessions = {sessions}\nsmtp_timeout = 30m\n\n" + "\n".join(sections))
+            f"max_sessions = {sessions}\nsmtp_timeout = 30m\nin_flow_delay = {in_flow_delay}\n\n" + "\n".join(sections))
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
         self.runs = 0
@@ -471,6 +471,8 @@ def main() -> int:
     parser.add_argument("--blasters", type=int, default=20)
     parser.add_argument("--probes", type=int)
     parser.add_argument("--probe-gap", type=float, default=0.25)
+    parser.add_argument("--in-flow-delay", default="0",
+                        help="the appliance's in_flow_delay (default 0, off; 1s: inflow control, docs/smtp.md)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--sink", nargs=2, metavar=("PORT", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--blast", nargs=5, metavar=("PORT", "N", "PRINTERS", "OUT", "STOP"), help=argparse.SUPPRESS)
@@ -492,7 +494,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="phaserlink-scale-"))
     sink_port = free_port()
     sink_log = work / "sink.log"
-    app = App(work, printers, sessions, sink_port)
+    app = App(work, printers, sessions, sink_port, args.in_flow_delay)
     profile = os.environ.get("PHASERLINK_PROFILE")
     figures: dict[str, str] = {}
     sink = blast = None

@@ -137,7 +137,7 @@ class ApplianceConfig:
     verify_processes: int = 1  # 0: verify in the lookup threads of the SMTP process
     # Scaling out (issue 11, multibox; docs/scaling.md): remote mailboxes
     mailbox_sessions: int = 10  # POP3 sessions to remote mailboxes (Dovecot) at once, all printers together
-    in_flow_delay: float = 1.0  # longest wait at MAIL FROM while the disk is behind; 0: off (docs/smtp.md)
+    in_flow_delay: float = 0.0  # longest wait at MAIL FROM while the disk is behind; 0 (default): off (docs/smtp.md)
 
 
 @dataclass(frozen=True)
@@ -578,7 +578,7 @@ class _Loader:
             postmaster_pop3_password=self.password(s, "postmaster_pop3_password"),
             max_conversions=s.typed("max_conversions", "1", _positive_int),
             mailbox_sessions=s.typed("mailbox_sessions", "10", _positive_int),  # multibox (docs/scaling.md)
-            in_flow_delay=s.typed("in_flow_delay", "1s", parse_duration),
+            in_flow_delay=s.typed("in_flow_delay", "0", parse_duration),
         )
 
     def outbound(self, s: _Section, appliance: ApplianceConfig) -> ApplianceConfig:

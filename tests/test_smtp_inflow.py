@@ -106,7 +106,8 @@ def test_stop_lets_everyone_go():
 
 def test_limits_and_config(tmp_path):
     assert INFLOW_DURABLE_BACKLOG > 0 and 0 < INFLOW_TICK < 0.1
-    assert make_site(tmp_path / "a").appliance.in_flow_delay == 1.0
+    assert make_site(tmp_path / "a").appliance.in_flow_delay == 0  # off unless a site asks
+    assert make_site(tmp_path / "d", "in_flow_delay = 1s\n").appliance.in_flow_delay == 1.0
     assert make_site(tmp_path / "b", "in_flow_delay = 0\n").appliance.in_flow_delay == 0
     assert make_site(tmp_path / "c", "in_flow_delay = 250ms\n").appliance.in_flow_delay == 0.25
 
@@ -166,7 +167,7 @@ def test_a_session_that_closes_while_it_waits(tmp_path):
 def test_the_default_factory_reads_the_durable_pool(tmp_path):
     """On a reactor without threads the pools run inline: the backlog is 0
     and MAIL FROM is answered at once (every other SMTP test relies on it)."""
-    s = Session(make_site(tmp_path))
+    s = Session(make_site(tmp_path, "in_flow_delay = 1s\n"))
     assert s.factory.inflow.max_delay == 1.0
     assert s.factory.inflow.backlog() == 0
     s.ehlo()

@@ -312,16 +312,18 @@ class Delivery:
             from twisted.internet import reactor
         linked: list[Path] = []
 
-        def link(_: object) -> "Deferred[None]":
+        def sync_and_link() -> None:
+            # Both in the durable thread (issue 7: fsync, link and rename off
+            # the reactor); *linked* is read back in the reactor only after.
+            self._sync_file()
             self._link(linked)
-            return self.store.syncer.sync(reactor, [box.new for box in self.mailboxes])
 
         def failed(failure):
             self._undo(linked)
             return failure
 
-        d = pools_for(reactor).durable(self._sync_file)
-        d.addCallback(link)
+        d = pools_for(reactor).durable(sync_and_link)
+        d.addCallback(lambda _: self.store.syncer.sync(reactor, [box.new for box in self.mailboxes]))
         d.addCallbacks(lambda _: self._finish(linked), failed)
         return d
 

@@ -122,7 +122,7 @@ class WorkPools:
                 out[name] = {"threads": 0, "busy": 0, "queued": 0}
             else:
                 out[name] = {"threads": len(pool.threads), "busy": len(pool.working),
-                             "queued": pool._team.statistics().backloggedWorkCount}
+                             "queued": self.backlog(name)}
         return out
 
     def stop(self) -> None:

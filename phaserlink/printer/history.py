@@ -143,8 +143,13 @@ class JobHistory:
     def _open_locked(self) -> None:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = self._connect()
-            self._writer.executescript(_SCHEMA)
+            db = self._connect()
+            try:
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()  # e.g. a full disk: made again by the next write, not left without tables
+                raise
+            self._writer = db
 
     def close(self) -> None:
         with self._write_lock:
